@@ -1,0 +1,82 @@
+"""LiteRT (ai-edge-litert) interpreter: runs integer models on the host and times them.
+
+The deprecated `tf.lite.Interpreter` is not used. LiteRT applies XNNPACK as its default
+delegate on CPU (`OpResolverType.AUTO`), which is what an Android/Linux ARM app gets.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+
+from edgeq.adapters.io_quant import dequantize, quantize
+from edgeq.adapters.native import capture_fds
+from edgeq.errors import ConversionError, MissingDependencyError
+
+
+def _interpreter_module() -> Any:
+    try:
+        from ai_edge_litert import interpreter
+    except ImportError as exc:
+        raise MissingDependencyError("ai-edge-litert", "pip install ai-edge-litert") from exc
+    return interpreter
+
+
+def version() -> str:
+    try:
+        import ai_edge_litert
+    except ImportError:
+        return "not installed"
+    return getattr(ai_edge_litert, "__version__", "unknown")
+
+
+class LiteRTRunner:
+    """One interpreter per model; `run` takes float samples and returns float outputs."""
+
+    runtime = "litert"
+
+    def __init__(self, model: bytes, *, threads: int = 1, xnnpack: bool = True) -> None:
+        mod = _interpreter_module()
+        resolver = (
+            mod.OpResolverType.AUTO if xnnpack else mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        )
+        try:
+            with capture_fds() as captured:
+                self._interp = mod.Interpreter(
+                    model_content=model, num_threads=threads, experimental_op_resolver_type=resolver
+                )
+                self._interp.allocate_tensors()
+        except (RuntimeError, ValueError) as exc:
+            raise ConversionError("verify (LiteRT)", str(exc).strip().splitlines()[0]) from exc
+        self.log = captured.text
+        self.threads = threads
+        self.xnnpack = xnnpack
+        self._in = self._interp.get_input_details()[0]
+        self._outs = self._interp.get_output_details()
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        """Runs every sample of `x` (N, ...) one at a time (batch 1); one array per output."""
+        outputs: list[list[np.ndarray]] = [[] for _ in self._outs]
+        for sample in x:
+            self._interp.set_tensor(self._in["index"], quantize(sample[None], self._in))
+            self._interp.invoke()
+            for k, det in enumerate(self._outs):
+                outputs[k].append(dequantize(self._interp.get_tensor(det["index"]), det)[0])
+        return [np.stack(o) for o in outputs]
+
+    def latency_ms(self, sample: np.ndarray, *, warmup: int = 3, runs: int = 50,
+                   budget_s: float = 3.0) -> tuple[float, int]:
+        """Median wall time of `invoke` on one sample; stops early after `budget_s` seconds."""
+        self._interp.set_tensor(self._in["index"], quantize(sample[None], self._in))
+        for _ in range(warmup):
+            self._interp.invoke()
+        times = []
+        deadline = time.perf_counter() + budget_s
+        while len(times) < runs and (len(times) < 5 or time.perf_counter() < deadline):
+            t0 = time.perf_counter()
+            self._interp.invoke()
+            times.append((time.perf_counter() - t0) * 1000.0)
+        return statistics.median(times), len(times)

@@ -1,0 +1,131 @@
+"""The one place that drives `tf.lite.TFLiteConverter`, including its private flags.
+
+Private attributes (`_experimental_disable_per_channel`, ...) change between TF releases; they
+are set only here, each checked to exist first so a TF upgrade fails with a clear message
+instead of silently producing a different model.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from edgeq.adapters.native import capture_fds
+from edgeq.errors import ConversionError, UnsupportedOpsError
+
+_DTYPES = ("int8", "uint8", "float32")
+
+
+@dataclass(frozen=True)
+class ConverterSettings:
+    """What the target asks of the converter (built from the profile's [quantization])."""
+
+    per_channel: bool = True  # CONV_2D / DEPTHWISE_CONV_2D weights
+    dense_per_channel: bool = True  # FULLY_CONNECTED weights
+    input_dtype: str = "int8"
+    output_dtype: str = "int8"
+    float_fallback: bool = False  # ops without int8 kernels may stay float (CPU targets)
+    int16_activations: bool = False
+
+
+@dataclass(frozen=True)
+class ConversionOutput:
+    model: bytes
+    log: str  # what the converter printed natively; kept for --debug and the report
+
+
+def convert_int8(
+    concrete_function: Any,
+    representative: Callable[[], Iterable[np.ndarray]],
+    settings: ConverterSettings,
+    *,
+    target_name: str = "target",
+) -> ConversionOutput:
+    """Full-integer PTQ of a batch-1 concrete function with min/max calibration.
+
+    Args:
+        concrete_function: a `tf.function` traced at batch 1 (static shapes).
+        representative: returns an iterator of single float samples with the batch axis.
+        settings: quantization asked for by the target.
+        target_name: for error messages.
+
+    Raises:
+        UnsupportedOpsError: an op has no integer kernel and the target allows no float fallback.
+        ConversionError: anything else the converter rejected.
+    """
+    import tensorflow as tf
+
+    for name, dtype in (("input", settings.input_dtype), ("output", settings.output_dtype)):
+        if dtype not in _DTYPES:
+            raise ConversionError("quantize", f"{name} dtype '{dtype}' is not one of {_DTYPES}")
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_function])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([x] for x in representative())
+    if settings.int16_activations:
+        ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    else:
+        ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if settings.float_fallback:
+        ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
+    converter.target_spec.supported_ops = ops
+    if settings.input_dtype != "float32":
+        converter.inference_input_type = getattr(tf, settings.input_dtype)
+    if settings.output_dtype != "float32":
+        converter.inference_output_type = getattr(tf, settings.output_dtype)
+    _set_private(converter, "_experimental_disable_per_channel", not settings.per_channel)
+    _set_private(
+        converter,
+        "_experimental_disable_per_channel_quantization_for_dense_layers",
+        not settings.dense_per_channel,
+    )
+
+    try:
+        with capture_fds() as captured:
+            model = converter.convert()
+    except Exception as exc:  # the converter raises ConverterError, RuntimeError, ValueError
+        raise _explain(exc, captured.text, settings, target_name) from exc
+    return ConversionOutput(model=bytes(model), log=captured.text)
+
+
+def _set_private(converter: Any, name: str, value: bool) -> None:
+    if not hasattr(converter, name):
+        import tensorflow as tf
+
+        raise ConversionError(
+            "quantize",
+            f"TensorFlow {tf.__version__} has no converter attribute '{name}' that edgeq needs",
+            hint="install the TensorFlow version edgeq is tested with (2.21)",
+        )
+    setattr(converter, name, value)
+
+
+# 'tf.Sin' op is neither a custom op nor a flex op / Quantization not yet supported for op: 'X'
+_OP_PATTERNS = (
+    re.compile(r"'(?:tf|tfl)\.(\w+)' op is neither a custom op nor a flex op"),
+    re.compile(r"Quantization not yet supported for op: '(\w+)'"),
+    re.compile(r"op '(?:tf|tfl)\.(\w+)' .*not supported", re.IGNORECASE),
+)
+
+
+def _explain(exc: Exception, log: str, settings: ConverterSettings, target: str) -> Exception:
+    text = f"{exc}\n{log}"
+    ops = sorted({m.group(1) for p in _OP_PATTERNS for m in p.finditer(text)})
+    if ops:
+        hint = (
+            "these ops have no full-integer TFLite kernel; replace the layers that make them"
+            if not settings.float_fallback
+            else "these TensorFlow ops have no TFLite builtin; replace the layers that make them"
+        )
+        return UnsupportedOpsError(target, ops, hint=hint)
+    first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    return ConversionError("quantize (TFLiteConverter)", first[:400])
+
+
+def tensorflow_version() -> str:
+    import tensorflow as tf
+
+    return tf.__version__

@@ -1,0 +1,102 @@
+"""TensorFlow Lite Micro's Python interpreter: the microcontroller emulator.
+
+Its reference kernels are the bit-exact golden for optimized MCU kernels (CMSIS-NN), so
+accuracy measured here is what the board computes. The tensor arena comes from TFLM's own
+recording allocator, which prints from C++ to stderr: we capture the descriptor and parse it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgeq.adapters.io_quant import dequantize, quantize
+from edgeq.adapters.native import capture_fds
+from edgeq.errors import ConversionError, MissingDependencyError
+
+# Big enough for every model we measure; the figures reported are what the allocator used,
+# not this size. TFLM's own default (10x the model size) is too small for models with few
+# weights and large activations.
+_MIN_ARENA = 8 << 20
+_ARENA_LINE = re.compile(r"Arena allocation (total|head|tail) (\d+) bytes")
+
+
+@dataclass(frozen=True)
+class ArenaUsage:
+    total: int
+    head: int  # planned, non-persistent: activations and scratch
+    tail: int  # persistent: eval tensors, node structs, op data, quantization params
+    log: str  # the allocator's full dump
+
+
+def _runtime() -> Any:
+    try:
+        from tflite_micro.python.tflite_micro import runtime
+    except ImportError as exc:
+        raise MissingDependencyError("tflite-micro", "pip install tflite-micro") from exc
+    return runtime
+
+
+def version() -> str:
+    try:
+        from tflite_micro import _version
+    except ImportError:
+        return "not installed"
+    return getattr(_version, "__version__", "unknown")
+
+
+def parse_allocations(text: str) -> ArenaUsage:
+    found = {k: int(v) for k, v in _ARENA_LINE.findall(text)}
+    if set(found) != {"total", "head", "tail"}:
+        raise ConversionError("verify (TFLite Micro)", "the recording allocator printed no arena figures")
+    return ArenaUsage(found["total"], found["head"], found["tail"], text)
+
+
+class TFLMRunner:
+    """Runs a model on TFLite Micro; `arena` holds what the recording allocator measured."""
+
+    runtime = "tflm"
+
+    def __init__(self, model: bytes) -> None:
+        rt = _runtime()
+        arena = max(10 * len(model), _MIN_ARENA)
+        try:
+            with capture_fds() as captured:
+                self._interp = rt.Interpreter.from_bytes(model, arena_size=arena)
+        except (RuntimeError, ValueError) as exc:
+            raise ConversionError(
+                "verify (TFLite Micro)",
+                f"the interpreter rejected the model: {str(exc).strip()[:300]}",
+                hint="the model may use an op or dtype TFLite Micro has no kernel for",
+            ) from exc
+        with capture_fds((2,)) as alloc:
+            self._interp.print_allocations()
+        self.arena = parse_allocations(alloc.text)
+        self.log = captured.text
+        self._in = self._interp.get_input_details(0)
+        with capture_fds((2,)):
+            self._outs = _output_details(self._interp)
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        outputs: list[list[np.ndarray]] = [[] for _ in self._outs]
+        for sample in x:
+            self._interp.set_input(quantize(sample[None], self._in), 0)
+            self._interp.invoke()
+            for k, det in enumerate(self._outs):
+                outputs[k].append(dequantize(self._interp.get_output(k), det)[0])
+        return [np.stack(o) for o in outputs]
+
+
+def _output_details(interp: Any) -> list[dict[str, Any]]:
+    """TFLM's Python API has no output count; probe until it raises (and prints, hence the
+    capture around the call)."""
+    found = []
+    for k in range(64):
+        try:
+            found.append(interp.get_output_details(k))
+        except Exception:  # the binding raises a plain RuntimeError/IndexError past the end
+            break
+    return found

@@ -1,0 +1,250 @@
+"""The library API: `convert()` drives the pipeline stages in order and returns values.
+
+    load -> check data -> float reference -> quantize -> place ops -> verify -> gate -> emit
+
+Each stage is a plain function in `edgeq.pipeline`; this driver only sequences them, times
+them, checks an invariant after the converter, and builds the report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+from edgeq.data import Dataset, Preprocess, load_dataset
+from edgeq.errors import ConversionError, DataError, EdgeqError, UsageError
+from edgeq.outputs import check_free, write_outputs
+from edgeq.report import Report
+from edgeq.targets import Target, load_target
+from edgeq.tflite_file import ModelInfo, read_model
+
+METHODS = ("ptq",)
+CALIBRATIONS = ("minmax",)
+
+ProgressFn = Callable[[int, int], None]
+
+
+class Progress(Protocol):
+    """What the caller (the CLI) shows while the pipeline runs; the library never prints."""
+
+    def stage(self, name: str) -> None: ...
+
+    def task(self, name: str, total: int) -> ProgressFn: ...
+
+
+class _Silent:
+    def stage(self, name: str) -> None:
+        pass
+
+    def task(self, name: str, total: int) -> ProgressFn:
+        return lambda done, total: None
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    model: str
+    target: str
+    data: str
+    eval_data: str | None = None
+    out: str | None = None
+    method: str = "ptq"
+    calibration: str = "minmax"
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    calibration_samples: int = 500
+    eval_samples: int | None = None
+    max_drop: float | None = None
+    overwrite: bool = False
+    allow_unsafe: bool = False
+    measure_latency: bool = True
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    report: Report
+    files: dict[str, Path]
+    gate_error: EdgeqError | None  # a failed budget or accuracy gate; outputs are still written
+
+    @property
+    def ok(self) -> bool:
+        return self.gate_error is None
+
+
+def output_dir(opts: ConvertOptions, target: Target) -> Path:
+    if opts.out:
+        return Path(opts.out)
+    return Path("edgeq-out") / f"{_stem(opts.model)}-{target.name}"
+
+
+def output_names(opts: ConvertOptions) -> list[str]:
+    return [f"{_stem(opts.model)}_int8.tflite", "report.json", "report.md"]
+
+
+def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertResult:
+    """Convert a float Keras model to a verified full-integer TFLite model for a target.
+
+    Raises:
+        InputError: bad model, data, target or output path (exit 2), before any output exists.
+        TargetConstraintError: an op the target cannot run (exit 3); nothing is written.
+        ConversionError: the converter or an interpreter failed for another reason (exit 1).
+    """
+    from edgeq.pipeline import gate, place, quantize, verify
+    from edgeq.pipeline.load import load_model
+
+    progress = progress or _Silent()
+    stages: list[dict] = []
+
+    def timed(name: str, fn, *args, **kwargs):
+        progress.stage(name)
+        t0 = time.perf_counter()
+        value = fn(*args, **kwargs)
+        stages.append({"name": name, "seconds": round(time.perf_counter() - t0, 3)})
+        return value
+
+    target = load_target(opts.target)
+    _check_options(opts)
+    out_dir = output_dir(opts, target)
+    names = output_names(opts)
+    check_free(out_dir, names, opts.overwrite)
+
+    loaded = timed("load", load_model, opts.model, allow_unsafe=opts.allow_unsafe)
+    calib, evaluation = timed("check data", _load_data, opts, loaded.input_spec)
+    float_outputs = timed("float reference", _float_reference, loaded, evaluation)
+
+    cal_progress = progress.task("calibrating", calib.n)
+    quantized = timed("quantize", quantize.quantize_ptq, loaded, target, calib,
+                      progress=cal_progress)
+    info = _check_converted(quantized.model, opts.model)
+    placements = timed("place ops", place.place_ops, info, target)
+    place.check_placeable(placements, target)
+
+    eval_progress = progress.task(f"evaluating on {target.runtime.name}", evaluation.n)
+    result = timed("verify", verify.verify, quantized.model, target, evaluation.x, evaluation.y,
+                   float_outputs, progress=eval_progress, measure_latency=opts.measure_latency)
+    memory = gate.check_memory(target, len(quantized.model), result.arena)
+
+    model_name = names[0]
+    report = Report(
+        target=target.name,
+        method=quantized.method,
+        calibration=quantized.calibration,
+        model={"path": str(opts.model), "format": loaded.format, "loader": loaded.loader,
+               "input": {"name": loaded.input_spec.name, "shape": list(loaded.input_spec.shape),
+                         "dtype": loaded.input_spec.dtype},
+               "outputs": [list(s) for s in loaded.output_shapes]},
+        output={"path": str(out_dir / model_name), "bytes": len(quantized.model),
+                "sha256": hashlib.sha256(quantized.model).hexdigest(),
+                "input_dtype": info.input_tensors[0].dtype,
+                "output_dtype": info.output_tensors[0].dtype},
+        ops=[p.to_dict() for p in placements],
+        accuracy=asdict(result.accuracy),
+        fidelity=asdict(result.fidelity),
+        latency_ms=asdict(result.latency) if result.latency else None,
+        memory={k: v for k, v in asdict(memory).items() if k != "overruns"},
+        data={"calibration": _data_summary(calib), "evaluation": _data_summary(evaluation),
+              "evaluated_on_calibration_data": opts.eval_data is None},
+        stages=stages,
+        target_profile=target.to_dict(),
+        notes=_notes(loaded.notes, calib, evaluation, opts.eval_data is None),
+    )
+    gate_error = _gate_error(target, memory, result.accuracy, opts.max_drop, report)
+    if opts.eval_data is None:
+        report.notes.append("evaluated on the calibration data; pass --eval-data for held-out figures")
+
+    progress.stage("emit")
+    files = write_outputs(
+        out_dir,
+        {model_name: quantized.model, "report.json": report.to_json().encode(),
+         "report.md": report.to_markdown().encode()},
+        overwrite=opts.overwrite,
+    )
+    return ConvertResult(report, files, gate_error)
+
+
+def _check_options(opts: ConvertOptions) -> None:
+    if opts.method not in METHODS:
+        raise UsageError(
+            f"--method {opts.method} is not available in this version",
+            hint=f"use one of: {', '.join(METHODS)}",
+        )
+    if opts.calibration not in CALIBRATIONS:
+        raise UsageError(
+            f"--calibration {opts.calibration} is not available in this version",
+            hint=f"use one of: {', '.join(CALIBRATIONS)}",
+        )
+    if opts.calibration_samples < 1:
+        raise UsageError("--calibration-samples must be at least 1")
+
+
+def _load_data(opts: ConvertOptions, spec) -> tuple[Dataset, Dataset]:
+    calib = load_dataset(opts.data, spec, opts.preprocess, role="calibration",
+                         max_samples=opts.calibration_samples)
+    if opts.eval_data is None:
+        evaluation = load_dataset(opts.data, spec, opts.preprocess, role="evaluation",
+                                  max_samples=opts.eval_samples)
+    else:
+        evaluation = load_dataset(opts.eval_data, spec, opts.preprocess, role="evaluation",
+                                  max_samples=opts.eval_samples)
+    return calib, evaluation
+
+
+def _float_reference(loaded, evaluation: Dataset) -> list[np.ndarray]:
+    outputs = loaded.predict(evaluation.x)
+    for out in outputs:
+        if not np.all(np.isfinite(out)):
+            raise DataError(
+                evaluation.source,
+                "the float model gives NaN/Inf outputs on this data",
+                hint="check the input scaling (--input-scale/--mean/--std) and the model",
+            )
+    return outputs
+
+
+def _check_converted(model: bytes, source: str) -> ModelInfo:
+    """Invariants of every edgeq output: one subgraph, static shapes, integer I/O as asked."""
+    info = read_model(model, f"{source} (converted)")
+    if info.subgraphs != 1:
+        raise ConversionError("quantize", f"the converter produced {info.subgraphs} subgraphs")
+    if info.dynamic_tensors:
+        t = info.dynamic_tensors[0]
+        raise ConversionError("quantize", f"tensor '{t.name}' kept a dynamic shape {t.shape_signature}")
+    return info
+
+
+def _gate_error(target, memory, accuracy, max_drop, report: Report) -> EdgeqError | None:
+    from edgeq.pipeline import gate
+
+    errors: list[EdgeqError] = []
+    for check in (lambda: gate.enforce_memory(target, memory),
+                  lambda: gate.enforce_accuracy(accuracy, max_drop)):
+        try:
+            check()
+        except EdgeqError as exc:
+            errors.append(exc)
+    report.gates = {
+        "memory": {"ok": not memory.overruns, "overruns": list(memory.overruns)},
+        "accuracy": {"ok": not any(e.exit_status == 4 for e in errors), "max_drop_pp": max_drop},
+    }
+    # Budget overruns (exit 3) outrank an accuracy gate (exit 4): the model cannot ship at all.
+    return errors[0] if errors else None
+
+
+def _notes(model_notes: list[str], calib: Dataset, evaluation: Dataset, same: bool) -> list[str]:
+    notes = list(model_notes) + [f"calibration data: {n}" for n in calib.notes]
+    if not same:
+        notes += [f"evaluation data: {n}" for n in evaluation.notes]
+    return notes
+
+
+def _data_summary(ds: Dataset) -> dict:
+    return {"path": ds.source, "n": ds.n, "labels": ds.y is not None,
+            "stats": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in ds.stats.items()}}
+
+
+def _stem(model: str) -> str:
+    p = Path(model)
+    return (p.name if p.is_dir() else p.stem) or "model"

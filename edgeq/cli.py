@@ -1,0 +1,165 @@
+"""The `edgeq` command line: parse options, call `edgeq.api`, render the result, map errors to
+exit codes. No conversion logic lives here, and nothing heavy is imported at start-up so that
+`edgeq --help` answers at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+import warnings
+import click
+
+from edgeq import __version__
+from edgeq.errors import EdgeqError
+from edgeq.status import ExitStatus
+
+CONVERT_EXAMPLES = """
+\b
+Examples:
+  edgeq convert model.keras --target cortex-m4 --data calib.npz --eval-data test.npz
+  edgeq convert ic_resnet8.h5 --target arm-cpu --data cifar_sample.npz --out build/resnet8
+  edgeq convert saved_model/ --target coral --data images/ --input-scale 1/255
+"""
+
+TARGETS_EXAMPLES = """
+\b
+Examples:
+  edgeq targets
+  edgeq targets cortex-m4
+  edgeq targets coral --json
+"""
+
+
+class _State:
+    debug = False
+
+
+def _quiet_tensorflow() -> None:
+    """TF and absl write start-up chatter to stderr; users see it only with --debug."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    warnings.filterwarnings("ignore")
+    import logging
+
+    for name in ("tensorflow", "absl", "keras", "h5py"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgeq")
+@click.option("--debug", is_flag=True, help="Show tracebacks and the tools' own output.")
+def cli(debug: bool) -> None:
+    """edgeq: a Keras model to a verified, deployable integer TFLite model for an edge device."""
+    _State.debug = debug
+    if not debug:
+        _quiet_tensorflow()
+
+
+@cli.command(epilog=CONVERT_EXAMPLES)
+@click.argument("model", type=click.Path())
+@click.option("--target", "-t", required=True, help="Target profile name (edgeq targets) or .toml path.")
+@click.option("--data", "-d", required=True, type=click.Path(),
+              help="Representative data: .npz (x[, y]), .npy or an image directory.")
+@click.option("--eval-data", type=click.Path(), help="Held-out data with labels for accuracy.")
+@click.option("--out", "-o", type=click.Path(), help="Output directory [edgeq-out/MODEL-TARGET].")
+@click.option("--method", default="ptq", show_default=True, help="ptq (qat and auto: coming).")
+@click.option("--calibration", default="minmax", show_default=True,
+              help="Activation ranges: minmax (percentile, entropy, mse, auto: coming).")
+@click.option("--calibration-samples", default=500, show_default=True,
+              help="Use the first N representative samples.")
+@click.option("--eval-samples", type=int, help="Use the first N evaluation samples [all].")
+@click.option("--input-scale", help="Multiply raw inputs by this (e.g. 1/255) before --mean/--std.")
+@click.option("--mean", help="Subtract per-channel mean(s), e.g. 127.5 or 0.485,0.456,0.406.")
+@click.option("--std", help="Divide by per-channel std(s), e.g. 127.5.")
+@click.option("--max-drop", type=float, help="Fail (exit 4) if top-1 drops more than PP points.")
+@click.option("--allow-unsafe", is_flag=True, help="Load Lambda layers (runs code from the file).")
+@click.option("--no-latency", is_flag=True, help="Skip the host latency measurement.")
+@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+@click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout instead of a table.")
+def convert(model: str, target: str, data: str, eval_data: str | None, out: str | None,
+            method: str, calibration: str, calibration_samples: int, eval_samples: int | None,
+            input_scale: str | None, mean: str | None, std: str | None, max_drop: float | None,
+            allow_unsafe: bool, no_latency: bool, overwrite: bool, as_json: bool) -> None:
+    """Convert MODEL (.keras, .h5 or SavedModel dir) to a full-integer TFLite model for a target,
+    verify it on the target's runtime and write the model and report.json/report.md."""
+    from edgeq import api
+    from edgeq.data import Preprocess
+
+    opts = api.ConvertOptions(
+        model=model, target=target, data=data, eval_data=eval_data, out=out, method=method,
+        calibration=calibration, preprocess=Preprocess.parse(input_scale, mean, std),
+        calibration_samples=calibration_samples, eval_samples=eval_samples, max_drop=max_drop,
+        overwrite=overwrite, allow_unsafe=allow_unsafe, measure_latency=not no_latency,
+    )
+    from edgeq.console import RichProgress, print_report
+
+    with RichProgress(enabled=not as_json) as progress:
+        result = api.convert(opts, progress)
+    if as_json:
+        click.echo(result.report.to_json(), nl=False)
+    else:
+        print_report(result.report, result.files)
+    if result.gate_error is not None:
+        raise result.gate_error
+
+
+@cli.command(epilog=TARGETS_EXAMPLES)
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the profile(s) as JSON.")
+def targets(name: str | None, as_json: bool) -> None:
+    """List the target profiles, or show one."""
+    from edgeq.targets import list_targets, load_target
+
+    if name:
+        profile = load_target(name)
+        if as_json:
+            click.echo(json.dumps(profile.to_dict(), indent=2))
+        else:
+            from edgeq.console import print_target
+
+            print_target(profile)
+        return
+    profiles = list_targets()
+    if as_json:
+        click.echo(json.dumps([p.to_dict() for p in profiles], indent=2))
+        return
+    from edgeq.console import print_target_list
+
+    print_target_list(profiles)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; returns the exit status (the script wrapper exits with it)."""
+    try:
+        cli.main(args=argv, prog_name="edgeq", standalone_mode=False)
+    except click.exceptions.Exit as exc:  # --help, --version
+        return int(exc.exit_code)
+    except click.ClickException as exc:  # usage errors found by click itself
+        exc.show()
+        return int(ExitStatus.BAD_INPUT)
+    except click.exceptions.Abort:
+        _error("interrupted")
+        return 130
+    except EdgeqError as exc:
+        if _State.debug:
+            traceback.print_exc()
+        _error(str(exc))
+        return int(exc.exit_status)
+    except KeyboardInterrupt:
+        _error("interrupted; no output was written")
+        return 130
+    except Exception as exc:  # a bug: say so plainly; the traceback is one flag away
+        if _State.debug:
+            traceback.print_exc()
+        first = (str(exc).strip().splitlines() or [""])[0]
+        _error(f"internal error: {type(exc).__name__}: {first} "
+               "(rerun with --debug for the traceback, and please report it)")
+        return int(ExitStatus.ERROR)
+    return int(ExitStatus.OK)
+
+
+def _error(message: str) -> None:
+    click.echo(f"edgeq: error: {message}", err=True)
+

@@ -1,0 +1,111 @@
+"""Terminal rendering for the CLI (rich): progress while the pipeline runs, summary tables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from edgeq.report import Report
+
+
+def _stderr_console() -> Console:
+    # The library captures file descriptor 2 while native tools run (to keep their chatter out
+    # of the terminal); a private duplicate of the descriptor keeps progress visible meanwhile.
+    return Console(file=os.fdopen(os.dup(2), "w", buffering=1), stderr=True)
+
+
+class RichProgress:
+    """Implements `edgeq.api.Progress` with rich progress bars on stderr."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._console = _stderr_console() if enabled else None
+        self._bar: Progress | None = None
+
+    def __enter__(self) -> "RichProgress":
+        if self.enabled:
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), console=self._console, transient=False,
+            )
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def stage(self, name: str) -> None:
+        if self._bar is not None:
+            self._bar.console.print(f"[dim]·[/] {name}")
+
+    def task(self, name: str, total: int):
+        if self._bar is None:
+            return lambda done, total: None
+        task_id = self._bar.add_task(name, total=total)
+        bar = self._bar
+        return lambda done, total: bar.update(task_id, completed=done, total=total)
+
+
+def print_report(report: Report, files: dict[str, Path]) -> None:
+    console = Console()
+    table = Table(title=f"edgeq: {Path(report.model['path']).name} → {report.target}",
+                  show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for label, value in report.summary_rows():
+        table.add_row(label, value)
+    console.print(table)
+    for note in report.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    for name, gate in report.gates.items():
+        if not gate.get("ok", True):
+            console.print(f"[red]gate failed:[/] {name}")
+    console.print("wrote: " + ", ".join(str(p) for p in files.values()))
+
+
+def print_target(target: Any) -> None:
+    console = Console()
+    table = Table(title=f"target {target.name}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    data = target.to_dict()
+    for key, value in data.items():
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                table.add_row(f"{key}.{sub}", _fmt(v))
+        else:
+            table.add_row(key, _fmt(value))
+    console.print(table)
+
+
+def print_target_list(targets: list[Any]) -> None:
+    console = Console()
+    table = Table(title="edgeq targets")
+    for col in ("name", "runs on", "weights", "I/O", "flash", "RAM"):
+        table.add_column(col, no_wrap=True)
+    for t in targets:
+        q, m = t.quantization, t.memory
+        name = t.name + (" (base)" if t.abstract else "")
+        table.add_row(name, f"{t.runtime.placement} ({t.runtime.name})",
+                      f"{q.weight_granularity}", f"{q.input_dtype}/{q.output_dtype}",
+                      _size(m.flash_bytes), _size(m.ram_bytes))
+    console.print(table)
+    console.print("edgeq targets NAME shows a profile in full, with its device.")
+
+
+def _size(n: int) -> str:
+    if not n:
+        return "-"
+    return f"{n // 1024} KiB" if n < (1 << 20) else f"{n / (1 << 20):g} MiB"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value) if value else "(any)"
+    return str(value)

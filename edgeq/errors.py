@@ -1,0 +1,166 @@
+"""The one error hierarchy of edgeq; the CLI maps each class to an exit status.
+
+Every error carries what went wrong (naming the file, layer, op or option) and how to fix it.
+Library code raises these and never prints or exits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from edgeq.status import ExitStatus
+
+
+class EdgeqError(Exception):
+    """Base class. ``str(err)`` is the one line a user sees."""
+
+    exit_status: ExitStatus = ExitStatus.ERROR
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}. Fix: {self.hint}"
+        return self.message
+
+
+# --- exit 2: usage or bad input ---------------------------------------------------------------
+
+
+class InputError(EdgeqError):
+    """Bad input from the user: a file, an option, a data set."""
+
+    exit_status = ExitStatus.BAD_INPUT
+
+
+class UsageError(InputError):
+    """An option or a combination of options that cannot work."""
+
+
+class ModelFileError(InputError):
+    """The model file is missing, unreadable, corrupt or of an unknown format."""
+
+    def __init__(self, path: str | Path, message: str, *, hint: str | None = None) -> None:
+        self.path = str(path)
+        super().__init__(f"model '{path}': {message}", hint=hint)
+
+
+class UnsafeModelError(ModelFileError):
+    """The model holds code (a Lambda layer) and --allow-unsafe was not given."""
+
+
+class DataError(InputError):
+    """A data set does not match the model or holds bad values."""
+
+    def __init__(self, path: str | Path, message: str, *, hint: str | None = None) -> None:
+        self.path = str(path)
+        super().__init__(f"data '{path}': {message}", hint=hint)
+
+
+class TargetNotFoundError(InputError):
+    """No target profile of that name."""
+
+    def __init__(self, name: str, known: Iterable[str], suggestion: str | None = None) -> None:
+        self.name = name
+        self.known = sorted(known)
+        hint = f"did you mean '{suggestion}'? " if suggestion else ""
+        hint += "known targets: " + ", ".join(self.known) + " (or a path to a .toml profile)"
+        super().__init__(f"unknown target '{name}'", hint=hint)
+
+
+class TargetFileError(InputError):
+    """A target profile file is malformed: unknown key, wrong type, bad value."""
+
+    def __init__(
+        self, path: str | Path, key: str | None, message: str, *, hint: str | None = None
+    ) -> None:
+        self.path = str(path)
+        self.key = key
+        where = f"{path}" + (f" [{key}]" if key else "")
+        super().__init__(f"target profile {where}: {message}", hint=hint)
+
+
+class OutputExistsError(InputError):
+    """An output would replace an existing file and --overwrite was not given."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        super().__init__(
+            f"output '{path}' already exists",
+            hint="pass --overwrite to replace it, or choose another --out directory",
+        )
+
+
+class MissingDependencyError(InputError):
+    """A Python package or tool edgeq needs for this step is not installed."""
+
+    def __init__(self, what: str, install_hint: str) -> None:
+        self.what = what
+        super().__init__(f"{what} is not installed", hint=install_hint)
+
+
+# --- exit 3: the target cannot run it -----------------------------------------------------------
+
+
+class TargetConstraintError(EdgeqError):
+    """The model breaks a rule of the target: an op it cannot run, a budget it exceeds."""
+
+    exit_status = ExitStatus.TARGET_CONSTRAINT
+
+
+class UnsupportedOpsError(TargetConstraintError):
+    """Ops the target cannot run, by name, with the layer that made them when known."""
+
+    def __init__(self, target: str, ops: Iterable[str], *, hint: str | None = None) -> None:
+        self.target = target
+        self.ops = sorted(set(ops))
+        super().__init__(
+            f"target '{target}' cannot run op(s): {', '.join(self.ops)}",
+            hint=hint
+            or "replace the layer(s) that produce them, or choose a target that allows float fallback",
+        )
+
+
+class BudgetExceededError(TargetConstraintError):
+    """Model flash or arena RAM exceed the target's budget."""
+
+    def __init__(self, target: str, overruns: list[str], *, hint: str | None = None) -> None:
+        self.target = target
+        self.overruns = overruns
+        super().__init__(
+            f"model does not fit target '{target}': " + "; ".join(overruns),
+            hint=hint or "use a smaller model or a target with more memory",
+        )
+
+
+# --- exit 4: accuracy gate ----------------------------------------------------------------------
+
+
+class AccuracyGateError(EdgeqError):
+    """The quantized model lost more accuracy than the user allows."""
+
+    exit_status = ExitStatus.ACCURACY_GATE
+
+    def __init__(self, metric: str, value: float, threshold: float, *, hint: str | None = None):
+        self.metric = metric
+        self.value = value
+        self.threshold = threshold
+        super().__init__(
+            f"{metric} is {value:.2f}, over the allowed {threshold:.2f}",
+            hint=hint or "try another calibration or QAT, or raise the budget",
+        )
+
+
+# --- exit 1: a stage failed for a reason edgeq could not name -----------------------------------
+
+
+class ConversionError(EdgeqError):
+    """A stage failed inside a tool (TF converter, interpreter); ``stage`` names which."""
+
+    def __init__(self, stage: str, message: str, *, hint: str | None = None) -> None:
+        self.stage = stage
+        super().__init__(f"{stage} failed: {message}", hint=hint)

@@ -1,0 +1,69 @@
+"""Stage 7, gate: the target's flash/RAM budgets and the user's accuracy budget."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgeq.adapters.tflm import ArenaUsage
+from edgeq.errors import AccuracyGateError, BudgetExceededError
+from edgeq.pipeline.verify import Accuracy
+from edgeq.targets import Target
+
+
+@dataclass(frozen=True)
+class Memory:
+    flash_bytes: int
+    arena_bytes: int | None
+    arena_head_bytes: int | None
+    arena_tail_bytes: int | None
+    budget_flash_bytes: int | None  # None: the target sets no budget
+    budget_ram_bytes: int | None
+    ram_reserve_bytes: int
+    overruns: tuple[str, ...]
+
+
+def check_memory(target: Target, model_bytes: int, arena: ArenaUsage | None) -> Memory:
+    """Compare model size with flash and the TFLM arena (plus the profile's reserve) with RAM."""
+    mem = target.memory
+    flash = mem.flash_bytes or None
+    ram = mem.ram_bytes or None
+    overruns = []
+    if flash is not None and model_bytes > flash:
+        overruns.append(f"model {_kib(model_bytes)} > flash budget {_kib(flash)}")
+    if ram is not None and arena is not None and arena.total + mem.ram_reserve_bytes > ram:
+        reserve = f" + reserve {_kib(mem.ram_reserve_bytes)}" if mem.ram_reserve_bytes else ""
+        overruns.append(f"tensor arena {_kib(arena.total)}{reserve} > RAM budget {_kib(ram)}")
+    return Memory(
+        flash_bytes=model_bytes,
+        arena_bytes=arena.total if arena else None,
+        arena_head_bytes=arena.head if arena else None,
+        arena_tail_bytes=arena.tail if arena else None,
+        budget_flash_bytes=flash,
+        budget_ram_bytes=ram,
+        ram_reserve_bytes=mem.ram_reserve_bytes,
+        overruns=tuple(overruns),
+    )
+
+
+def enforce_memory(target: Target, memory: Memory) -> None:
+    if memory.overruns:
+        raise BudgetExceededError(target.name, list(memory.overruns))
+
+
+def enforce_accuracy(accuracy: Accuracy, max_drop_pp: float | None) -> None:
+    """Fail when top-1 (or, without labels, argmax agreement) fell more than allowed."""
+    if max_drop_pp is None:
+        return
+    if accuracy.drop_pp is not None:
+        if accuracy.drop_pp > max_drop_pp:
+            raise AccuracyGateError("top-1 accuracy drop (points)", accuracy.drop_pp, max_drop_pp)
+        return
+    disagreement = 100.0 * (1.0 - accuracy.agreement)
+    if disagreement > max_drop_pp:
+        raise AccuracyGateError(
+            "argmax disagreement with float (points; no labels given)", disagreement, max_drop_pp
+        )
+
+
+def _kib(n: int) -> str:
+    return f"{n / 1024:.1f} KiB ({n} B)"

@@ -1,0 +1,85 @@
+"""Stage 4, place ops: where each op of the produced model runs on the target, and why.
+
+A first, profile-driven placement: the op table, the op versions and the integer-only rule of
+the target. Compiler-specific rules (the Edge TPU's rank and per-op constraints, Vela's
+checks) refine it in their own modules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from edgeq.errors import UnsupportedOpsError
+from edgeq.targets import Target
+from edgeq.tflite_file import ModelInfo, OpInfo
+
+@dataclass(frozen=True)
+class OpPlacement:
+    index: int
+    op: str
+    placement: str  # tpu | npu | cpu | mcu | none (cannot run anywhere on this target)
+    reason: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def place_ops(info: ModelInfo, target: Target) -> tuple[OpPlacement, ...]:
+    """One record per op, in execution order."""
+    home = target.runtime.placement
+    fallback = target.runtime.fallback_placement
+    # A compiler that maps one subgraph (the Edge TPU's) sends every op after the first op it
+    # cannot map to the CPU as well, supported or not.
+    single_subgraph = target.runtime.partitioning == "single-subgraph"
+    split_at: OpInfo | None = None
+    records = []
+    for op in info.ops:
+        problem = _problem(op, info, target)
+        if problem is None and split_at is not None and single_subgraph:
+            problem = (
+                f"follows {split_at.op} (op {split_at.index}), the first op the {home.upper()} "
+                "cannot run; the compiler maps only one subgraph, so everything after it runs "
+                "on the CPU"
+            )
+        if problem is None:
+            records.append(OpPlacement(op.index, op.op, home, f"supported on {_where(target)}"))
+            continue
+        if split_at is None:
+            split_at = op
+        records.append(OpPlacement(op.index, op.op, fallback, problem))
+    return tuple(records)
+
+
+def check_placeable(records: tuple[OpPlacement, ...], target: Target) -> None:
+    """Raise when an op has nowhere to run on this target."""
+    bad = [r for r in records if r.placement == "none"]
+    if bad:
+        first = bad[0]
+        raise UnsupportedOpsError(
+            target.name,
+            [r.op for r in bad],
+            hint=f"{first.reason}; replace the layer that produces {first.op}, or pick a target "
+            "whose runtime has it (edgeq targets lists them)",
+        )
+
+
+def _problem(op: OpInfo, info: ModelInfo, target: Target) -> str | None:
+    if not target.allows_op(op.op):
+        return f"{op.op} is not in the {target.name} op table"
+    limit = target.max_version(op.op)
+    if limit is not None and op.version > limit:
+        return f"{op.op} version {op.version} is newer than {target.name} accepts ({limit})"
+    if target.quantization.float_fallback == "none":
+        floats = [
+            info.tensors[i].name or str(i)
+            for i in (*op.inputs, *op.outputs)
+            if i >= 0 and info.tensors[i].dtype in ("float32", "float16")
+        ]
+        if floats:
+            return f"{op.op} computes in float ({floats[0]}); {target.name} runs integer ops only"
+    return None
+
+
+def _where(target: Target) -> str:
+    return {"mcu": "the MCU (TFLite Micro)", "cpu": "the CPU (LiteRT)", "tpu": "the Edge TPU",
+            "npu": "the NPU"}.get(target.runtime.placement, target.runtime.placement)

@@ -1,0 +1,131 @@
+"""The report: one value built by the pipeline, rendered as report.json (machines) and
+report.md (people). Keys named in ARCHITECTURE.md are a contract: add, never rename."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from edgeq import __version__
+
+SCHEMA_VERSION = 1
+
+_PACKAGES = {
+    "tensorflow": "tensorflow",
+    "tf_keras": "tf-keras",
+    "keras": "keras",
+    "tfmot": "tensorflow-model-optimization",
+    "ai_edge_litert": "ai-edge-litert",
+    "tflite_micro": "tflite-micro",
+    "vela": "ethos-u-vela",
+    "numpy": "numpy",
+}
+
+
+def tool_versions() -> dict[str, str]:
+    """Versions of every tool edgeq may use, read from package metadata (no imports)."""
+    out = {}
+    for key, dist in _PACKAGES.items():
+        try:
+            out[key] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[key] = "not installed"
+    out["edgetpu_compiler"] = _edgetpu_compiler_version()
+    return out
+
+
+def _edgetpu_compiler_version() -> str:
+    exe = shutil.which("edgetpu_compiler")
+    if exe is None:
+        return "not installed"
+    try:
+        run = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "installed (version unknown)"
+    return (run.stdout.strip().splitlines() or ["installed (version unknown)"])[-1]
+
+
+@dataclass
+class Report:
+    target: str
+    method: str
+    calibration: str
+    model: dict[str, Any]  # path, format, loader, input shape/dtype
+    output: dict[str, Any]  # path, bytes, sha256
+    ops: list[dict[str, Any]]
+    accuracy: dict[str, Any]
+    fidelity: dict[str, Any]
+    latency_ms: dict[str, Any] | None
+    memory: dict[str, Any]
+    data: dict[str, Any]
+    stages: list[dict[str, Any]]
+    versions: dict[str, str] = field(default_factory=tool_versions)
+    target_profile: dict[str, Any] = field(default_factory=dict)
+    gates: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        body = asdict(self)
+        return {"schema_version": SCHEMA_VERSION, "edgeq_version": __version__, **body}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+    def placement_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for op in self.ops:
+            counts[op["placement"]] = counts.get(op["placement"], 0) + 1
+        return counts
+
+    def summary_rows(self) -> list[tuple[str, str]]:
+        """(label, value) pairs shared by the terminal table and report.md."""
+        acc, fid, mem = self.accuracy, self.fidelity, self.memory
+        rows = [("target", self.target), ("method", f"{self.method} ({self.calibration} calibration)")]
+        if acc.get("float") is not None:
+            rows.append(("top-1 float → int8", f"{_pct(acc['float'])} → {_pct(acc['quantized'])} "
+                         f"(drop {acc['drop_pp']:+.2f} pp, {acc['runtime']}, n={acc['n']})"))
+        rows.append(("argmax agreement", f"{_pct(acc['agreement'])} (n={acc['n']})"))
+        sqnr = "identical" if fid.get("sqnr_db") is None else f"{fid['sqnr_db']:.1f} dB"
+        rows.append(("output SQNR / cosine", f"{sqnr} / {fid['cosine']:.4f}"))
+        if self.latency_ms:
+            lat = self.latency_ms
+            rows.append(("latency (host)", f"{_ms(lat['median'])} median, LiteRT+XNNPACK, "
+                         f"{lat['threads']} thread(s), {lat['runs']} runs"))
+        rows.append(("flash (model)", _budget(mem["flash_bytes"], mem.get("budget_flash_bytes"))))
+        if mem.get("arena_bytes") is not None:
+            rows.append(("RAM (TFLM arena)", _budget(mem["arena_bytes"], mem.get("budget_ram_bytes"))
+                         + f"; head {mem['arena_head_bytes']} B, tail {mem['arena_tail_bytes']} B"))
+        counts = ", ".join(f"{n} on {p}" for p, n in sorted(self.placement_counts().items()))
+        rows.append(("ops", f"{len(self.ops)} ({counts})"))
+        rows.append(("output", f"{self.output['path']} ({self.output['bytes']} B)"))
+        return rows
+
+    def to_markdown(self) -> str:
+        lines = [f"# edgeq report: {self.model['path']} → {self.target}", ""]
+        lines += ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in self.summary_rows()]
+        if self.notes:
+            lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
+        lines += ["", "## Ops", "", "| # | op | runs on | reason |", "|---|---|---|---|"]
+        lines += [f"| {o['index']} | {o['op']} | {o['placement']} | {o['reason']} |" for o in self.ops]
+        lines += ["", "## Stages", "", "| stage | seconds |", "|---|---|"]
+        lines += [f"| {s['name']} | {s['seconds']:.2f} |" for s in self.stages]
+        lines += ["", "## Versions", ""] + [f"- {k}: {v}" for k, v in self.versions.items()]
+        return "\n".join(lines) + "\n"
+
+
+def _ms(ms: float) -> str:
+    return f"{ms * 1000:.1f} µs" if ms < 0.1 else f"{ms:.3f} ms"
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100.0 * x:.2f}%"
+
+
+def _budget(used: int, budget: int | None) -> str:
+    if not budget:
+        return f"{used / 1024:.1f} KiB (no budget)"
+    return f"{used / 1024:.1f} KiB of {budget / 1024:.0f} KiB ({100.0 * used / budget:.0f}%)"

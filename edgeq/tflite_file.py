@@ -1,0 +1,197 @@
+"""Reads a .tflite flatbuffer into plain values (ops, tensors, I/O) without TensorFlow.
+
+Uses the flatbuffer schema module that ships with ai-edge-litert, so `edgeq analyze` and the
+report can list ops and quantization parameters without importing TensorFlow or running an
+interpreter.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeq.errors import MissingDependencyError, ModelFileError
+
+_IDENTIFIER = b"TFL3"
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    shape_signature: tuple[int, ...]
+    dtype: str  # lower-case numpy-style name: "int8", "float32", ...
+    scales: tuple[float, ...]
+    zero_points: tuple[int, ...]
+    quantized_dimension: int
+    constant_bytes: int  # bytes of constant data held in the model (weights), 0 for activations
+
+    @property
+    def is_quantized(self) -> bool:
+        return bool(self.scales)
+
+
+@dataclass(frozen=True)
+class OpInfo:
+    index: int
+    op: str  # builtin name (CONV_2D) or CUSTOM:<custom_code>
+    version: int
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    ops: tuple[OpInfo, ...]
+    tensors: tuple[TensorInfo, ...]
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    subgraphs: int
+    size_bytes: int
+
+    @property
+    def op_names(self) -> tuple[str, ...]:
+        return tuple(o.op for o in self.ops)
+
+    @property
+    def input_tensors(self) -> tuple[TensorInfo, ...]:
+        return tuple(self.tensors[i] for i in self.inputs)
+
+    @property
+    def output_tensors(self) -> tuple[TensorInfo, ...]:
+        return tuple(self.tensors[i] for i in self.outputs)
+
+    @property
+    def dynamic_tensors(self) -> tuple[TensorInfo, ...]:
+        """Tensors whose shape signature has an unknown (-1) dimension."""
+        return tuple(t for t in self.tensors if any(d < 0 for d in t.shape_signature))
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(t.constant_bytes for t in self.tensors)
+
+    def float_op_tensors(self) -> tuple[TensorInfo, ...]:
+        """Float32 tensors that ops compute on (a full-integer model has none inside)."""
+        used = {i for op in self.ops for i in (*op.inputs, *op.outputs) if i >= 0}
+        return tuple(self.tensors[i] for i in sorted(used) if self.tensors[i].dtype == "float32")
+
+
+@functools.lru_cache(maxsize=1)
+def _schema():
+    try:
+        from ai_edge_litert import schema_py_generated
+    except ImportError as exc:  # pragma: no cover - a broken install
+        raise MissingDependencyError("ai-edge-litert", "pip install ai-edge-litert") from exc
+    return schema_py_generated
+
+
+@functools.lru_cache(maxsize=1)
+def _enum_names(enum_name: str) -> dict[int, str]:
+    enum_cls = getattr(_schema(), enum_name)
+    return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_")}
+
+
+def builtin_op_names() -> tuple[str, ...]:
+    """Every TFLite builtin op name the schema knows (for validating target profiles)."""
+    return tuple(sorted(_enum_names("BuiltinOperator").values()))
+
+
+def read_model(data: bytes, path: str | Path = "<bytes>") -> ModelInfo:
+    """Parse a TFLite flatbuffer.
+
+    Raises:
+        ModelFileError: not a TFLite flatbuffer, or one that does not parse.
+    """
+    if len(data) < 8 or data[4:8] != _IDENTIFIER:
+        raise ModelFileError(
+            path,
+            "not a TFLite flatbuffer (missing the 'TFL3' identifier)",
+            hint="pass a .tflite file written by the TFLite converter",
+        )
+    schema = _schema()
+    try:
+        model = schema.ModelT.InitFromPackedBuf(data, 0)
+        return _model_info(model, len(data))
+    except ModelFileError:
+        raise
+    except Exception as exc:  # the generated parser raises anything on corrupt offsets
+        raise ModelFileError(
+            path, f"corrupt TFLite flatbuffer ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def read_model_file(path: str | Path) -> ModelInfo:
+    p = Path(path)
+    if not p.is_file():
+        raise ModelFileError(p, "file not found", hint="check the path")
+    return read_model(p.read_bytes(), p)
+
+
+def _model_info(model, size: int) -> ModelInfo:
+    ops_by_code = _enum_names("BuiltinOperator")
+    types = _enum_names("TensorType")
+    if not model.subgraphs:
+        raise ModelFileError("<model>", "the flatbuffer has no subgraph")
+    sg = model.subgraphs[0]
+    buffers = model.buffers or []
+
+    tensors = []
+    for i, t in enumerate(sg.tensors or []):
+        q = t.quantization
+        scales = tuple(float(s) for s in (q.scale if q is not None and q.scale is not None else ()))
+        zps = tuple(int(z) for z in (q.zeroPoint if q is not None and q.zeroPoint is not None else ()))
+        shape = tuple(int(d) for d in (t.shape if t.shape is not None else ()))
+        sig = tuple(int(d) for d in t.shapeSignature) if t.shapeSignature is not None else shape
+        buf = buffers[t.buffer] if 0 < t.buffer < len(buffers) else None
+        nbytes = 0
+        if buf is not None:
+            nbytes = len(buf.data) if buf.data is not None else int(buf.size or 0)
+        tensors.append(
+            TensorInfo(
+                index=i,
+                name=_text(t.name),
+                shape=shape,
+                shape_signature=sig,
+                dtype=types.get(t.type, str(t.type)).lower(),
+                scales=scales,
+                zero_points=zps,
+                quantized_dimension=int(q.quantizedDimension) if q is not None else 0,
+                constant_bytes=nbytes,
+            )
+        )
+
+    ops = []
+    for i, op in enumerate(sg.operators or []):
+        code = model.operatorCodes[op.opcodeIndex]
+        # Codes above 127 live in builtinCode; deprecatedBuiltinCode keeps old readers working.
+        builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+        name = ops_by_code.get(builtin, f"BUILTIN_{builtin}")
+        if name == "CUSTOM":
+            name = f"CUSTOM:{_text(code.customCode)}"
+        ops.append(
+            OpInfo(
+                index=i,
+                op=name,
+                version=int(code.version),
+                inputs=tuple(int(x) for x in (op.inputs if op.inputs is not None else ())),
+                outputs=tuple(int(x) for x in (op.outputs if op.outputs is not None else ())),
+            )
+        )
+    return ModelInfo(
+        ops=tuple(ops),
+        tensors=tuple(tensors),
+        inputs=tuple(int(x) for x in sg.inputs),
+        outputs=tuple(int(x) for x in sg.outputs),
+        subgraphs=len(model.subgraphs),
+        size_bytes=size,
+    )
+
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
