@@ -178,17 +178,19 @@ def _check_options(opts: ConvertOptions) -> None:
         )
     if opts.calibration_samples < 1:
         raise UsageError("--calibration-samples must be at least 1")
+    if opts.eval_samples is not None and opts.eval_samples < 1:
+        raise UsageError("--eval-samples must be at least 1")
 
 
 def _load_data(opts: ConvertOptions, spec) -> tuple[Dataset, Dataset]:
-    calib = load_dataset(opts.data, spec, opts.preprocess, role="calibration",
-                         max_samples=opts.calibration_samples)
+    full = load_dataset(opts.data, spec, opts.preprocess, role="calibration")
+    calib = full.spread(opts.calibration_samples)
     if opts.eval_data is None:
-        evaluation = load_dataset(opts.data, spec, opts.preprocess, role="evaluation",
-                                  max_samples=opts.eval_samples)
+        evaluation = full
     else:
-        evaluation = load_dataset(opts.eval_data, spec, opts.preprocess, role="evaluation",
-                                  max_samples=opts.eval_samples)
+        evaluation = load_dataset(opts.eval_data, spec, opts.preprocess, role="evaluation")
+    if opts.eval_samples is not None:
+        evaluation = evaluation.spread(opts.eval_samples)
     return calib, evaluation
 
 

@@ -107,6 +107,19 @@ class Dataset:
         notes += [] if self.y is None else _class_coverage(self.y, n)
         return replace(self, x=x, y=y, notes=(*self.notes, *notes), stats=_stats(x))
 
+    def spread(self, n: int) -> Dataset:
+        """``n`` samples evenly spaced through the set (deterministic). Data files are often
+        sorted by class; the first n would calibrate on one class only."""
+        if n < 1:
+            raise ValueError(f"spread() needs n >= 1, got {n}")
+        if n >= self.n:
+            return self
+        idx = np.linspace(0, self.n - 1, n).round().astype(np.int64)
+        x = np.ascontiguousarray(self.x[idx])
+        y = None if self.y is None else self.y[idx]
+        notes = [f"used {n} of {self.n} samples, evenly spaced through the file"]
+        return replace(self, x=x, y=y, notes=(*self.notes, *notes), stats=_stats(x))
+
 
 def load_dataset(
     path: str | Path,

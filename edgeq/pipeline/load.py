@@ -36,6 +36,9 @@ class LoadedModel:
     _predict: Callable[[np.ndarray], list[np.ndarray]]
     layer_names: tuple[str, ...] = ()
     notes: list[str] = field(default_factory=list)
+    # The Keras model or loaded SavedModel: the traced functions only reference its variables,
+    # which TF deletes when the object is garbage-collected.
+    owner: Any = None
 
     def predict(self, x: np.ndarray) -> list[np.ndarray]:
         """Float outputs for `x` (N, ...), one array per model output."""
@@ -201,7 +204,8 @@ def _from_keras_model(model: Any, p: Path, fmt: str, loader: str, notes: list[st
 
     batch1, predict, out_shapes = _trace(call, spec)
     layers = tuple(layer.name for layer in getattr(model, "layers", []))
-    return LoadedModel(str(p), fmt, loader, spec, out_shapes, batch1, predict, layers, notes)
+    return LoadedModel(str(p), fmt, loader, spec, out_shapes, batch1, predict, layers, notes,
+                       owner=model)
 
 
 def _load_savedmodel(p: Path) -> LoadedModel:
@@ -233,7 +237,7 @@ def _load_savedmodel(p: Path) -> LoadedModel:
 
     batch1, predict, out_shapes = _trace(call, spec)
     return LoadedModel(str(p), "savedmodel", f"tf.saved_model (TF {tf.__version__})", spec,
-                       out_shapes, batch1, predict, (), [])
+                       out_shapes, batch1, predict, (), [], owner=obj)
 
 
 def _trace(call: Callable, spec: InputSpec):
