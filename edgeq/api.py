@@ -107,6 +107,7 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
 
     target = load_target(opts.target)
     _check_options(opts)
+    _check_paths(opts)
     out_dir = output_dir(opts, target)
     names = output_names(opts)
     check_free(out_dir, names, opts.overwrite)
@@ -180,6 +181,13 @@ def _check_options(opts: ConvertOptions) -> None:
         raise UsageError("--calibration-samples must be at least 1")
     if opts.eval_samples is not None and opts.eval_samples < 1:
         raise UsageError("--eval-samples must be at least 1")
+
+
+def _check_paths(opts: ConvertOptions) -> None:
+    """Cheap checks first: a typo in a data path should not wait for TensorFlow to load."""
+    for option, path in (("--data", opts.data), ("--eval-data", opts.eval_data)):
+        if path is not None and not Path(path).exists():
+            raise DataError(path, "no such file or folder", hint=f"check the path given to {option}")
 
 
 def _load_data(opts: ConvertOptions, spec) -> tuple[Dataset, Dataset]:

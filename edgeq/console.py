@@ -28,12 +28,6 @@ class RichProgress:
         self._bar: Progress | None = None
 
     def __enter__(self) -> "RichProgress":
-        if self.enabled:
-            self._bar = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), console=self._console, transient=False,
-            )
-            self._bar.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -41,12 +35,18 @@ class RichProgress:
             self._bar.stop()
 
     def stage(self, name: str) -> None:
-        if self._bar is not None:
-            self._bar.console.print(f"[dim]·[/] {name}")
+        if self._console is not None:
+            self._console.print(f"[dim]·[/] {name}")
 
     def task(self, name: str, total: int):
-        if self._bar is None:
+        if self._console is None:
             return lambda done, total: None
+        if self._bar is None:  # started on first use: an idle live display prints a blank line
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), console=self._console, transient=False,
+            )
+            self._bar.start()
         task_id = self._bar.add_task(name, total=total)
         bar = self._bar
         return lambda done, total: bar.update(task_id, completed=done, total=total)
