@@ -179,6 +179,8 @@ def _check_options(opts: ConvertOptions) -> None:
         )
     if opts.calibration_samples < 1:
         raise UsageError("--calibration-samples must be at least 1")
+    if opts.max_drop is not None and not opts.max_drop >= 0:
+        raise UsageError("--max-drop must be a number of percentage points >= 0")
     if opts.eval_samples is not None and opts.eval_samples < 1:
         raise UsageError("--eval-samples must be at least 1")
 

@@ -187,6 +187,19 @@ def machine() -> str:
     return f"{len(os.sched_getaffinity(0))} CPUs ({cpu})"
 
 
+def _fingerprint(data: bytes) -> str:
+    """Hash of the model without tensor names: ops, tensors' shapes/types/quantization, weights."""
+    from dataclasses import replace
+
+    from edgeq.tflite_file import _schema, read_model
+
+    info = read_model(data)
+    h = hashlib.sha256(repr((info.ops, [replace(t, name="") for t in info.tensors])).encode())
+    for buf in _schema().ModelT.InitFromPackedBuf(data, 0).buffers or []:
+        h.update(b"" if buf.data is None else np.asarray(buf.data, dtype=np.uint8).tobytes())
+    return h.hexdigest()
+
+
 def _ops_diff(a: list[str], b: list[str]) -> str:
     extra, missing = collections.Counter(a) - collections.Counter(b), collections.Counter(b) - collections.Counter(a)
     fmt = lambda c: ", ".join(f"{op}x{k}" if k > 1 else op for op, k in sorted(c.items()))  # noqa: E731
@@ -241,6 +254,7 @@ def main() -> None:
                 entry["variants"][v] = {
                     "seconds_min": min(r["seconds"] for r in runs[v]), "bytes": len(blobs[v]),
                     "sha256": hashlib.sha256(blobs[v]).hexdigest(), "ops": list(info.op_names),
+                    "sha256_without_names": _fingerprint(blobs[v]),
                     "dynamic_shape": bool(info.dynamic_tensors)}
             best = min(runs["edgeq"], key=lambda r: r["convert_seconds"])
             entry["variants"]["edgeq"] |= {"convert_seconds_min": best["convert_seconds"],
@@ -271,7 +285,7 @@ def print_table(raw: dict) -> None:
     for name, entry in raw["models"].items():
         pk, pb, eq = (entry["variants"][v] for v in VARIANTS)
         conv = eq["convert_seconds_min"]
-        lat = [f"{x['latency']['median_ms']:.3f}" for x in (pk, pb, eq)]
+        lat = [f"{x['latency']['median_ms']:.4g}" for x in (pk, pb, eq)]
         print(f"| {name} | {pk['seconds_min']:.2f} | {pb['seconds_min']:.2f} | {conv:.2f} "
               f"| {eq['seconds_min']:.2f} | {conv / pk['seconds_min']:.2f} "
               f"| {conv / pb['seconds_min']:.2f} | {pk['bytes']} / {pb['bytes']} / {eq['bytes']} "
@@ -281,7 +295,8 @@ def print_table(raw: dict) -> None:
         stages = ", ".join(f"{k} {s:.2f}" for k, s in eq["stages_of_best"].items())
         dyn = ", ".join(f"{v} {'yes' if entry['variants'][v]['dynamic_shape'] else 'no'}"
                         for v in VARIANTS)
-        same = "yes" if eq["sha256"] == pb["sha256"] else "no"
+        same = ("yes" if eq["sha256"] == pb["sha256"] else "only tensor names differ"
+                if eq["sha256_without_names"] == pb["sha256_without_names"] else "NO")
         notes.append(f"- {name}: edgeq stages (s) {stages}; -1 in a shape signature: {dyn}; "
                      f"edgeq output byte-identical to plain-batch1: {same}")
     print("\nedgeq convert = load + check data + quantize; total = the whole convert() call.")
