@@ -2,6 +2,7 @@
 
     python tools/bench_convert.py [--models digits,ic_resnet8,kws_dscnn,vww_mobilenet_96]
                                   [--samples 100] [--repeats 2] [--fixtures DIR] [--json PATH]
+                                  [--workdir DIR]
 
 Three variants per model, each conversion in a fresh subprocess (so the TensorFlow import and
 warm-up cost the same for every variant), timed inside the subprocess from before the model is
@@ -60,24 +61,27 @@ def worker(job: dict) -> None:
     if job["variant"] == "edgeq":
         result = _edgeq_convert(job)
     else:
-        result = {"tflite": _plain_convert(tf, job)}
+        result = _plain_convert(tf, job, t0)
     result["seconds"] = time.perf_counter() - t0
     Path(job["out"]).write_bytes(result.pop("tflite"))
     Path(job["result"]).write_text(json.dumps(result))
 
 
-def _plain_convert(tf, job: dict) -> bytes:
+def _plain_convert(tf, job: dict, t0: float) -> dict:
     x = np.load(job["npz"])["x"]
     path = job["model"]
     if os.path.isdir(path):
         if job["variant"] == "plain-keras":
             converter = tf.lite.TFLiteConverter.from_saved_model(path)
         else:
-            fn = tf.saved_model.load(path).signatures["serving_default"]
+            # `loaded` must stay referenced: the signature does not own the variables
+            loaded = tf.saved_model.load(path)
+            fn = loaded.signatures["serving_default"]
             key = next(iter(fn.structured_input_signature[1]))
             f = tf.function(lambda t: fn(**{key: t}))
             spec = tf.TensorSpec((1, *x.shape[1:]), tf.float32)
-            converter = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function(spec)])
+            concrete = f.get_concrete_function(spec)
+            converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
     else:
         import keras
 
@@ -92,13 +96,16 @@ def _plain_convert(tf, job: dict) -> bytes:
         else:
             f = tf.function(lambda t: model(t, training=False))
             spec = tf.TensorSpec((1, *x.shape[1:]), tf.float32)
-            converter = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function(spec)])
+            concrete = f.get_concrete_function(spec)
+            converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: ([x[i : i + 1]] for i in range(len(x)))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
-    return bytes(converter.convert())
+    # Split at convert() to set against edgeq's stages: load + check data vs quantize.
+    before = time.perf_counter() - t0
+    return {"tflite": bytes(converter.convert()), "before_convert_seconds": before}
 
 
 def _edgeq_convert(job: dict) -> dict:
@@ -141,7 +148,7 @@ def run_worker(job: dict) -> dict:
     proc = subprocess.run([sys.executable, __file__, "--worker", str(spec)], env=env,
                           capture_output=True, text=True)
     if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
         raise RuntimeError(f"{job['variant']} on {job['model']} failed:\n{tail}")
     return json.loads(Path(job["result"]).read_text())
 
@@ -201,10 +208,42 @@ def _fingerprint(data: bytes) -> str:
 
 
 def _ops_diff(a: list[str], b: list[str]) -> str:
-    extra, missing = collections.Counter(a) - collections.Counter(b), collections.Counter(b) - collections.Counter(a)
-    fmt = lambda c: ", ".join(f"{op}x{k}" if k > 1 else op for op, k in sorted(c.items()))  # noqa: E731
-    parts = ([f"+{fmt(extra)}"] if extra else []) + ([f"edgeq-only: {fmt(missing)}"] if missing else [])
+    ca, cb = collections.Counter(a), collections.Counter(b)
+
+    def fmt(c: collections.Counter) -> str:
+        return ", ".join(f"{op}x{k}" if k > 1 else op for op, k in sorted(c.items()))
+
+    parts = [f"+{fmt(ca - cb)}"] if ca - cb else []
+    parts += [f"edgeq-only: {fmt(cb - ca)}"] if cb - ca else []
     return "; ".join(parts) or "none"
+
+
+def bench_model(name: str, fixtures: Path, args, tmp: Path) -> tuple[dict, np.ndarray]:
+    from edgeq.tflite_file import read_model
+
+    npz = tmp / f"{name}_calib.npz"
+    make_samples(name, fixtures, args.samples, npz)
+    runs: dict[str, list] = {v: [] for v in VARIANTS}
+    # Repeats outermost, variants inner: slow drift of the machine hits every variant alike.
+    for rep in range(args.repeats):
+        for v in VARIANTS:
+            job = {"variant": v, "model": model_path(name, fixtures), "npz": str(npz),
+                   "n": args.samples, "out": f"{tmp}/{name}_{v}_{rep}.tflite",
+                   "result": f"{tmp}/{name}_{v}_{rep}.json"}
+            print(f"  {name} {v} run {rep + 1}/{args.repeats}", file=sys.stderr, flush=True)
+            runs[v].append(run_worker(job) | {"file": job["out"]})
+    entry: dict = {"runs": runs, "variants": {}}
+    for v in VARIANTS:
+        blob = Path(runs[v][0]["file"]).read_bytes()
+        info = read_model(blob)
+        entry["variants"][v] = {
+            "seconds_min": min(r["seconds"] for r in runs[v]), "bytes": len(blob),
+            "sha256": hashlib.sha256(blob).hexdigest(), "sha256_without_names": _fingerprint(blob),
+            "ops": list(info.op_names), "dynamic_shape": bool(info.dynamic_tensors)}
+    best = min(runs["edgeq"], key=lambda r: r["convert_seconds"])
+    entry["variants"]["edgeq"] |= {"convert_seconds_min": best["convert_seconds"],
+                                   "stages_of_best": best["stages"]}
+    return entry, np.load(npz)["x"][0]
 
 
 def main() -> None:
@@ -220,8 +259,6 @@ def main() -> None:
     if args.worker:
         return worker(json.loads(Path(args.worker).read_text()))
 
-    from edgeq.tflite_file import read_model
-
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in names if m not in MODELS]
     if unknown:
@@ -234,38 +271,14 @@ def main() -> None:
         if args.workdir:  # keep the samples and .tflite files for inspection
             Path(args.workdir).mkdir(parents=True, exist_ok=True)
             tmp = args.workdir
+        samples = {}
         for name in names:
-            npz = Path(tmp) / f"{name}_calib.npz"
-            make_samples(name, fixtures, args.samples, npz)
-            runs = {v: [] for v in VARIANTS}
-            # Repeats outermost, variants inner: slow drift of the machine hits every variant.
-            for rep in range(args.repeats):
-                for v in VARIANTS:
-                    job = {"variant": v, "model": model_path(name, fixtures), "npz": str(npz),
-                           "n": args.samples, "out": f"{tmp}/{name}_{v}_{rep}.tflite",
-                           "result": f"{tmp}/{name}_{v}_{rep}.json"}
-                    print(f"  {name} {v} run {rep + 1}/{args.repeats}", file=sys.stderr, flush=True)
-                    runs[v].append(run_worker(job) | {"file": job["out"]})
-            entry: dict = {"runs": runs, "variants": {}}
-            blobs = {}
-            for v in VARIANTS:
-                blobs[v] = Path(runs[v][0]["file"]).read_bytes()
-                info = read_model(blobs[v])
-                entry["variants"][v] = {
-                    "seconds_min": min(r["seconds"] for r in runs[v]), "bytes": len(blobs[v]),
-                    "sha256": hashlib.sha256(blobs[v]).hexdigest(), "ops": list(info.op_names),
-                    "sha256_without_names": _fingerprint(blobs[v]),
-                    "dynamic_shape": bool(info.dynamic_tensors)}
-            best = min(runs["edgeq"], key=lambda r: r["convert_seconds"])
-            entry["variants"]["edgeq"] |= {"convert_seconds_min": best["convert_seconds"],
-                                           "stages_of_best": best["stages"]}
-            raw["models"][name] = entry
-            raw["models"][name]["_sample"] = np.load(npz)["x"][0]
+            raw["models"][name], samples[name] = bench_model(name, fixtures, args, Path(tmp))
         # All latencies in this one process, after every conversion, so conditions are shared.
         for name in names:
             entry = raw["models"][name]
             blobs = {v: Path(entry["runs"][v][0]["file"]).read_bytes() for v in VARIANTS}
-            for v, lat in latency(blobs, entry.pop("_sample")).items():
+            for v, lat in latency(blobs, samples[name]).items():
                 entry["variants"][v]["latency"] = lat
     print_table(raw)
     if args.json:
@@ -281,7 +294,7 @@ def print_table(raw: dict) -> None:
           "| latency ms (plain-keras / batch1 / edgeq) | latency ratio edgeq/plain-batch1 "
           "| extra ops in plain-keras vs edgeq |")
     print("|" + "---|" * 12)
-    notes = []
+    notes, verdict = [], []
     for name, entry in raw["models"].items():
         pk, pb, eq = (entry["variants"][v] for v in VARIANTS)
         conv = eq["convert_seconds_min"]
@@ -292,15 +305,21 @@ def print_table(raw: dict) -> None:
               f"| {eq['bytes'] / pb['bytes']:.4f} | {' / '.join(lat)} "
               f"| {eq['latency']['median_ms'] / pb['latency']['median_ms']:.3f} "
               f"| {_ops_diff(pk['ops'], eq['ops'])} |")
+        verdict.append(f"{name} {'met' if conv / pb['seconds_min'] <= 1.3 else 'MISSED'}")
         stages = ", ".join(f"{k} {s:.2f}" for k, s in eq["stages_of_best"].items())
         dyn = ", ".join(f"{v} {'yes' if entry['variants'][v]['dynamic_shape'] else 'no'}"
                         for v in VARIANTS)
+        split = min(entry["runs"]["plain-batch1"], key=lambda r: r["seconds"])
+        pb_split = (f"before convert() {split['before_convert_seconds']:.2f}, "
+                    f"convert() {split['seconds'] - split['before_convert_seconds']:.2f}")
         same = ("yes" if eq["sha256"] == pb["sha256"] else "only tensor names differ"
                 if eq["sha256_without_names"] == pb["sha256_without_names"] else "NO")
-        notes.append(f"- {name}: edgeq stages (s) {stages}; -1 in a shape signature: {dyn}; "
+        notes.append(f"- {name}: edgeq stages (s) {stages}; plain-batch1 (s) {pb_split}; "
+                     f"-1 in a shape signature: {dyn}; "
                      f"edgeq output byte-identical to plain-batch1: {same}")
     print("\nedgeq convert = load + check data + quantize; total = the whole convert() call.")
     print("\n".join(notes))
+    print(f"\ntarget edgeq convert <= 1.3x plain-batch1: {', '.join(verdict)}")
 
 
 if __name__ == "__main__":
