@@ -146,13 +146,15 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
         fidelity=asdict(result.fidelity),
         latency_ms=asdict(result.latency) if result.latency else None,
         memory={k: v for k, v in asdict(memory).items() if k != "overruns"},
+        runtimes={"tflm_vs_litert": [asdict(d) for d in result.tflm_vs_litert]}
+        if result.tflm_vs_litert else {},
         data={"calibration": _data_summary(calib), "evaluation": _data_summary(evaluation),
               "evaluated_on_calibration_data": opts.eval_data is None},
         stages=stages,
         target_profile=target.to_dict(),
         notes=_notes(loaded.notes, calib, evaluation, opts.eval_data is None),
     )
-    gate_error = _gate_error(target, memory, result.accuracy, opts.max_drop, report)
+    gate_error = _gate_error(target, memory, result.accuracy, opts.max_drop, report, info)
     if opts.eval_data is None:
         report.notes.append("evaluated on the calibration data; pass --eval-data for held-out figures")
 
@@ -227,11 +229,12 @@ def _check_converted(model: bytes, source: str) -> ModelInfo:
     return info
 
 
-def _gate_error(target, memory, accuracy, max_drop, report: Report) -> EdgeqError | None:
+def _gate_error(target, memory, accuracy, max_drop, report: Report,
+                info: ModelInfo) -> EdgeqError | None:
     from edgeq.pipeline import gate
 
     errors: list[EdgeqError] = []
-    for check in (lambda: gate.enforce_memory(target, memory),
+    for check in (lambda: gate.enforce_memory(target, memory, info),
                   lambda: gate.enforce_accuracy(accuracy, max_drop)):
         try:
             check()

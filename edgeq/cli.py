@@ -23,6 +23,13 @@ Examples:
   edgeq convert saved_model/ --target coral --data images/ --input-scale 1/255
 """
 
+ANALYZE_EXAMPLES = """
+\b
+Examples:
+  edgeq analyze person_detect.tflite --target cortex-m4
+  edgeq analyze model_int8.tflite --target cortex-m7 --json
+"""
+
 TARGETS_EXAMPLES = """
 \b
 Examples:
@@ -103,6 +110,28 @@ def convert(model: str, target: str, data: str, eval_data: str | None, out: str 
         print_report(result.report, result.files)
     if result.gate_error is not None:
         raise result.gate_error
+
+
+@cli.command(epilog=ANALYZE_EXAMPLES)
+@click.argument("model", type=click.Path())
+@click.option("--target", "-t", required=True, help="Target profile name or .toml path.")
+@click.option("--json", "as_json", is_flag=True, help="Print the analysis as JSON.")
+def analyze(model: str, target: str, as_json: bool) -> None:
+    """Show where each op of a .tflite MODEL runs on a target and what memory it needs
+    (the TFLite Micro arena for microcontroller targets). Exit 3 when it does not fit."""
+    from edgeq.analyze import analyze as run_analysis
+    from edgeq.pipeline.gate import enforce_memory
+    from edgeq.pipeline.place import check_placeable
+
+    result = run_analysis(model, target)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        from edgeq.console import print_analysis
+
+        print_analysis(result)
+    check_placeable(result.ops, result.target)
+    enforce_memory(result.target, result.memory, result.info)
 
 
 @cli.command(epilog=TARGETS_EXAMPLES)

@@ -109,3 +109,23 @@ def _fmt(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(str(v) for v in value) if value else "(any)"
     return str(value)
+
+
+def print_analysis(analysis: Any) -> None:
+    console = Console()
+    table = Table(title=f"{Path(analysis.model_path).name} on {analysis.target.name}")
+    for col in ("#", "op", "runs on", "reason"):
+        table.add_column(col)
+    for op in analysis.ops:
+        style = "red" if op.placement == "none" else None
+        table.add_row(str(op.index), op.op, op.placement, op.reason, style=style)
+    console.print(table)
+    mem = analysis.memory
+    console.print(f"flash (model): {mem.flash_bytes / 1024:.1f} KiB"
+                  + (f" of {mem.budget_flash_bytes / 1024:.0f} KiB" if mem.budget_flash_bytes else ""))
+    if mem.arena_bytes is not None:
+        console.print(f"RAM (TFLM arena): {mem.arena_bytes / 1024:.1f} KiB (head "
+                      f"{mem.arena_head_bytes} B, tail {mem.arena_tail_bytes} B)"
+                      + (f" of {mem.budget_ram_bytes / 1024:.0f} KiB" if mem.budget_ram_bytes else ""))
+    for overrun in mem.overruns:
+        console.print(f"[red]over budget:[/] {overrun}")

@@ -66,6 +66,7 @@ class Report:
     versions: dict[str, str] = field(default_factory=tool_versions)
     target_profile: dict[str, Any] = field(default_factory=dict)
     gates: dict[str, Any] = field(default_factory=dict)
+    runtimes: dict[str, Any] = field(default_factory=dict)  # emulator vs LiteRT, per output
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -99,6 +100,10 @@ class Report:
         if mem.get("arena_bytes") is not None:
             rows.append(("RAM (TFLM arena)", _budget(mem["arena_bytes"], mem.get("budget_ram_bytes"))
                          + f"; head {mem['arena_head_bytes']} B, tail {mem['arena_tail_bytes']} B"))
+        for d in self.runtimes.get("tflm_vs_litert", []):
+            rows.append((f"TFLM vs LiteRT (output {d['output']})",
+                         f"max |Δ| {d['max_abs_diff']:.4g}, {100 * d['mismatched_fraction']:.2f}% of "
+                         f"values differ, argmax agree {_pct(d['argmax_agreement'])}"))
         counts = ", ".join(f"{n} on {p}" for p, n in sorted(self.placement_counts().items()))
         rows.append(("ops", f"{len(self.ops)} ({counts})"))
         rows.append(("output", f"{self.output['path']} ({self.output['bytes']} B)"))

@@ -45,7 +45,7 @@ def mnist_model(fixtures: Path, tmp_path_factory) -> dict[str, Path]:
         keras.layers.Dense(10, activation="softmax"),
     ])
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(train_x[..., None] / 255.0, train_y, epochs=4, batch_size=64, verbose=0)
+    model.fit(train_x[..., None] / 255.0, train_y, epochs=8, batch_size=64, verbose=0)
     out = tmp_path_factory.mktemp("mnist")
     model.save(out / "mnist_cnn.keras")
     np.savez(out / "train.npz", x=train_x, y=train_y)

@@ -8,6 +8,10 @@ from edgeq.adapters.tflm import ArenaUsage
 from edgeq.errors import AccuracyGateError, BudgetExceededError
 from edgeq.pipeline.verify import Accuracy
 from edgeq.targets import Target
+from edgeq.tflite_file import ModelInfo
+
+_ITEM_BYTES = {"int8": 1, "uint8": 1, "int16": 2, "float16": 2, "int32": 4, "float32": 4,
+               "int64": 8, "bool": 1}
 
 
 @dataclass(frozen=True)
@@ -45,9 +49,37 @@ def check_memory(target: Target, model_bytes: int, arena: ArenaUsage | None) -> 
     )
 
 
-def enforce_memory(target: Target, memory: Memory) -> None:
-    if memory.overruns:
-        raise BudgetExceededError(target.name, list(memory.overruns))
+def largest_tensors(info: ModelInfo, *, constant: bool, n: int = 3) -> list[dict]:
+    """The biggest weight tensors (flash) or activation tensors (arena), largest first."""
+    rows = []
+    for t in info.tensors:
+        if (t.constant_bytes > 0) != constant:
+            continue
+        size = t.constant_bytes if constant else _activation_bytes(t.shape, t.dtype)
+        rows.append({"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "bytes": size})
+    rows.sort(key=lambda r: (-r["bytes"], r["name"]))
+    return rows[:n]
+
+
+def _activation_bytes(shape: tuple[int, ...], dtype: str) -> int:
+    count = 1
+    for d in shape:
+        count *= max(d, 1)
+    return count * _ITEM_BYTES.get(dtype, 4)
+
+
+def enforce_memory(target: Target, memory: Memory, info: ModelInfo | None = None) -> None:
+    if not memory.overruns:
+        return
+    hint = "use a smaller model or a target with more memory"
+    if info is not None:
+        over_ram = any("RAM" in o for o in memory.overruns)
+        top = largest_tensors(info, constant=not over_ram)
+        what = "activations" if over_ram else "weights"
+        listed = ", ".join(f"{r['name'] or '?'} {r['shape']} {r['bytes'] / 1024:.1f} KiB"
+                           for r in top)
+        hint = f"largest {what}: {listed}; shrink those layers or pick a bigger target"
+    raise BudgetExceededError(target.name, list(memory.overruns), hint=hint)
 
 
 def enforce_accuracy(accuracy: Accuracy, max_drop_pp: float | None) -> None:

@@ -48,12 +48,24 @@ class Latency:
 
 
 @dataclass(frozen=True)
+class RuntimeDiff:
+    """The emulator's outputs against LiteRT's for the same integer model and inputs."""
+
+    output: int
+    max_abs_diff: float  # in output units (dequantized)
+    mismatched_fraction: float  # fraction of output values that differ at all
+    argmax_agreement: float
+
+
+@dataclass(frozen=True)
 class VerifyResult:
     accuracy: Accuracy
     fidelity: Fidelity
     latency: Latency | None
     arena: ArenaUsage | None
     seconds: float
+    # For TFLite Micro targets: TFLM (the device's kernels) against LiteRT, per output.
+    tflm_vs_litert: tuple[RuntimeDiff, ...] = ()
 
 
 def runner_for(model: bytes, target: Target):
@@ -99,8 +111,28 @@ def verify(
         )
         median, runs = host.latency_ms(x[0])
         latency = Latency(median, "litert", host.threads, True, runs, "xnnpack")
-    arena = runner.arena if isinstance(runner, TFLMRunner) else None
-    return VerifyResult(accuracy, fidelity, latency, arena, time.perf_counter() - t0)
+    arena, diffs = None, ()
+    if isinstance(runner, TFLMRunner):
+        arena = runner.arena
+        # LiteRT's optimized kernels may round differently from TFLM's reference kernels;
+        # a user reading accuracy from a LiteRT run should know by how much.
+        litert = LiteRTRunner(model, threads=target.runtime.threads, xnnpack=True)
+        diffs = compare_runtimes(quant_outputs, litert.run(x))
+    return VerifyResult(accuracy, fidelity, latency, arena, time.perf_counter() - t0, diffs)
+
+
+def compare_runtimes(a: list[np.ndarray], b: list[np.ndarray]) -> tuple[RuntimeDiff, ...]:
+    diffs = []
+    for k, (x, y) in enumerate(zip(a, b)):
+        delta = np.abs(x.astype(np.float64) - y.astype(np.float64))
+        x2, y2 = x.reshape(len(x), -1), y.reshape(len(y), -1)
+        diffs.append(RuntimeDiff(
+            output=k,
+            max_abs_diff=float(delta.max()) if delta.size else 0.0,
+            mismatched_fraction=float(np.mean(delta > 0)) if delta.size else 0.0,
+            argmax_agreement=float(np.mean(x2.argmax(axis=1) == y2.argmax(axis=1))),
+        ))
+    return tuple(diffs)
 
 
 def compare_accuracy(f: np.ndarray, q: np.ndarray, y: np.ndarray | None, runtime: str) -> Accuracy:
