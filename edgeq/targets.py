@@ -109,6 +109,12 @@ class Compiler:
     install_hint: str = _key("str")
     min_runtime_version: int | None = _key("int", default=None)
     args: tuple[str, ...] = _key("str-list", default=())
+    # Vela only: the NPU variant, and the system config / memory mode sections of a Vela .ini
+    # file (bundled "Arm/vela.ini" or a path), which set clocks, buses and where tensors live.
+    accelerator_config: str | None = _key("str", default=None)
+    config_file: str | None = _key("str", default=None)
+    system_config: str | None = _key("str", default=None)
+    memory_mode: str | None = _key("str", default=None)
 
 
 @dataclass(frozen=True)
