@@ -25,6 +25,8 @@ class Analysis:
     ops: tuple[OpPlacement, ...]
     memory: Memory
     largest: dict[str, list[dict[str, Any]]]  # the tensors to look at when a budget is exceeded
+    arena: Any = None  # ArenaUsage from TFLite Micro, for TFLM targets
+    compiler: dict[str, Any] | None = None  # what the target's compiler said (vela summary)
 
     @property
     def unplaceable(self) -> tuple[OpPlacement, ...]:
@@ -56,6 +58,8 @@ class Analysis:
             "ops": [op.to_dict() for op in self.ops],
             "memory": memory,
             "largest_tensors": self.largest,
+            **({"vela": self.compiler["summary"], "compiler_notes": self.compiler["notes"]}
+               if self.compiler else {}),
             "summary": self.summary(),
         }
 
@@ -83,9 +87,16 @@ def analyze(model_path: str | Path, target_name: str) -> Analysis:
         from edgeq.adapters.tflm import TFLMRunner
 
         arena = TFLMRunner(data).arena
+    compiler = None
+    if target.compiler is not None and target.compiler.name == "vela":
+        from edgeq.pipeline.compile import compile_for_target
+
+        compiled = compile_for_target(data, target, placements, p.stem)
+        placements = compiled.placements
+        compiler = {"summary": compiled.summary, "notes": list(compiled.notes)}
     memory = check_memory(target, len(data), arena)
     largest = {
         "activations": largest_tensors(info, constant=False),
         "weights": largest_tensors(info, constant=True),
     }
-    return Analysis(target, str(p), info, placements, memory, largest)
+    return Analysis(target, str(p), info, placements, memory, largest, arena, compiler)

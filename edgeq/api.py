@@ -80,8 +80,11 @@ def output_dir(opts: ConvertOptions, target: Target) -> Path:
     return Path("edgeq-out") / f"{_stem(opts.model)}-{target.name}"
 
 
-def output_names(opts: ConvertOptions) -> list[str]:
-    return [f"{_stem(opts.model)}_int8.tflite", "report.json", "report.md"]
+def output_names(opts: ConvertOptions, target: Target) -> list[str]:
+    names = [f"{_stem(opts.model)}_int8.tflite", "report.json", "report.md"]
+    if target.compiler is not None and target.compiler.name == "vela":
+        names.append(f"{_stem(opts.model)}_int8_vela.tflite")
+    return names
 
 
 def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertResult:
@@ -92,6 +95,7 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
         TargetConstraintError: an op the target cannot run (exit 3); nothing is written.
         ConversionError: the converter or an interpreter failed for another reason (exit 1).
     """
+    from edgeq.pipeline import compile as compile_stage
     from edgeq.pipeline import gate, place, quantize, verify
     from edgeq.pipeline.load import load_model
 
@@ -109,7 +113,7 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
     _check_options(opts)
     _check_paths(opts)
     out_dir = output_dir(opts, target)
-    names = output_names(opts)
+    names = output_names(opts, target)
     check_free(out_dir, names, opts.overwrite)
 
     loaded = timed("load", load_model, opts.model, allow_unsafe=opts.allow_unsafe)
@@ -122,6 +126,10 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
     info = _check_converted(quantized.model, opts.model)
     placements = timed("place ops", place.place_ops, info, target)
     place.check_placeable(placements, target)
+    compiled = timed("compile", compile_stage.compile_for_target, quantized.model, target,
+                     placements, f"{_stem(opts.model)}_int8")
+    if compiled is not None:
+        placements = compiled.placements
 
     eval_progress = progress.task(f"evaluating on {target.runtime.name}", evaluation.n)
     result = timed("verify", verify.verify, quantized.model, target, evaluation.x, evaluation.y,
@@ -151,6 +159,9 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
         data={"calibration": _data_summary(calib), "evaluation": _data_summary(evaluation),
               "evaluated_on_calibration_data": opts.eval_data is None},
         stages=stages,
+        vela=compiled.summary if compiled is not None and compiled.compiler == "vela" else None,
+        compiler={"name": compiled.compiler, "version": compiled.version,
+                  "notes": list(compiled.notes)} if compiled is not None else {},
         target_profile=target.to_dict(),
         notes=_notes(loaded.notes, calib, evaluation, opts.eval_data is None),
     )
@@ -158,13 +169,14 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
     if opts.eval_data is None:
         report.notes.append("evaluated on the calibration data; pass --eval-data for held-out figures")
 
+    if compiled is not None:
+        report.notes.extend(compiled.notes)
+    outputs = {model_name: quantized.model, "report.json": report.to_json().encode(),
+               "report.md": report.to_markdown().encode()}
+    if compiled is not None and compiled.model is not None:
+        outputs[names[3]] = compiled.model
     progress.stage("emit")
-    files = write_outputs(
-        out_dir,
-        {model_name: quantized.model, "report.json": report.to_json().encode(),
-         "report.md": report.to_markdown().encode()},
-        overwrite=opts.overwrite,
-    )
+    files = write_outputs(out_dir, outputs, overwrite=opts.overwrite)
     return ConvertResult(report, files, gate_error)
 
 

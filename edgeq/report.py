@@ -67,6 +67,8 @@ class Report:
     target_profile: dict[str, Any] = field(default_factory=dict)
     gates: dict[str, Any] = field(default_factory=dict)
     runtimes: dict[str, Any] = field(default_factory=dict)  # emulator vs LiteRT, per output
+    vela: dict[str, Any] | None = None  # Ethos-U targets: vela's summary figures
+    compiler: dict[str, Any] = field(default_factory=dict)  # name, version, notes
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,6 +106,12 @@ class Report:
             rows.append((f"TFLM vs LiteRT (output {d['output']})",
                          f"max |Δ| {d['max_abs_diff']:.4g}, {100 * d['mismatched_fraction']:.2f}% of "
                          f"values differ, argmax agree {_pct(d['argmax_agreement'])}"))
+        if self.vela:
+            v = self.vela
+            rows.append(("vela (Ethos-U)", f"{v['model_ops_on_npu']} ops on NPU, {v['model_ops_on_cpu']}"
+                         f" on CPU; SRAM {v['sram_bytes'] / 1024:.1f} KiB, off-chip flash "
+                         f"{v['offchip_flash_bytes'] / 1024:.1f} KiB; {v['macs']} MACs; "
+                         f"{v['cycles']} cycles ≈ {v['inference_ms']} ms (estimate)"))
         counts = ", ".join(f"{n} on {p}" for p, n in sorted(self.placement_counts().items()))
         rows.append(("ops", f"{len(self.ops)} ({counts})"))
         rows.append(("output", f"{self.output['path']} ({self.output['bytes']} B)"))

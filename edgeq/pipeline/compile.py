@@ -1,0 +1,70 @@
+"""Stage 5, compile: run the target's real compiler when it has one (Vela for Ethos-U).
+
+The compiler's word overrides the profile's predicted placement; where the prediction put an
+op elsewhere, the difference is reported. The Edge TPU compiler is not wired in yet; a coral
+conversion says so and keeps the predicted placement.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from typing import Any
+
+from edgeq.pipeline.place import OpPlacement
+from edgeq.targets import Target
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    compiler: str
+    model: bytes | None  # the compiled model, when the compiler ran
+    placements: tuple[OpPlacement, ...]  # the compiler's placement (or the prediction)
+    summary: dict[str, Any]  # report keys for this compiler (e.g. report["vela"])
+    notes: tuple[str, ...]
+    version: str
+
+
+def compile_for_target(model: bytes, target: Target, predicted: tuple[OpPlacement, ...],
+                       name: str) -> CompileResult | None:
+    """None when the target has no compiler (TFLite Micro on a Cortex-M, LiteRT on a CPU)."""
+    compiler = target.compiler
+    if compiler is None:
+        return None
+    if compiler.name == "vela":
+        return _vela(model, target, predicted, name)
+    if shutil.which(compiler.name) is None:
+        note = (f"{compiler.name} is not installed, so the model was not compiled and op "
+                f"placement is edgeq's prediction. To compile: {compiler.install_hint}")
+    else:
+        note = (f"{compiler.name} is installed but edgeq does not drive it yet; op placement "
+                "is edgeq's prediction")
+    return CompileResult(compiler.name, None, predicted, {}, (note,), "not run")
+
+
+def _vela(model: bytes, target: Target, predicted: tuple[OpPlacement, ...],
+          name: str) -> CompileResult:
+    from edgeq.adapters.vela import run_vela
+
+    c = target.compiler
+    result = run_vela(model, accelerator=c.accelerator_config or target.name,
+                      system_config=c.system_config, memory_mode=c.memory_mode,
+                      config_file=c.config_file, extra_args=tuple(c.args), name=name)
+    s = result.summary
+    summary = {
+        "sram_bytes": s.sram_bytes, "offchip_flash_bytes": s.offchip_flash_bytes,
+        "dram_bytes": s.dram_bytes, "npu_ops": s.npu_ops, "cpu_ops": s.cpu_ops, "macs": s.macs,
+        "cycles": s.cycles, "npu_cycles": s.npu_cycles, "inference_ms": s.inference_ms,
+        "accelerator": s.accelerator, "system_config": s.system_config,
+        "memory_mode": s.memory_mode, "clock_mhz": s.clock_mhz,
+        "model_ops_on_npu": sum(p.placement == "npu" for p in result.placements),
+        "model_ops_on_cpu": sum(p.placement == "cpu" for p in result.placements),
+        "compiled_bytes": len(result.model), "version": result.version,
+    }
+    notes = list(result.notes)
+    for guess, real in zip(predicted, result.placements):
+        if guess.placement != real.placement:
+            notes.append(f"op {real.index} {real.op}: predicted {guess.placement}, vela put it on "
+                         f"{real.placement} ({real.reason})")
+    return CompileResult("vela", result.model, result.placements, summary, tuple(notes),
+                         result.version)
