@@ -168,6 +168,8 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
     gate_error = _gate_error(target, memory, result.accuracy, opts.max_drop, report, info)
     if opts.eval_data is None:
         report.notes.append("evaluated on the calibration data; pass --eval-data for held-out figures")
+    if memory.recommended_arena_bytes is not None:
+        report.notes.append(f"{gate.ARENA_MARGIN_NOTE}: {memory.recommended_arena_bytes} B")
 
     if compiled is not None:
         report.notes.extend(compiled.notes)

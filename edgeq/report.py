@@ -101,7 +101,8 @@ class Report:
         rows.append(("flash (model)", _budget(mem["flash_bytes"], mem.get("budget_flash_bytes"))))
         if mem.get("arena_bytes") is not None:
             rows.append(("RAM (TFLM arena)", _budget(mem["arena_bytes"], mem.get("budget_ram_bytes"))
-                         + f"; head {mem['arena_head_bytes']} B, tail {mem['arena_tail_bytes']} B"))
+                         + f"; head {mem['arena_head_bytes']} B, tail {mem['arena_tail_bytes']} B; "
+                         f"declare {mem['recommended_arena_bytes']} B"))
         for d in self.runtimes.get("tflm_vs_litert", []):
             rows.append((f"TFLM vs LiteRT (output {d['output']})",
                          f"max |Δ| {d['max_abs_diff']:.4g}, {100 * d['mismatched_fraction']:.2f}% of "

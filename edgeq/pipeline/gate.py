@@ -24,6 +24,8 @@ class Memory:
     budget_ram_bytes: int | None
     ram_reserve_bytes: int
     overruns: tuple[str, ...]
+    # kTensorArenaSize to declare on the device: measured + alignment + kernel scratch margin.
+    recommended_arena_bytes: int | None = None
 
 
 def check_memory(target: Target, model_bytes: int, arena: ArenaUsage | None) -> Memory:
@@ -46,7 +48,24 @@ def check_memory(target: Target, model_bytes: int, arena: ArenaUsage | None) -> 
         budget_ram_bytes=ram,
         ram_reserve_bytes=mem.ram_reserve_bytes,
         overruns=tuple(overruns),
+        recommended_arena_bytes=_recommended(arena),
     )
+
+
+def _recommended(arena: ArenaUsage | None) -> int | None:
+    if arena is None:
+        return None
+    from edgeq.embed import recommended_arena
+
+    return recommended_arena(arena.total)
+
+
+ARENA_MARGIN_NOTE = (
+    "recommended kTensorArenaSize = measured arena + 16 B (TFLM's alignment slack) + "
+    "max(1 KiB, 10%) for the scratch buffers optimized kernels (CMSIS-NN) request, rounded to "
+    "16 B; measured on a 64-bit host, where TFLM's persistent structs are larger than on a "
+    "32-bit MCU"
+)
 
 
 def largest_tensors(info: ModelInfo, *, constant: bool, n: int = 3) -> list[dict]:
