@@ -24,7 +24,7 @@ from edgeq.targets import Target, load_target
 from edgeq.tflite_file import ModelInfo, read_model
 
 METHODS = ("ptq",)
-CALIBRATIONS = ("minmax",)
+CALIBRATIONS = ("minmax", "percentile", "entropy", "mse", "auto")
 
 ProgressFn = Callable[[int, int], None]
 
@@ -54,6 +54,10 @@ class ConvertOptions:
     out: str | None = None
     method: str = "ptq"
     calibration: str = "minmax"
+    percentile: float = 99.99
+    equalize: bool = False  # cross-layer equalization before quantizing
+    int16_activations: bool = False  # 16x8 where the target allows it
+    diagnostics: bool = False  # per-tensor diagnostics also for minmax (costs a stats pass)
     preprocess: Preprocess = field(default_factory=Preprocess)
     calibration_samples: int = 500
     eval_samples: int | None = None
@@ -96,7 +100,7 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
         ConversionError: the converter or an interpreter failed for another reason (exit 1).
     """
     from edgeq.pipeline import compile as compile_stage
-    from edgeq.pipeline import gate, place, quantize, verify
+    from edgeq.pipeline import gate, place, ptq, quantize, verify
     from edgeq.pipeline.load import load_model
 
     progress = progress or _Silent()
@@ -120,9 +124,13 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
     calib, evaluation = timed("check data", _load_data, opts, loaded.input_spec)
     float_outputs = timed("float reference", _float_reference, loaded, evaluation)
 
-    cal_progress = progress.task("calibrating", calib.n)
-    quantized = timed("quantize", quantize.quantize_ptq, loaded, target, calib,
-                      progress=cal_progress)
+    settings = quantize.converter_settings(target, int16_activations=opts.int16_activations)
+    if opts.equalize:
+        loaded = timed("equalize", _equalize, loaded, calib)
+    outcome = ptq.run_ptq(loaded, target, settings, calib, evaluation, float_outputs,
+                          method=opts.calibration, percentile=opts.percentile,
+                          diagnostics=opts.diagnostics, timed=timed, task=progress.task)
+    quantized = outcome.result
     info = _check_converted(quantized.model, opts.model)
     placements = timed("place ops", place.place_ops, info, target)
     place.check_placeable(placements, target)
@@ -141,6 +149,7 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
         target=target.name,
         method=quantized.method,
         calibration=quantized.calibration,
+        calibration_requested=opts.calibration,
         model={"path": str(opts.model), "format": loaded.format, "loader": loaded.loader,
                "input": {"name": loaded.input_spec.name, "shape": list(loaded.input_spec.shape),
                          "dtype": loaded.input_spec.dtype},
@@ -156,6 +165,9 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
         memory={k: v for k, v in asdict(memory).items() if k != "overruns"},
         runtimes={"tflm_vs_litert": [asdict(d) for d in result.tflm_vs_litert]}
         if result.tflm_vs_litert else {},
+        calibration_candidates=outcome.candidates,
+        layers=outcome.diagnostics,
+        statistics=_statistics_summary(outcome.stats),
         data={"calibration": _data_summary(calib), "evaluation": _data_summary(evaluation),
               "evaluated_on_calibration_data": opts.eval_data is None},
         stages=stages,
@@ -193,6 +205,13 @@ def _check_options(opts: ConvertOptions) -> None:
             f"--calibration {opts.calibration} is not available in this version",
             hint=f"use one of: {', '.join(CALIBRATIONS)}",
         )
+    if opts.int16_activations and opts.calibration != "minmax":
+        raise UsageError(
+            "--int16-activations uses the converter's min/max calibration",
+            hint="drop --calibration, or drop --int16-activations",
+        )
+    if not 50.0 < opts.percentile < 100.0:
+        raise UsageError("--percentile must be between 50 and 100 (e.g. 99.99)")
     if opts.calibration_samples < 1:
         raise UsageError("--calibration-samples must be at least 1")
     if opts.max_drop is not None and not opts.max_drop >= 0:
@@ -260,6 +279,28 @@ def _gate_error(target, memory, accuracy, max_drop, report: Report,
     }
     # Budget overruns (exit 3) outrank an accuracy gate (exit 4): the model cannot ship at all.
     return errors[0] if errors else None
+
+
+def _equalize(loaded, calib: Dataset):
+    from edgeq.equalize import equalize_model
+    from edgeq.pipeline.load import from_keras_model
+
+    if loaded.format == "savedmodel" or loaded.owner is None:
+        raise UsageError("--equalize needs a Keras model (.keras or .h5), not a SavedModel")
+    result = equalize_model(loaded.owner, calib.x[: min(32, calib.n)])
+    notes = [f"cross-layer equalization: {len(result.pairs)} layer pair(s) "
+             f"({', '.join(f'{a}→{b}' for a, b in result.pairs) or 'none'}); float outputs "
+             f"changed by at most {result.max_abs_diff:.2e}", *result.skipped]
+    return from_keras_model(result.model, Path(loaded.path), loaded.format, loaded.loader,
+                            [*loaded.notes, *notes])
+
+
+def _statistics_summary(stats) -> dict:
+    if stats is None:
+        return {}
+    return {"tensors": len(stats.histograms), "seconds": round(stats.stats_seconds, 3),
+            "converter_calibrate_only_seconds": round(stats.converter_seconds, 3),
+            "ratio": round(stats.overhead_ratio, 3)}
 
 
 def _notes(model_notes: list[str], calib: Dataset, evaluation: Dataset, same: bool) -> list[str]:

@@ -80,7 +80,16 @@ def cli(debug: bool) -> None:
 @click.option("--out", "-o", type=click.Path(), help="Output directory [edgeq-out/MODEL-TARGET].")
 @click.option("--method", default="ptq", show_default=True, help="ptq (qat and auto: coming).")
 @click.option("--calibration", default="minmax", show_default=True,
-              help="Activation ranges: minmax (percentile, entropy, mse, auto: coming).")
+              type=click.Choice(["minmax", "percentile", "entropy", "mse", "auto"]),
+              help="Activation ranges; auto tries all and keeps the best on the eval data.")
+@click.option("--percentile", default=99.99, show_default=True,
+              help="Percentile for --calibration percentile.")
+@click.option("--equalize", is_flag=True,
+              help="Cross-layer equalization first (helps per-tensor targets on depthwise nets).")
+@click.option("--int16-activations", is_flag=True,
+              help="16x8 quantization (int16 activations) where the target allows it.")
+@click.option("--diagnostics", is_flag=True,
+              help="Per-tensor diagnostics also for minmax (always on for other methods).")
 @click.option("--calibration-samples", default=500, show_default=True,
               help="Use the first N representative samples.")
 @click.option("--eval-samples", type=int, help="Use the first N evaluation samples [all].")
@@ -93,7 +102,9 @@ def cli(debug: bool) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout instead of a table.")
 def convert(model: str, target: str, data: str, eval_data: str | None, out: str | None,
-            method: str, calibration: str, calibration_samples: int, eval_samples: int | None,
+            method: str, calibration: str, percentile: float, equalize: bool,
+            int16_activations: bool, diagnostics: bool, calibration_samples: int,
+            eval_samples: int | None,
             input_scale: str | None, mean: str | None, std: str | None, max_drop: float | None,
             allow_unsafe: bool, no_latency: bool, overwrite: bool, as_json: bool) -> None:
     """Convert MODEL (.keras, .h5 or SavedModel dir) to a full-integer TFLite model for a target,
@@ -103,7 +114,9 @@ def convert(model: str, target: str, data: str, eval_data: str | None, out: str 
 
     opts = api.ConvertOptions(
         model=model, target=target, data=data, eval_data=eval_data, out=out, method=method,
-        calibration=calibration, preprocess=Preprocess.parse(input_scale, mean, std),
+        calibration=calibration, percentile=percentile, equalize=equalize,
+        int16_activations=int16_activations, diagnostics=diagnostics,
+        preprocess=Preprocess.parse(input_scale, mean, std),
         calibration_samples=calibration_samples, eval_samples=eval_samples, max_drop=max_drop,
         overwrite=overwrite, allow_unsafe=allow_unsafe, measure_latency=not no_latency,
     )

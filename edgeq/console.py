@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edgeq.report import Report
+from edgeq.report import Report, short_tensor_name
 
 
 def _stderr_console() -> Console:
@@ -61,6 +61,25 @@ def print_report(report: Report, files: dict[str, Path]) -> None:
     for label, value in report.summary_rows():
         table.add_row(label, value)
     console.print(table)
+    if report.calibration_candidates:
+        cands = Table(title="calibration methods (auto)")
+        for col in ("method", "top-1", "agreement", "SQNR dB", "chosen"):
+            cands.add_column(col)
+        for c in report.calibration_candidates:
+            a, f = c["accuracy"], c["fidelity"]
+            cands.add_row(c["calibration"], _pct(a["quantized"]), _pct(a["agreement"]),
+                          "identical" if f["sqnr_db"] is None else f"{f['sqnr_db']:.1f}",
+                          "✓" if c["chosen"] else "")
+        console.print(cands)
+    if report.layers:
+        worst = Table(title="worst tensors (SQNR vs float)")
+        for col in ("tensor", "range", "clipped", "SQNR dB"):
+            worst.add_column(col)
+        for r in report.layers[:5]:
+            worst.add_row(short_tensor_name(r["tensor"])[-48:], f"[{r['lo']:.3g}, {r['hi']:.3g}]",
+                          f"{100 * r['clipped_fraction']:.3f}%",
+                          "identical" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f}")
+        console.print(worst)
     for note in report.notes:
         console.print(f"[yellow]note:[/] {note}")
     for name, gate in report.gates.items():
@@ -97,6 +116,10 @@ def print_target_list(targets: list[Any]) -> None:
                       _size(m.flash_bytes), _size(m.ram_bytes))
     console.print(table)
     console.print("edgeq targets NAME shows a profile in full, with its device.")
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
 
 
 def _size(n: int) -> str:

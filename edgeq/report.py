@@ -69,6 +69,10 @@ class Report:
     runtimes: dict[str, Any] = field(default_factory=dict)  # emulator vs LiteRT, per output
     vela: dict[str, Any] | None = None  # Ethos-U targets: vela's summary figures
     compiler: dict[str, Any] = field(default_factory=dict)  # name, version, notes
+    calibration_requested: str = ""  # "auto" when the calibration was chosen by edgeq
+    calibration_candidates: list[dict[str, Any]] = field(default_factory=list)  # auto
+    layers: list[dict[str, Any]] = field(default_factory=list)  # per tensor, worst first
+    statistics: dict[str, Any] = field(default_factory=dict)  # histogram pass cost
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,7 +91,9 @@ class Report:
     def summary_rows(self) -> list[tuple[str, str]]:
         """(label, value) pairs shared by the terminal table and report.md."""
         acc, fid, mem = self.accuracy, self.fidelity, self.memory
-        rows = [("target", self.target), ("method", f"{self.method} ({self.calibration} calibration)")]
+        how = (f"auto → {self.calibration}" if self.calibration_requested == "auto"
+               else self.calibration)
+        rows = [("target", self.target), ("method", f"{self.method} ({how} calibration)")]
         if acc.get("float") is not None:
             rows.append(("top-1 float → int8", f"{_pct(acc['float'])} → {_pct(acc['quantized'])} "
                          f"(drop {acc['drop_pp']:+.2f} pp, {acc['runtime']}, n={acc['n']})"))
@@ -123,12 +129,32 @@ class Report:
         lines += ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in self.summary_rows()]
         if self.notes:
             lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
+        if self.calibration_candidates:
+            lines += ["", "## Calibration methods tried", "",
+                      "| method | top-1 | agreement | SQNR dB | chosen |", "|---|---|---|---|---|"]
+            for c in self.calibration_candidates:
+                a, f = c["accuracy"], c["fidelity"]
+                sq = "identical" if f["sqnr_db"] is None else f"{f['sqnr_db']:.1f}"
+                lines.append(f"| {c['calibration']} | {_pct(a['quantized'])} | "
+                             f"{_pct(a['agreement'])} | {sq} | {'yes' if c['chosen'] else ''} |")
+        if self.layers:
+            lines += ["", "## Per-tensor diagnostics (worst first)", "",
+                      "| tensor | range | clipped | SQNR dB |", "|---|---|---|---|"]
+            for r in self.layers:
+                sq = "identical" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f}"
+                lines.append(f"| {short_tensor_name(r['tensor'])} | [{r['lo']:.4g}, {r['hi']:.4g}] | "
+                             f"{100 * r['clipped_fraction']:.3f}% | {sq} |")
         lines += ["", "## Ops", "", "| # | op | runs on | reason |", "|---|---|---|---|"]
         lines += [f"| {o['index']} | {o['op']} | {o['placement']} | {o['reason']} |" for o in self.ops]
         lines += ["", "## Stages", "", "| stage | seconds |", "|---|---|"]
         lines += [f"| {s['name']} | {s['seconds']:.2f} |" for s in self.stages]
         lines += ["", "## Versions", ""] + [f"- {k}: {v}" for k, v in self.versions.items()]
         return "\n".join(lines) + "\n"
+
+
+def short_tensor_name(name: str) -> str:
+    """TFLite fuses op names with ';'; the first part names the layer that made the tensor."""
+    return name.split(";")[0]
 
 
 def _ms(ms: float) -> str:

@@ -80,3 +80,51 @@ class LiteRTRunner:
             self._interp.invoke()
             times.append((time.perf_counter() - t0) * 1000.0)
         return statistics.median(times), len(times)
+
+
+class TensorProbe:
+    """Runs a model one sample at a time and hands back its intermediate activations as float
+    (integer tensors dequantized), by tensor name.
+
+    XNNPACK fuses ops and hides intermediates, so this uses the builtin kernels without
+    delegates and asks LiteRT to keep every tensor.
+    """
+
+    _KINDS = (np.float32, np.int8, np.uint8, np.int16)
+
+    def __init__(self, model: bytes) -> None:
+        mod = _interpreter_module()
+        with capture_fds():
+            self._interp = mod.Interpreter(
+                model_content=model, num_threads=1,
+                experimental_op_resolver_type=mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+                experimental_preserve_all_tensors=True,
+            )
+            self._interp.allocate_tensors()
+        self._in = self._interp.get_input_details()[0]
+        constants = _constant_tensor_indices(model)
+        self._details = {
+            d["name"]: d
+            for d in self._interp.get_tensor_details()
+            if d["index"] not in constants and d["name"]
+            and any(np.dtype(d["dtype"]) == k for k in self._KINDS)
+            and (np.dtype(d["dtype"]) == np.float32 or _params_present(d))
+        }
+        self.names = tuple(self._details)
+
+    def run(self, sample: np.ndarray) -> dict[str, np.ndarray]:
+        self._interp.set_tensor(self._in["index"], quantize(sample[None], self._in))
+        self._interp.invoke()
+        return {name: dequantize(self._interp.get_tensor(d["index"]), d)
+                for name, d in self._details.items()}
+
+
+def _params_present(detail: dict) -> bool:
+    scales = detail.get("quantization_parameters", {}).get("scales", ())
+    return len(scales) == 1
+
+
+def _constant_tensor_indices(model: bytes) -> set[int]:
+    from edgeq.tflite_file import read_model
+
+    return {t.index for t in read_model(model).tensors if t.constant_bytes > 0}

@@ -16,7 +16,7 @@ import numpy as np
 from edgeq.adapters.native import capture_fds
 from edgeq.errors import ConversionError, UnsupportedOpsError
 
-_DTYPES = ("int8", "uint8", "float32")
+_DTYPES = ("int8", "uint8", "int16", "float32")
 
 
 @dataclass(frozen=True)

@@ -164,7 +164,7 @@ def _load_keras_file(p: Path, fmt: str, allow_unsafe: bool) -> LoadedModel:
         # (DepthwiseConv2D 'groups'); tf_keras reads them as written.
         model, loader = _load_with_tf_keras(p, exc)
         notes.append(f"Keras 3 could not read this .h5 ({_first_line(exc)[:120]}); loaded with {loader}")
-    return _from_keras_model(model, p, fmt, loader, notes)
+    return from_keras_model(model, p, fmt, loader, notes)
 
 
 def _load_with_tf_keras(p: Path, keras3_error: Exception) -> tuple[Any, str]:
@@ -185,7 +185,8 @@ def _load_with_tf_keras(p: Path, keras3_error: Exception) -> tuple[Any, str]:
     return model, f"tf_keras {tf_keras.__version__}"
 
 
-def _from_keras_model(model: Any, p: Path, fmt: str, loader: str, notes: list[str]) -> LoadedModel:
+def from_keras_model(model: Any, p: Path, fmt: str, loader: str, notes: list[str]) -> LoadedModel:
+    """Wrap an in-memory Keras model (Keras 3 or tf_keras) as a LoadedModel."""
     import tensorflow as tf
 
     inputs = list(model.inputs or [])

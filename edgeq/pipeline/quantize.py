@@ -1,19 +1,28 @@
-"""Stage 3, quantize: post-training full-integer quantization with min/max calibration."""
+"""Stage 3, quantize: post-training full-integer quantization for a target.
+
+`minmax` is the converter's own calibration. The other methods (percentile, entropy, mse) use
+one pass of activation histograms (`edgeq.pipeline.calibrate`) and TFLite's quantizer with the
+chosen ranges. Int16 activations (16x8) go through the converter's own path, min/max only.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from dataclasses import dataclass
-from typing import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from edgeq.adapters.tf_converter import ConversionOutput, ConverterSettings, convert_int8
 from edgeq.data import Dataset
+from edgeq.errors import UsageError
+from edgeq.pipeline import calibrate
 from edgeq.pipeline.load import LoadedModel
+from edgeq.ranges import METHODS, Range
 from edgeq.targets import Target
 
-ProgressFn = Callable[[int, int], None]  # (done, total)
+ProgressFn = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -24,29 +33,32 @@ class QuantizeResult:
     samples: int
     seconds: float
     converter_log: str
+    ranges: dict[str, Range] = field(default_factory=dict)  # tensor -> chosen activation range
 
 
-def converter_settings(target: Target) -> ConverterSettings:
+def converter_settings(target: Target, *, int16_activations: bool = False) -> ConverterSettings:
     """What the target profile asks of the TFLite converter."""
     q = target.quantization
+    if int16_activations and not q.int16_activations:
+        raise UsageError(
+            f"target '{target.name}' does not allow int16 activations",
+            hint="drop --int16-activations, or use a target whose profile allows them (arm-cpu)",
+        )
+    io = ("int16", "int16") if int16_activations else (q.input_dtype, q.output_dtype)
     return ConverterSettings(
         per_channel=q.weight_granularity == "per-channel",
         dense_per_channel=q.dense_granularity == "per-channel",
-        input_dtype=q.input_dtype,
-        output_dtype=q.output_dtype,
+        input_dtype=io[0],
+        output_dtype=io[1],
         float_fallback=q.float_fallback != "none",
-        int16_activations=False,
+        int16_activations=int16_activations,
     )
 
 
-def quantize_ptq(
-    loaded: LoadedModel,
-    target: Target,
-    calibration: Dataset,
-    *,
-    progress: ProgressFn | None = None,
-) -> QuantizeResult:
-    """Full-integer PTQ for `target`, calibrated by min/max on every sample of `calibration`."""
+def quantize_minmax(loaded: LoadedModel, target: Target, calibration: Dataset,
+                    settings: ConverterSettings, *, progress: ProgressFn | None = None
+                    ) -> QuantizeResult:
+    """Full-integer PTQ calibrated by the converter's own min/max on every sample."""
     x = calibration.x
 
     def samples() -> Iterator[np.ndarray]:
@@ -57,14 +69,30 @@ def quantize_ptq(
                 progress(i + 1, len(x))
 
     t0 = time.perf_counter()
-    out: ConversionOutput = convert_int8(
-        loaded.batch1_function, samples, converter_settings(target), target_name=target.name
-    )
-    return QuantizeResult(
-        model=out.model,
-        method="ptq",
-        calibration="minmax",
-        samples=len(x),
-        seconds=time.perf_counter() - t0,
-        converter_log=out.log,
-    )
+    out: ConversionOutput = convert_int8(loaded.batch1_function, samples, settings,
+                                         target_name=target.name)
+    return QuantizeResult(out.model, "ptq", "minmax", len(x), time.perf_counter() - t0, out.log)
+
+
+def quantize_with_method(stats: calibrate.Statistics, method: str, settings: ConverterSettings,
+                         target: Target, samples: int, *, percentile: float = 99.99
+                         ) -> QuantizeResult:
+    """PTQ with activation ranges chosen by `method` from the collected histograms."""
+    if method not in METHODS:
+        raise UsageError(f"unknown calibration method '{method}'",
+                         hint=f"use one of: {', '.join(METHODS)}, auto")
+    t0 = time.perf_counter()
+    ranges = calibrate.ranges_for(stats, method, percentile=percentile)
+    model = calibrate.quantize_with(stats, ranges, settings, target.name)
+    return QuantizeResult(model, "ptq", method, samples, time.perf_counter() - t0, "", ranges)
+
+
+def minmax_ranges(stats: calibrate.Statistics | None) -> dict[str, Any]:
+    """The ranges the converter's min/max calibration used (they clip nothing by definition)."""
+    if stats is None:
+        return {}
+    return {n: Range(lo, hi, "minmax", 0.0) for n, (lo, hi) in stats.converter_ranges.items()}
+
+
+def with_ranges(result: QuantizeResult, ranges: dict[str, Range]) -> QuantizeResult:
+    return dataclasses.replace(result, ranges=ranges)

@@ -1,0 +1,138 @@
+"""Stage 3a, calibrate: one pass of activation statistics, then ranges by any method.
+
+The float TFLite model runs once over the representative data; every activation tensor feeds
+a bounded streaming histogram. Each method (minmax, percentile, entropy, mse) then picks a
+range per tensor from the same histograms, the ranges go into the converter's calibrated model,
+and TFLite's quantizer makes the integer model. Per-tensor diagnostics compare the integer
+model's activations with the float ones.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from edgeq.adapters import tf_calibration
+from edgeq.adapters.litert import TensorProbe
+from edgeq.adapters.tf_converter import ConverterSettings
+from edgeq.data import Dataset
+from edgeq.ranges import METHODS, StreamingHistogram, choose_range
+from edgeq.tflite_file import read_model
+
+ProgressFn = Callable[[int, int], None]
+_DIAGNOSTIC_SAMPLES = 32
+
+
+@dataclass
+class Statistics:
+    """What one calibration pass produced; every method is derived from it."""
+
+    calibrated: bytes  # the converter's calibrated float model (min/max on each tensor)
+    float_model: bytes
+    histograms: dict[str, StreamingHistogram]
+    converter_ranges: dict[str, tuple[float, float]]
+    stats_seconds: float  # our histogram pass
+    converter_seconds: float  # the converter's own min/max calibration, same samples
+
+    @property
+    def overhead_ratio(self) -> float:
+        return self.stats_seconds / max(self.converter_seconds, 1e-9)
+
+
+def collect_statistics(
+    concrete_function, calibration: Dataset, settings: ConverterSettings, target_name: str,
+    *, progress: ProgressFn | None = None,
+) -> Statistics:
+    x = calibration.x
+
+    t0 = time.perf_counter()
+    calibrated = tf_calibration.calibrated_model(
+        concrete_function, lambda: (x[i : i + 1] for i in range(len(x))), settings,
+        target_name=target_name,
+    )
+    converter_seconds = time.perf_counter() - t0
+    converter_ranges = tf_calibration.tensor_ranges(calibrated)
+
+    float_model = tf_calibration.float_model(concrete_function)
+    t0 = time.perf_counter()
+    probe = TensorProbe(float_model)
+    # float tensor name -> calibrated tensor name
+    mapping = {f: c for f, c in tensor_mapping(float_model, calibrated).items()
+               if c in converter_ranges and f in probe.names}
+    histograms = {c: StreamingHistogram() for c in mapping.values()}
+    for i in range(len(x)):
+        values = probe.run(x[i])
+        for f, c in mapping.items():
+            histograms[c].update(values[f])
+        if progress is not None:
+            progress(i + 1, len(x))
+    stats_seconds = time.perf_counter() - t0
+    return Statistics(calibrated, float_model, histograms, converter_ranges, stats_seconds,
+                      converter_seconds)
+
+
+def tensor_mapping(float_model: bytes, calibrated: bytes) -> dict[str, str]:
+    """Float-model tensor name -> calibrated-model tensor name, matched by position in the graph
+    (the same op's same output) when both graphs have the same ops, else by name.
+
+    Names alone are not reliable: fused tensors get numeric suffixes ("...Squeeze1") that the
+    two conversions may hand out in a different order.
+    """
+    f, c = read_model(float_model), read_model(calibrated)
+    if f.op_names != c.op_names:
+        names = {t.name for t in c.tensors}
+        return {t.name: t.name for t in f.tensors if t.name in names}
+    mapping = {}
+    for fi, ci in zip(f.inputs, c.inputs):
+        mapping[f.tensors[fi].name] = c.tensors[ci].name
+    for fo, co in zip(f.ops, c.ops):
+        for a, b in zip(fo.outputs, co.outputs):
+            mapping[f.tensors[a].name] = c.tensors[b].name
+    return mapping
+
+
+def ranges_for(stats: Statistics, method: str, *, percentile: float = 99.99) -> dict:
+    """name -> Range for every tensor we have a histogram of."""
+    if method not in METHODS:
+        raise ValueError(f"unknown calibration method {method!r}; one of {METHODS}")
+    return {n: choose_range(h, method, percentile=percentile) for n, h in stats.histograms.items()}
+
+
+def quantize_with(stats: Statistics, ranges: dict, settings: ConverterSettings,
+                  target_name: str) -> bytes:
+    chosen = {n: (r.lo, r.hi) for n, r in ranges.items()}
+    calibrated = tf_calibration.with_ranges(stats.calibrated, chosen)
+    return tf_calibration.quantize_calibrated(calibrated, settings, target_name=target_name)
+
+
+def tensor_diagnostics(stats: Statistics, quantized: bytes, ranges: dict, x: np.ndarray,
+                       *, samples: int = _DIAGNOSTIC_SAMPLES) -> list[dict]:
+    """Per quantized activation: its range, the fraction of calibration values clipped, and
+    its SQNR against the float activation on the same inputs; worst first.
+
+    Like TFLite's QuantizationDebugger this compares tensors end to end (errors accumulate
+    through the graph), matched by name between the float and the integer model.
+    """
+    fprobe, qprobe = TensorProbe(stats.float_model), TensorProbe(quantized)
+    names = [n for n in qprobe.names if n in fprobe.names and n in ranges]
+    signal = dict.fromkeys(names, 0.0)
+    noise = dict.fromkeys(names, 0.0)
+    for i in np.linspace(0, len(x) - 1, min(samples, len(x))).round().astype(int):
+        f, q = fprobe.run(x[i]), qprobe.run(x[i])
+        for n in names:
+            if f[n].shape != q[n].shape:
+                continue
+            signal[n] += float(np.sum(f[n].astype(np.float64) ** 2))
+            noise[n] += float(np.sum((f[n].astype(np.float64) - q[n]) ** 2))
+    rows = []
+    for n in names:
+        r = ranges[n]
+        sqnr = None if noise[n] == 0 else 10 * math.log10(max(signal[n], 1e-30) / noise[n])
+        rows.append({"tensor": n, "lo": r.lo, "hi": r.hi, "method": r.method,
+                     "clipped_fraction": r.clipped_fraction, "sqnr_db": sqnr})
+    rows.sort(key=lambda r: math.inf if r["sqnr_db"] is None else r["sqnr_db"])
+    return rows
