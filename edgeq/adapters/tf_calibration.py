@@ -14,7 +14,12 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from edgeq.adapters.native import capture_fds
-from edgeq.adapters.tf_converter import ConverterSettings, _explain, _set_private
+from edgeq.adapters.tf_converter import (
+    ConverterSettings,
+    _explain,
+    _set_private,
+    build_converter,
+)
 from edgeq.errors import ConversionError
 
 
@@ -36,15 +41,7 @@ def calibrated_model(
     target_name: str = "target",
 ) -> bytes:
     """The converter's calibrated float model: min/max recorded on every quantizable tensor."""
-    import tensorflow as tf
-
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_function])
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([x] for x in representative())
-    ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    if settings.float_fallback:
-        ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
-    converter.target_spec.supported_ops = ops
+    converter = build_converter(concrete_function, representative, settings)
     _set_private(converter, "_experimental_calibrate_only", True)
     try:
         with capture_fds() as captured:

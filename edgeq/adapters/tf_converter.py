@@ -56,6 +56,21 @@ def convert_int8(
         UnsupportedOpsError: an op has no integer kernel and the target allows no float fallback.
         ConversionError: anything else the converter rejected.
     """
+    converter = build_converter(concrete_function, representative, settings)
+    try:
+        with capture_fds() as captured:
+            model = converter.convert()
+    except Exception as exc:  # the converter raises ConverterError, RuntimeError, ValueError
+        raise _explain(exc, captured.text, settings, target_name) from exc
+    return ConversionOutput(model=bytes(model), log=captured.text)
+
+
+def build_converter(
+    concrete_function: Any,
+    representative: Callable[[], Iterable[np.ndarray]],
+    settings: ConverterSettings,
+) -> Any:
+    """A TFLiteConverter set up for full-integer PTQ as the target asks (not yet run)."""
     import tensorflow as tf
 
     for name, dtype in (("input", settings.input_dtype), ("output", settings.output_dtype)):
@@ -82,13 +97,7 @@ def convert_int8(
         "_experimental_disable_per_channel_quantization_for_dense_layers",
         not settings.dense_per_channel,
     )
-
-    try:
-        with capture_fds() as captured:
-            model = converter.convert()
-    except Exception as exc:  # the converter raises ConverterError, RuntimeError, ValueError
-        raise _explain(exc, captured.text, settings, target_name) from exc
-    return ConversionOutput(model=bytes(model), log=captured.text)
+    return converter
 
 
 def _set_private(converter: Any, name: str, value: bool) -> None:
