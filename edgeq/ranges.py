@@ -286,6 +286,12 @@ def _entropy_range(
     with num_quant_bins // 2 + 1 levels, giving [-T, T] cut to the data's [min, max].
     """
     counts, width = _abs_counts(h)
+    if len(counts) > 1:
+        # The bin at zero holds every exact zero (ReLU outputs, padding): a spike that
+        # dominates KL and drags the threshold to the narrow end. TensorRT's
+        # pytorch-quantization reference flattens it to its neighbour's count; so do we.
+        counts = counts.copy()
+        counts[0] = counts[1]
     unsigned = h.min >= 0.0
     levels = num_quant_bins if unsigned else num_quant_bins // 2 + 1
     t = _kl_threshold(counts, levels, start=num_quant_bins // 2 + 1) * width
@@ -299,9 +305,8 @@ def _kl_threshold(counts: np.ndarray, levels: int, start: int) -> int:
 
     P is counts[:i] with the outliers counts[i:] added to its last bin; Q is counts[:i]
     (without the outliers, as in the reference) merged into `levels` bins and spread back
-    evenly over the bins where P is non-zero. Ties go to the narrowest range: while i <= levels
-    no bins merge, so KL sees only the clipped outliers and is flat wherever nothing but
-    outliers lies beyond; at equal KL the narrower range rounds finer.
+    evenly over the bins where P is non-zero. Ties go to the widest range, as in TensorRT's
+    reference (its last argmin): at equal KL, clipping less is the safer choice.
     """
     n = len(counts)
     if n <= start:
@@ -309,7 +314,7 @@ def _kl_threshold(counts: np.ndarray, levels: int, start: int) -> int:
     tails = np.concatenate((np.cumsum(counts[::-1])[::-1], [0.0]))  # tails[i] = sum(counts[i:])
     divergences = np.array([_kl(counts[:i], tails[i], levels) for i in range(start, n + 1)])
     best = divergences.min()  # finite: at i = n nothing is clipped and Q has mass
-    return start + int(np.flatnonzero(divergences <= best + _KL_TIE * abs(best))[0])
+    return start + int(np.flatnonzero(divergences <= best + _KL_TIE * abs(best))[-1])
 
 
 def _kl(kept: np.ndarray, outliers: float, levels: int) -> float:
