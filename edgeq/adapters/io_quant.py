@@ -34,8 +34,10 @@ def quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
 
 def dequantize(q: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     """The tensor's values as float32: (q - zero_point) * scale."""
+    if not np.issubdtype(q.dtype, np.integer):
+        return np.asarray(q, dtype=np.float32)
     params = _params(detail)
-    if not np.issubdtype(q.dtype, np.integer) or params is None:
+    if params is None:
         return np.asarray(q, dtype=np.float32)
     scale, zp = params
     return ((q.astype(np.float64) - zp) * scale).astype(np.float32)

@@ -15,6 +15,7 @@ import numpy as np
 from edgeq.adapters.io_quant import dequantize, quantize
 from edgeq.adapters.native import capture_fds
 from edgeq.errors import ConversionError, MissingDependencyError
+from edgeq.tflite_file import ModelInfo, read_model
 
 
 def _interpreter_module() -> Any:
@@ -92,7 +93,7 @@ class TensorProbe:
 
     _KINDS = (np.float32, np.int8, np.uint8, np.int16)
 
-    def __init__(self, model: bytes) -> None:
+    def __init__(self, model: bytes, info: ModelInfo | None = None) -> None:
         mod = _interpreter_module()
         with capture_fds():
             self._interp = mod.Interpreter(
@@ -102,7 +103,8 @@ class TensorProbe:
             )
             self._interp.allocate_tensors()
         self._in = self._interp.get_input_details()[0]
-        constants = _constant_tensor_indices(model)
+        info = info if info is not None else read_model(model)
+        constants = {t.index for t in info.tensors if t.constant_bytes > 0}
         self._details = {
             d["name"]: d
             for d in self._interp.get_tensor_details()
@@ -123,8 +125,3 @@ def _params_present(detail: dict) -> bool:
     scales = detail.get("quantization_parameters", {}).get("scales", ())
     return len(scales) == 1
 
-
-def _constant_tensor_indices(model: bytes) -> set[int]:
-    from edgeq.tflite_file import read_model
-
-    return {t.index for t in read_model(model).tensors if t.constant_bytes > 0}

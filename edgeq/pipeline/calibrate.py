@@ -21,7 +21,7 @@ from edgeq.adapters.litert import TensorProbe
 from edgeq.adapters.tf_converter import ConverterSettings
 from edgeq.data import Dataset
 from edgeq.ranges import METHODS, StreamingHistogram, choose_range
-from edgeq.tflite_file import read_model
+from edgeq.tflite_file import ModelInfo, read_model
 
 ProgressFn = Callable[[int, int], None]
 _DIAGNOSTIC_SAMPLES = 32
@@ -60,9 +60,10 @@ def collect_statistics(
 
     float_model = tf_calibration.float_model(concrete_function)
     t0 = time.perf_counter()
-    probe = TensorProbe(float_model)
+    float_info = read_model(float_model)
+    probe = TensorProbe(float_model, float_info)
     # float tensor name -> calibrated tensor name
-    mapping = {f: c for f, c in tensor_mapping(float_model, calibrated).items()
+    mapping = {f: c for f, c in tensor_mapping(float_info, read_model(calibrated)).items()
                if c in converter_ranges and f in probe.names}
     histograms = {c: StreamingHistogram() for c in mapping.values()}
     # Histogram updates cost a fixed ~30 µs each, so values are buffered over several samples
@@ -86,14 +87,13 @@ def collect_statistics(
                       converter_seconds)
 
 
-def tensor_mapping(float_model: bytes, calibrated: bytes) -> dict[str, str]:
+def tensor_mapping(f: ModelInfo, c: ModelInfo) -> dict[str, str]:
     """Float-model tensor name -> calibrated-model tensor name, matched by position in the graph
     (the same op's same output) when both graphs have the same ops, else by name.
 
     Names alone are not reliable: fused tensors get numeric suffixes ("...Squeeze1") that the
     two conversions may hand out in a different order.
     """
-    f, c = read_model(float_model), read_model(calibrated)
     if f.op_names != c.op_names:
         names = {t.name for t in c.tensors}
         return {t.name: t.name for t in f.tensors if t.name in names}
