@@ -130,6 +130,24 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
     outcome = ptq.run_ptq(loaded, target, settings, calib, evaluation, float_outputs,
                           method=opts.calibration, percentile=opts.percentile,
                           diagnostics=opts.diagnostics, timed=timed, task=progress.task)
+    extra_notes: list[str] = []
+    if _auto_tries_equalization(opts, target, loaded):
+        # Per-tensor weights are where equalization pays; auto tries it too and keeps it only
+        # when it wins on the evaluation data.
+        try:
+            eq_loaded = timed("equalize", _equalize, loaded, calib)
+        except EdgeqError as exc:
+            extra_notes.append(f"auto: cross-layer equalization not tried ({exc})")
+        else:
+            eq_outcome = ptq.run_ptq(eq_loaded, target, settings, calib, evaluation,
+                                     float_outputs, method="auto", percentile=opts.percentile,
+                                     diagnostics=opts.diagnostics, timed=timed,
+                                     task=progress.task)
+            outcome, won = ptq.better_of(outcome, eq_outcome)
+            if won:
+                loaded = eq_loaded
+            extra_notes.append("auto: tried every method with and without cross-layer "
+                               f"equalization; {'with' if won else 'without'} won")
     quantized = outcome.result
     info = _check_converted(quantized.model, opts.model)
     placements = timed("place ops", place.place_ops, info, target)
@@ -175,7 +193,7 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
         compiler={"name": compiled.compiler, "version": compiled.version,
                   "notes": list(compiled.notes)} if compiled is not None else {},
         target_profile=target.to_dict(),
-        notes=_notes(loaded.notes, calib, evaluation, opts.eval_data is None),
+        notes=_notes(loaded.notes, calib, evaluation, opts.eval_data is None) + extra_notes,
     )
     gate_error = _gate_error(target, memory, result.accuracy, opts.max_drop, report, info)
     if opts.eval_data is None:
@@ -279,6 +297,12 @@ def _gate_error(target, memory, accuracy, max_drop, report: Report,
     }
     # Budget overruns (exit 3) outrank an accuracy gate (exit 4): the model cannot ship at all.
     return errors[0] if errors else None
+
+
+def _auto_tries_equalization(opts: ConvertOptions, target: Target, loaded) -> bool:
+    return (opts.calibration == "auto" and not opts.equalize
+            and target.quantization.weight_granularity == "per-tensor"
+            and loaded.format != "savedmodel")
 
 
 def _equalize(loaded, calib: Dataset):

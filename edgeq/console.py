@@ -67,7 +67,8 @@ def print_report(report: Report, files: dict[str, Path]) -> None:
             cands.add_column(col)
         for c in report.calibration_candidates:
             a, f = c["accuracy"], c["fidelity"]
-            cands.add_row(c["calibration"], _pct(a["quantized"]), _pct(a["agreement"]),
+            cands.add_row(c["calibration"] + (" + equalize" if c.get("equalized") else ""),
+                          _pct(a["quantized"]), _pct(a["agreement"]),
                           "identical" if f["sqnr_db"] is None else f"{f['sqnr_db']:.1f}",
                           "✓" if c["chosen"] else "")
         console.print(cands)

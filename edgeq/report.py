@@ -135,7 +135,8 @@ class Report:
             for c in self.calibration_candidates:
                 a, f = c["accuracy"], c["fidelity"]
                 sq = "identical" if f["sqnr_db"] is None else f"{f['sqnr_db']:.1f}"
-                lines.append(f"| {c['calibration']} | {_pct(a['quantized'])} | "
+                label = c["calibration"] + (" + equalize" if c.get("equalized") else "")
+                lines.append(f"| {label} | {_pct(a['quantized'])} | "
                              f"{_pct(a['agreement'])} | {sq} | {'yes' if c['chosen'] else ''} |")
         if self.layers:
             lines += ["", "## Per-tensor diagnostics (worst first)", "",

@@ -81,9 +81,29 @@ def _auto(loaded, target, settings, calib, evaluation, float_outputs, stats, per
 
 
 def _score(check: verify.VerifyResult) -> tuple[float, float]:
+    return candidate_score({"accuracy": asdict(check.accuracy),
+                            "fidelity": asdict(check.fidelity)})
+
+
+def candidate_score(candidate: dict) -> tuple[float, float]:
     """Top-1 when labels exist (ties broken by output SQNR), else output SQNR alone;
     identical outputs score highest."""
-    sqnr = check.fidelity.sqnr_db
-    sqnr = float("inf") if sqnr is None else sqnr
-    top1 = check.accuracy.quantized
-    return (top1 if top1 is not None else 0.0, sqnr)
+    sqnr = candidate["fidelity"]["sqnr_db"]
+    top1 = candidate["accuracy"]["quantized"]
+    return (top1 if top1 is not None else 0.0, float("inf") if sqnr is None else sqnr)
+
+
+def better_of(plain: PTQOutcome, equalized: PTQOutcome) -> tuple[PTQOutcome, bool]:
+    """The better of two `auto` searches (without and with equalization), candidates of both
+    listed; the equalized one must be strictly better to win."""
+    for c in plain.candidates:
+        c["equalized"] = False
+    for c in equalized.candidates:
+        c["equalized"] = True
+    best_plain = max(candidate_score(c) for c in plain.candidates)
+    best_eq = max(candidate_score(c) for c in equalized.candidates)
+    winner, won = (equalized, True) if best_eq > best_plain else (plain, False)
+    for c in (*plain.candidates, *equalized.candidates):
+        c["chosen"] = c["chosen"] and (c["equalized"] == won)
+    winner.candidates = [*plain.candidates, *equalized.candidates]
+    return winner, won

@@ -144,3 +144,14 @@ def test_float_tensors_map_onto_the_converters_tensors(fixtures, network, shape)
         else:  # the in-place artifact: the converter's max is another tensor's true max
             assert h.max < hi and round(hi, 3) in maxima, name
     assert exact >= 0.8 * len(stats.converter_ranges)
+
+
+def test_auto_on_a_per_tensor_target_also_tries_equalization(tmp_path):
+    result = convert(ConvertOptions(model=MODEL, target="imx8mp-npu", data=CALIB, eval_data=EVAL,
+                                    out=str(tmp_path / "o"), calibration="auto",
+                                    preprocess=Preprocess(scale=1 / 16), measure_latency=False))
+    cands = result.report.calibration_candidates
+    assert len(cands) == 8
+    assert {c["equalized"] for c in cands} == {False, True}
+    assert sum(c["chosen"] for c in cands) == 1
+    assert any("with and without cross-layer equalization" in n for n in result.report.notes)
