@@ -155,3 +155,16 @@ def test_auto_on_a_per_tensor_target_also_tries_equalization(tmp_path):
     assert {c["equalized"] for c in cands} == {False, True}
     assert sum(c["chosen"] for c in cands) == 1
     assert any("with and without cross-layer equalization" in n for n in result.report.notes)
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy", "mse"])
+def test_fixed_range_ops_keep_the_spec(tmp_path, method):
+    """Custom ranges never override TFLite's fixed output range of SOFTMAX (scale 1/256,
+    zero point -128 for int8), which TFLite Micro enforces at run time."""
+    convert(ConvertOptions(model=MODEL, target="cortex-m4", data=CALIB, out=str(tmp_path / "o"),
+                           calibration=method, preprocess=Preprocess(scale=1 / 16),
+                           measure_latency=False))
+    info = read_model((tmp_path / "o" / "digits_cnn_int8.tflite").read_bytes())
+    softmax = next(op for op in info.ops if op.op == "SOFTMAX")
+    out = info.tensors[softmax.outputs[0]]
+    assert out.scales == (1 / 256,) and out.zero_points == (-128,)
