@@ -100,7 +100,7 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
         ConversionError: the converter or an interpreter failed for another reason (exit 1).
     """
     from edgeq.pipeline import compile as compile_stage
-    from edgeq.pipeline import gate, place, ptq, quantize, verify
+    from edgeq.pipeline import gate, place, verify
     from edgeq.pipeline.load import load_model
 
     progress = progress or _Silent()
@@ -124,30 +124,8 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
     calib, evaluation = timed("check data", _load_data, opts, loaded.input_spec)
     float_outputs = timed("float reference", _float_reference, loaded, evaluation)
 
-    settings = quantize.converter_settings(target, int16_activations=opts.int16_activations)
-    if opts.equalize:
-        loaded = timed("equalize", _equalize, loaded, calib)
-    outcome = ptq.run_ptq(loaded, target, settings, calib, evaluation, float_outputs,
-                          method=opts.calibration, percentile=opts.percentile,
-                          diagnostics=opts.diagnostics, timed=timed, task=progress.task)
-    extra_notes: list[str] = []
-    if _auto_tries_equalization(opts, target, loaded):
-        # Per-tensor weights are where equalization pays; auto tries it too and keeps it only
-        # when it wins on the evaluation data.
-        try:
-            eq_loaded = timed("equalize", _equalize, loaded, calib)
-        except EdgeqError as exc:
-            extra_notes.append(f"auto: cross-layer equalization not tried ({exc})")
-        else:
-            eq_outcome = ptq.run_ptq(eq_loaded, target, settings, calib, evaluation,
-                                     float_outputs, method="auto", percentile=opts.percentile,
-                                     diagnostics=opts.diagnostics, timed=timed,
-                                     task=progress.task)
-            outcome, won = ptq.better_of(outcome, eq_outcome)
-            if won:
-                loaded = eq_loaded
-            extra_notes.append("auto: tried every method with and without cross-layer "
-                               f"equalization; {'with' if won else 'without'} won")
+    loaded, outcome, extra_notes = _quantize(opts, target, loaded, calib, evaluation,
+                                             float_outputs, timed, progress)
     quantized = outcome.result
     info = _check_converted(quantized.model, opts.model)
     placements = timed("place ops", place.place_ops, info, target)
@@ -297,6 +275,38 @@ def _gate_error(target, memory, accuracy, max_drop, report: Report,
     }
     # Budget overruns (exit 3) outrank an accuracy gate (exit 4): the model cannot ship at all.
     return errors[0] if errors else None
+
+
+def _quantize(opts, target, loaded, calib, evaluation, float_outputs, timed, progress):
+    """Stage 3: PTQ with the asked calibration; returns the (maybe equalized) model, the
+    outcome and notes for the report."""
+    from edgeq.pipeline import ptq, quantize
+
+    settings = quantize.converter_settings(target, int16_activations=opts.int16_activations)
+    if opts.equalize:
+        loaded = timed("equalize", _equalize, loaded, calib)
+
+    def search(model, method):
+        return ptq.run_ptq(model, target, settings, calib, evaluation, float_outputs,
+                           method=method, percentile=opts.percentile,
+                           diagnostics=opts.diagnostics, timed=timed, task=progress.task)
+
+    outcome = search(loaded, opts.calibration)
+    notes: list[str] = []
+    if _auto_tries_equalization(opts, target, loaded):
+        # Per-tensor weights are where equalization pays; auto tries it too and keeps it only
+        # when it wins on the evaluation data.
+        try:
+            eq_loaded = timed("equalize", _equalize, loaded, calib)
+        except EdgeqError as exc:
+            notes.append(f"auto: cross-layer equalization not tried ({exc})")
+        else:
+            outcome, won = ptq.better_of(outcome, search(eq_loaded, "auto"))
+            if won:
+                loaded = eq_loaded
+            notes.append("auto: tried every method with and without cross-layer "
+                         f"equalization; {'with' if won else 'without'} won")
+    return loaded, outcome, notes
 
 
 def _auto_tries_equalization(opts: ConvertOptions, target: Target, loaded) -> bool:
