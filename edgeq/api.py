@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Protocol
 
 import numpy as np
 
 from edgeq.data import Dataset, Preprocess, load_dataset
-from edgeq.errors import ConversionError, DataError, EdgeqError, UsageError
+from edgeq.errors import (
+    ConversionError,
+    DataError,
+    EdgeqError,
+    TargetConstraintError,
+    UsageError,
+)
+from edgeq.recipes import Recipe, decode
 from edgeq.outputs import check_free, write_outputs
 from edgeq.report import Report
 from edgeq.targets import Target, load_target
@@ -58,6 +65,8 @@ class ConvertOptions:
     equalize: bool = False  # cross-layer equalization before quantizing
     int16_activations: bool = False  # 16x8 where the target allows it
     diagnostics: bool = False  # per-tensor diagnostics also for minmax (costs a stats pass)
+    recipe: str | None = None  # precision recipe (edgeq.recipes); None: the target's default
+    smooth: float | None = None  # SmoothQuant alpha for LayerNorm -> Dense patterns
     preprocess: Preprocess = field(default_factory=Preprocess)
     calibration_samples: int = 500
     eval_samples: int | None = None
@@ -85,10 +94,41 @@ def output_dir(opts: ConvertOptions, target: Target) -> Path:
 
 
 def output_names(opts: ConvertOptions, target: Target) -> list[str]:
-    names = [f"{_stem(opts.model)}_int8.tflite", "report.json", "report.md"]
+    tag = choose_recipe(opts, target).name
+    names = [f"{_stem(opts.model)}_{tag}.tflite", "report.json", "report.md"]
     if target.compiler is not None and target.compiler.name == "vela":
-        names.append(f"{_stem(opts.model)}_int8_vela.tflite")
+        names.append(f"{_stem(opts.model)}_{tag}_vela.tflite")
     return names
+
+
+def choose_recipe(opts: ConvertOptions, target: Target) -> Recipe:
+    """The recipe asked for (or the target's default), if the target can run it.
+
+    Raises:
+        UsageError: not a recipe name, or options that do not go with it (exit 2).
+        TargetConstraintError: the target cannot run that recipe (exit 3), with the reason.
+    """
+    recipe = decode(opts.recipe or target.quantization.recipes[0])
+    accepted = [decode(r).canonical for r in target.quantization.recipes]
+    if recipe.canonical not in accepted:
+        raise TargetConstraintError(
+            f"target '{target.name}' cannot run recipe '{recipe.name}': "
+            + _why_not(recipe, target),
+            hint=f"use one of: {', '.join(target.quantization.recipes)}",
+        )
+    if not recipe.full_integer and (opts.calibration != "minmax" or opts.equalize):
+        raise UsageError(f"recipe '{recipe.name}' quantizes weights only; --calibration and "
+                         "--equalize apply to full-integer recipes")
+    return recipe
+
+
+def _why_not(recipe: Recipe, target: Target) -> str:
+    if not recipe.full_integer and target.quantization.float_fallback == "none":
+        return (f"it runs integer-only models and has no kernels for {recipe.activations} "
+                "activations (dynamic-range / weight-only models compute in float)")
+    if recipe.activations == "int16" and not target.quantization.int16_activations:
+        return "its kernels take int8 activations, not int16"
+    return "the profile does not list it"
 
 
 def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertResult:
@@ -100,7 +140,7 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
         ConversionError: the converter or an interpreter failed for another reason (exit 1).
     """
     from edgeq.pipeline import compile as compile_stage
-    from edgeq.pipeline import gate, place, verify
+    from edgeq.pipeline import gate, place, ptq, quantize, verify
     from edgeq.pipeline.load import load_model
 
     progress = progress or _Silent()
@@ -114,6 +154,9 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
         return value
 
     target = load_target(opts.target)
+    recipe = choose_recipe(opts, target)
+    if recipe.activations == "int16":
+        opts = replace(opts, int16_activations=True)
     _check_options(opts)
     _check_paths(opts)
     out_dir = output_dir(opts, target)
@@ -124,8 +167,16 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
     calib, evaluation = timed("check data", _load_data, opts, loaded.input_spec)
     float_outputs = timed("float reference", _float_reference, loaded, evaluation)
 
-    loaded, outcome, extra_notes = _quantize(opts, target, loaded, calib, evaluation,
-                                             float_outputs, timed, progress)
+    extra_notes: list[str] = []
+    if opts.smooth is not None:
+        loaded = timed("smooth", _smooth, loaded, calib, opts.smooth)
+    if recipe.full_integer:
+        loaded, outcome, notes = _quantize(opts, target, loaded, calib, evaluation,
+                                           float_outputs, timed, progress)
+        extra_notes += notes
+    else:
+        outcome = ptq.PTQOutcome(timed("quantize", quantize.quantize_weights_only, loaded,
+                                       recipe), None, [], [])
     quantized = outcome.result
     info = _check_converted(quantized.model, opts.model)
     placements = timed("place ops", place.place_ops, info, target)
@@ -146,11 +197,13 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
         method=quantized.method,
         calibration=quantized.calibration,
         calibration_requested=opts.calibration,
+        recipe=recipe.to_dict(),
         model={"path": str(opts.model), "format": loaded.format, "loader": loaded.loader,
                "input": {"name": loaded.input_spec.name, "shape": list(loaded.input_spec.shape),
                          "dtype": loaded.input_spec.dtype},
                "outputs": [list(s) for s in loaded.output_shapes]},
         output={"path": str(out_dir / model_name), "bytes": len(quantized.model),
+                "weight_bytes": info.weight_bytes,
                 "sha256": hashlib.sha256(quantized.model).hexdigest(),
                 "input_dtype": info.input_tensors[0].dtype,
                 "output_dtype": info.output_tensors[0].dtype},
@@ -210,6 +263,8 @@ def _check_options(opts: ConvertOptions) -> None:
         raise UsageError("--percentile must be between 50 and 100 (e.g. 99.99)")
     if opts.calibration_samples < 1:
         raise UsageError("--calibration-samples must be at least 1")
+    if opts.smooth is not None and not 0.0 < opts.smooth <= 1.0:
+        raise UsageError("--smooth takes SmoothQuant's alpha, in (0, 1] (0.5 is the usual value)")
     if opts.max_drop is not None and not opts.max_drop >= 0:
         raise UsageError("--max-drop must be a number of percentage points >= 0")
     if opts.eval_samples is not None and opts.eval_samples < 1:
@@ -313,6 +368,19 @@ def _auto_tries_equalization(opts: ConvertOptions, target: Target, loaded) -> bo
     return (opts.calibration == "auto" and not opts.equalize
             and target.quantization.weight_granularity == "per-tensor"
             and loaded.format != "savedmodel")
+
+
+def _smooth(loaded, calib: Dataset, alpha: float):
+    from edgeq.pipeline.load import from_keras_model
+    from edgeq.smooth import smooth_model
+
+    if loaded.format == "savedmodel" or loaded.owner is None:
+        raise UsageError("--smooth needs a Keras model (.keras or .h5), not a SavedModel")
+    result = smooth_model(loaded.owner, calib.x[: min(256, calib.n)], alpha=alpha)
+    notes = [f"SmoothQuant (alpha {alpha}): smoothed {', '.join(result.smoothed) or 'nothing'};"
+             f" float outputs changed by at most {result.max_abs_diff:.2e}", *result.skipped]
+    return from_keras_model(result.model, Path(loaded.path), loaded.format, loaded.loader,
+                            [*loaded.notes, *notes])
 
 
 def _equalize(loaded, calib: Dataset):

@@ -88,6 +88,10 @@ def cli(debug: bool) -> None:
               help="Cross-layer equalization first (helps per-tensor targets on depthwise nets).")
 @click.option("--int16-activations", is_flag=True,
               help="16x8 quantization (int16 activations) where the target allows it.")
+@click.option("--recipe", help="Precision recipe: int8 (default on most targets), a16w8, "
+              "dynamic_wi8_afp32, float16, wi4_afp32, wi4_block32_afp32 (edgeq targets NAME).")
+@click.option("--smooth", type=float, metavar="ALPHA",
+              help="SmoothQuant: move activation outliers into the following Dense weights.")
 @click.option("--diagnostics", is_flag=True,
               help="Per-tensor diagnostics also for minmax (always on for other methods).")
 @click.option("--calibration-samples", default=500, show_default=True,
@@ -103,7 +107,8 @@ def cli(debug: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout instead of a table.")
 def convert(model: str, target: str, data: str, eval_data: str | None, out: str | None,
             method: str, calibration: str, percentile: float, equalize: bool,
-            int16_activations: bool, diagnostics: bool, calibration_samples: int,
+            int16_activations: bool, recipe: str | None, smooth: float | None,
+            diagnostics: bool, calibration_samples: int,
             eval_samples: int | None,
             input_scale: str | None, mean: str | None, std: str | None, max_drop: float | None,
             allow_unsafe: bool, no_latency: bool, overwrite: bool, as_json: bool) -> None:
@@ -115,7 +120,8 @@ def convert(model: str, target: str, data: str, eval_data: str | None, out: str 
     opts = api.ConvertOptions(
         model=model, target=target, data=data, eval_data=eval_data, out=out, method=method,
         calibration=calibration, percentile=percentile, equalize=equalize,
-        int16_activations=int16_activations, diagnostics=diagnostics,
+        int16_activations=int16_activations, diagnostics=diagnostics, recipe=recipe,
+        smooth=smooth,
         preprocess=Preprocess.parse(input_scale, mean, std),
         calibration_samples=calibration_samples, eval_samples=eval_samples, max_drop=max_drop,
         overwrite=overwrite, allow_unsafe=allow_unsafe, measure_latency=not no_latency,

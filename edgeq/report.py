@@ -69,6 +69,7 @@ class Report:
     runtimes: dict[str, Any] = field(default_factory=dict)  # emulator vs LiteRT, per output
     vela: dict[str, Any] | None = None  # Ethos-U targets: vela's summary figures
     compiler: dict[str, Any] = field(default_factory=dict)  # name, version, notes
+    recipe: dict[str, Any] = field(default_factory=dict)  # edgeq.recipes.Recipe as a dict
     calibration_requested: str = ""  # "auto" when the calibration was chosen by edgeq
     calibration_candidates: list[dict[str, Any]] = field(default_factory=list)  # auto
     layers: list[dict[str, Any]] = field(default_factory=list)  # per tensor, worst first
@@ -93,9 +94,16 @@ class Report:
         acc, fid, mem = self.accuracy, self.fidelity, self.memory
         how = (f"auto → {self.calibration}" if self.calibration_requested == "auto"
                else self.calibration)
-        rows = [("target", self.target), ("method", f"{self.method} ({how} calibration)")]
+        calib = "weights only, no calibration" if how.startswith("none") else f"{how} calibration"
+        rows = [("target", self.target), ("method", f"{self.method} ({calib})")]
+        if self.recipe:
+            r = self.recipe
+            rows.append(("recipe", f"{r['name']}: {r['weights']} weights"
+                         + (f" ({r['granularity']}" + (f" {r['block_size']}" if r['block_size'] else "")
+                            + ")" if r['granularity'] != 'none' else "")
+                         + f", {r['activations']} activations"))
         if acc.get("float") is not None:
-            rows.append(("top-1 float → int8", f"{_pct(acc['float'])} → {_pct(acc['quantized'])} "
+            rows.append(("top-1 float → quantized", f"{_pct(acc['float'])} → {_pct(acc['quantized'])} "
                          f"(drop {acc['drop_pp']:+.2f} pp, {acc['runtime']}, n={acc['n']})"))
         rows.append(("argmax agreement", f"{_pct(acc['agreement'])} (n={acc['n']})"))
         sqnr = "identical" if fid.get("sqnr_db") is None else f"{fid['sqnr_db']:.1f} dB"
@@ -104,7 +112,8 @@ class Report:
             lat = self.latency_ms
             rows.append(("latency (host)", f"{_ms(lat['median'])} median, LiteRT+XNNPACK, "
                          f"{lat['threads']} thread(s), {lat['runs']} runs"))
-        rows.append(("flash (model)", _budget(mem["flash_bytes"], mem.get("budget_flash_bytes"))))
+        rows.append(("flash (model)", _budget(mem["flash_bytes"], mem.get("budget_flash_bytes"))
+                     + f"; weights {self.output.get('weight_bytes', 0) / 1024:.1f} KiB"))
         if mem.get("arena_bytes") is not None:
             rows.append(("RAM (TFLM arena)", _budget(mem["arena_bytes"], mem.get("budget_ram_bytes"))
                          + f"; head {mem['arena_head_bytes']} B, tail {mem['arena_tail_bytes']} B; "

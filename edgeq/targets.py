@@ -58,6 +58,8 @@ class Quantization:
     input_dtype: str = _key("str", *_DTYPES)
     output_dtype: str = _key("str", *_DTYPES)
     float_fallback: str = _key("str", "none", "cpu")  # may ops stay float in the model (CPU only)
+    # Precision recipes the device can run (edgeq.recipes vocabulary); the first is the default.
+    recipes: tuple[str, ...] = _key("str-list", default=("int8",))
 
 
 @dataclass(frozen=True)
@@ -269,6 +271,19 @@ def _check_file(raw: Mapping[str, Any], path: Path) -> None:
                               hint=f'set name = "{path.stem}" or rename the file')
     if "ops" in raw:
         _check_ops(raw["ops"], path)
+    for recipe in raw.get("quantization", {}).get("recipes", ()):
+        _check_recipe(recipe, path)
+
+
+def _check_recipe(name: str, path: Path) -> None:
+    from edgeq.errors import UsageError
+    from edgeq.recipes import KNOWN, decode
+
+    try:
+        decode(name)
+    except UsageError as exc:
+        hint = _did_you_mean(name, KNOWN) or f"use one of: {', '.join(KNOWN)}"
+        raise TargetFileError(path, "quantization.recipes", exc.message, hint=hint) from exc
 
 
 def _check_merged(merged: Mapping[str, Any], path: Path) -> None:

@@ -138,3 +138,22 @@ def tensorflow_version() -> str:
     import tensorflow as tf
 
     return tf.__version__
+
+
+def convert_weight_only(concrete_function: Any, weights: str) -> ConversionOutput:
+    """Dynamic-range int8 weights ("int8") or float16 weights ("float16"); activations stay
+    float and need no calibration data."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete_function])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if weights == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif weights != "int8":
+        raise ConversionError("quantize", f"no converter path for {weights} weights")
+    try:
+        with capture_fds() as captured:
+            model = converter.convert()
+    except Exception as exc:
+        raise ConversionError("quantize (TFLiteConverter)", str(exc).strip()[:400]) from exc
+    return ConversionOutput(model=bytes(model), log=captured.text)

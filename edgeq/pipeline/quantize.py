@@ -14,7 +14,12 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from edgeq.adapters.tf_converter import ConversionOutput, ConverterSettings, convert_int8
+from edgeq.adapters.tf_converter import (
+    ConversionOutput,
+    ConverterSettings,
+    convert_int8,
+    convert_weight_only,
+)
 from edgeq.data import Dataset
 from edgeq.errors import UsageError
 from edgeq.pipeline import calibrate
@@ -92,6 +97,22 @@ def minmax_ranges(stats: calibrate.Statistics | None) -> dict[str, Any]:
     if stats is None:
         return {}
     return {n: Range(lo, hi, "minmax", 0.0) for n, (lo, hi) in stats.converter_ranges.items()}
+
+
+def quantize_weights_only(loaded: LoadedModel, recipe: Any) -> QuantizeResult:
+    """Recipes that quantize weights only (dynamic range, float16, int4): no calibration."""
+    t0 = time.perf_counter()
+    if recipe.engine == "ai-edge-quantizer":
+        from edgeq.adapters import aeq, tf_calibration
+
+        float_model = tf_calibration.float_model(loaded.batch1_function)
+        model = aeq.quantize_weights(float_model, bits=int(recipe.weights[3:]),
+                                     block_size=recipe.block_size)
+        log = ""
+    else:
+        out = convert_weight_only(loaded.batch1_function, recipe.weights)
+        model, log = out.model, out.log
+    return QuantizeResult(model, "ptq", "none (weights only)", 0, time.perf_counter() - t0, log)
 
 
 def with_ranges(result: QuantizeResult, ranges: dict[str, Range]) -> QuantizeResult:
