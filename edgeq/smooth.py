@@ -1,0 +1,289 @@
+"""SmoothQuant outlier smoothing of Keras 3 models: LayerNormalization -> Dense patterns.
+
+Xiao et al. 2023, "SmoothQuant: Accurate and Efficient Post-Training Quantization for Large
+Language Models". A few channels of a LayerNorm output can be orders of magnitude larger than
+the rest; int8 activations have one scale per tensor, so those channels leave the others a
+handful of levels. Per input channel j of the following Dense layers,
+
+    s_j = max|X_j| ** alpha / max|W_j| ** (1 - alpha)
+
+moves the outlier range into the weights, which are quantized per output channel: the
+LayerNorm's gamma and beta are divided by s_j (its output X_j becomes X_j / s_j) and every
+consumer's kernel row j is multiplied by s_j, which leaves the float function unchanged.
+max|X_j| is measured on calibration inputs; max|W_j| is taken over all consumers, so one
+LayerNorm feeding several Dense layers (Q, K, V projections) gets one scale they all absorb.
+
+Consumers reached are plain Dense layers and the query/key/value EinsumDense projections inside
+keras.layers.MultiHeadAttention (kernel (d_model, heads, head_dim): input axis 0), directly or
+through layers that act on each channel alone and commute with s > 0 (Dropout, global 1D
+pooling). A LayerNorm whose output also reaches anything else (a residual Add, a model output,
+a Flatten) is left alone with a note: that consumer would see X / s.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgeq.errors import ConversionError, UsageError
+
+logger = logging.getLogger(__name__)
+
+_CHECK_BATCH = 256
+_RELATIVE_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class SmoothResult:
+    model: Any  # keras.Model: a new model with smoothed weights; the input is not modified
+    smoothed: tuple[str, ...]  # names of the LayerNormalization layers that were smoothed
+    skipped: tuple[str, ...]  # human notes: patterns not smoothed and why
+    max_abs_diff: float  # float outputs of the new vs old model on the calibration inputs
+
+
+@dataclass(frozen=True)
+class _Target:
+    layer: Any  # the LayerNormalization whose gamma and beta are divided by s
+    kernels: tuple[Any, ...]  # consumer kernel variables whose input rows (axis 0) are scaled
+
+
+@dataclass(frozen=True)
+class _Use:
+    consumer: str | None  # the consuming layer's name; None = a model output
+    slot: str  # which argument of the call: "arg0", "arg1", ... or a keyword name
+
+
+def smooth_model(model: Any, calibration_inputs: np.ndarray, *, alpha: float = 0.5) -> SmoothResult:
+    """Migrate LayerNorm output outliers into the weights of the Dense layers that read them.
+
+    Args:
+        model: a Keras 3 Sequential or functional model with one input; it is not modified.
+        calibration_inputs: (N, ...) inputs; max|X_j| is measured on them and old and new
+            model must agree on them.
+        alpha: migration strength in (0, 1]; 0.5 is the paper's default, 1 moves all of the
+            activation range into the weights.
+
+    Returns:
+        The smoothed copy, the LayerNorm layers smoothed, notes on patterns skipped and the
+        output change.
+
+    Raises:
+        UsageError: alpha outside (0, 1], no calibration inputs, or a model that cannot be
+            cloned (subclassed models).
+        ConversionError: the model cannot run the calibration inputs, or the smoothed model
+            does not compute what the input model does.
+    """
+    import keras
+
+    _check_alpha(alpha)
+    x = np.asarray(calibration_inputs)
+    if x.ndim == 0 or len(x) == 0:
+        raise UsageError("--smooth needs calibration inputs",
+                         hint="pass a few hundred representative samples")
+    try:
+        clone = keras.models.clone_model(model)
+        clone.set_weights(model.get_weights())
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise UsageError(
+            f"cannot smooth model '{getattr(model, 'name', '?')}': {_first_line(exc)}",
+            hint="--smooth works on Sequential and functional Keras models with a known input",
+        ) from exc
+
+    targets, skipped = _find_targets(clone)
+    if targets:
+        x_max = _activation_ranges(clone, [t.layer for t in targets], x)
+        for target, xm in zip(targets, x_max):
+            _apply(target, _scales(xm, _weight_ranges(target.kernels), float(alpha)))
+    elif not skipped:
+        skipped.append("no LayerNormalization -> Dense pattern found; nothing to smooth")
+
+    diff, ref = _compare(model, clone, x)
+    limit = _RELATIVE_TOLERANCE * max(1.0, ref)
+    if not diff <= limit:  # also catches NaN
+        raise ConversionError(
+            "smooth",
+            f"the smoothed model's outputs differ by {diff:.3g} from the original's "
+            f"(allowed {limit:.3g}) on the calibration inputs",
+            hint="convert without --smooth, and report this model as an edgeq bug",
+        )
+    return SmoothResult(clone, tuple(t.layer.name for t in targets), tuple(skipped), diff)
+
+
+def _check_alpha(alpha: Any) -> None:
+    try:
+        ok = 0.0 < float(alpha) <= 1.0  # False for NaN
+    except (TypeError, ValueError):
+        ok = False
+    if isinstance(alpha, bool) or not ok:
+        raise UsageError(
+            f"--smooth alpha must be in (0, 1], got {alpha!r}",
+            hint="use 0.5 (the SmoothQuant default); larger values move more of the "
+            "activation range into the weights",
+        )
+
+
+# --- the graph: who reads each layer's output, and through which argument -----------------------
+
+
+def _uses(model: Any) -> tuple[dict[str, list[_Use]], dict[str, int]]:
+    """The uses of each layer's output and how often each layer is called, read from the
+    model's public config (which lists only this model's own calls)."""
+    import keras
+
+    config = model.get_config()
+    uses: dict[str, list[_Use]] = {}
+    if isinstance(model, keras.Sequential):
+        names = [layer["config"]["name"] for layer in config["layers"]]
+        for producer, consumer in zip(names, names[1:]):
+            uses.setdefault(producer, []).append(_Use(consumer, "arg0"))
+        for name in names[-1:]:
+            uses.setdefault(name, []).append(_Use(None, "output"))
+        return uses, dict.fromkeys(names, 1)
+    for layer in config["layers"]:
+        for node in layer["inbound_nodes"]:
+            slots = [(f"arg{i}", a) for i, a in enumerate(node.get("args", []))]
+            slots += list(node.get("kwargs", {}).items())
+            for slot, value in slots:
+                for producer in _history_names(value):
+                    uses.setdefault(producer, []).append(_Use(layer["name"], slot))
+    for name in _history_names(config["output_layers"]):
+        uses.setdefault(name, []).append(_Use(None, "output"))
+    calls = {layer["name"]: len(layer["inbound_nodes"]) for layer in config["layers"]}
+    return uses, calls
+
+
+def _history_names(node: Any) -> list[str]:
+    """Names of the layers whose outputs a serialized argument (or the output list) refers to:
+    tensors appear as {"keras_history": [name, node_index, tensor_index]}, outputs as bare
+    [name, node_index, tensor_index] triples."""
+    if isinstance(node, dict):
+        if "keras_history" in node:
+            return [node["keras_history"][0]]
+        return [n for value in node.values() for n in _history_names(value)]
+    if isinstance(node, (list, tuple)):
+        if len(node) == 3 and isinstance(node[0], str) and isinstance(node[1], int):
+            return [node[0]]
+        return [n for value in node for n in _history_names(value)]
+    return []
+
+
+def _find_targets(model: Any) -> tuple[list[_Target], list[str]]:
+    import keras
+
+    uses, calls = _uses(model)
+    by_name = {layer.name: layer for layer in model.layers}
+    targets: list[_Target] = []
+    notes: list[str] = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            notes.append(f"{layer.name} is a nested model; its layers are not searched")
+            continue
+        if not isinstance(layer, keras.layers.LayerNormalization):
+            continue
+        problems = _layernorm_problems(layer, calls)
+        kernels: list[Any] = []
+        if not problems:
+            kernels, problems = _reach(layer.name, uses, calls, by_name, len(layer.gamma.shape) and
+                                       layer.gamma.shape[0])
+        if not problems and not kernels:
+            problems = ["it feeds no Dense layer"]
+        if problems:
+            notes.append(f"{layer.name} not smoothed: " + "; ".join(problems))
+        else:
+            targets.append(_Target(layer, tuple(kernels)))
+    return targets, notes
+
+
+def _layernorm_problems(ln: Any, calls: dict[str, int]) -> list[str]:
+    if calls.get(ln.name, 1) != 1:
+        return [f"it is called {calls[ln.name]} times; one scale would have to suit every call"]
+    if ln.gamma is None:
+        return ["it has no gamma (scale=False) to absorb the scale"]
+    rank = len(ln.input.shape)
+    axes = ln.axis if isinstance(ln.axis, (list, tuple)) else [ln.axis]
+    if [a % rank for a in axes] != [rank - 1]:
+        return [f"it normalizes axes {list(axes)}, not only the last (channel) axis"]
+    return []
+
+
+def _reach(name: str, uses: dict, calls: dict, by_name: dict, channels: int
+           ) -> tuple[list[Any], list[str]]:
+    """The kernels of the weighted layers that `name`'s output reaches through per-channel
+    links, and the reasons it cannot be smoothed (a use that would see X / s)."""
+    kernels: list[Any] = []
+    problems: list[str] = []
+    for use in uses.get(name, []):
+        layer = by_name.get(use.consumer) if use.consumer else None
+        if use.consumer is None:
+            problems.append("its output is a model output")
+        elif layer is None:
+            problems.append(f"it feeds {use.consumer}, which is not a layer of the model")
+        elif calls.get(layer.name, 1) != 1:
+            problems.append(f"it feeds {layer.name}, which is called {calls[layer.name]} times")
+        elif _is_per_channel_link(layer):
+            more, why = _reach(layer.name, uses, calls, by_name, channels)
+            kernels += more
+            problems += why
+        else:
+            more, why = _consumer_kernels(layer, use.slot)
+            kernels += more
+            problems += why
+    for kernel in kernels:
+        if kernel.shape[0] != channels:
+            problems.append(f"{kernel.path} has {kernel.shape[0]} input rows, not {channels}")
+    unique = list({id(k): k for k in kernels}.values())
+    return unique, problems
+
+
+def _is_per_channel_link(layer: Any) -> bool:
+    """Layers that act on each channel alone and commute with a positive per-channel scale."""
+    import keras
+
+    L = keras.layers
+    if isinstance(layer, L.Dropout):  # the identity at inference
+        return True
+    if isinstance(layer, (L.GlobalAveragePooling1D, L.GlobalMaxPooling1D)):
+        return layer.data_format == "channels_last"
+    return False
+
+
+def _consumer_kernels(layer: Any, slot: str) -> tuple[list[Any], list[str]]:
+    """Kernels (input rows on axis 0) that read the argument `slot` of `layer`'s call."""
+    import keras
+
+    if isinstance(layer, keras.layers.Dense) and slot in ("arg0", "inputs"):
+        return _kernel_of(layer, layer.name)
+    if isinstance(layer, keras.layers.MultiHeadAttention):
+        # call(query, value, key=None): without a key, the value is also the key.
+        projections = {
+            "arg0": ("query_dense",), "query": ("query_dense",),
+            "arg1": ("value_dense",), "value": ("value_dense",),
+            "arg2": ("key_dense",), "key": ("key_dense",),
+        }.get(slot)
+        if projections is None:
+            return [], [f"it is {layer.name}'s '{slot}' argument, not query, key or value"]
+        if projections == ("value_dense",) and not layer._built_with_key_arg():
+            projections += ("key_dense",)
+        kernels: list[Any] = []
+        problems: list[str] = []
+        for attr in projections:
+            more, why = _kernel_of(getattr(layer, attr), f"{layer.name}.{attr}")
+            kernels += more
+            problems += why
+        return kernels, problems
+    return [], [f"it feeds {layer.name} ({type(layer).__name__}), which would see X / s"]
+
+
+def _kernel_of(layer: Any, label: str) -> tuple[list[Any], list[str]]:
+    import keras
+
+    if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
+        return [], [f"{label} is LoRA-enabled or already quantized"]
+    kernel = getattr(layer, "kernel", None)
+    if not isinstance(kernel, keras.Variable):
+        return [], [f"{label} has no plain kernel variable"]
+    return [kernel], []
