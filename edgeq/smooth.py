@@ -23,7 +23,6 @@ a Flatten) is left alone with a note: that consumer would see X / s.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +54,7 @@ class _Target:
 class _Use:
     consumer: str | None  # the consuming layer's name; None = a model output
     slot: str  # which argument of the call: "arg0", "arg1", ... or a keyword name
+    filled: frozenset[str] = frozenset()  # every argument of that call that holds a tensor
 
 
 def smooth_model(model: Any, calibration_inputs: np.ndarray, *, alpha: float = 0.5) -> SmoothResult:
@@ -139,7 +139,7 @@ def _uses(model: Any) -> tuple[dict[str, list[_Use]], dict[str, int]]:
     if isinstance(model, keras.Sequential):
         names = [layer["config"]["name"] for layer in config["layers"]]
         for producer, consumer in zip(names, names[1:]):
-            uses.setdefault(producer, []).append(_Use(consumer, "arg0"))
+            uses.setdefault(producer, []).append(_Use(consumer, "arg0", frozenset({"arg0"})))
         for name in names[-1:]:
             uses.setdefault(name, []).append(_Use(None, "output"))
         return uses, dict.fromkeys(names, 1)
@@ -147,9 +147,10 @@ def _uses(model: Any) -> tuple[dict[str, list[_Use]], dict[str, int]]:
         for node in layer["inbound_nodes"]:
             slots = [(f"arg{i}", a) for i, a in enumerate(node.get("args", []))]
             slots += list(node.get("kwargs", {}).items())
+            filled = frozenset(slot for slot, value in slots if _history_names(value))
             for slot, value in slots:
                 for producer in _history_names(value):
-                    uses.setdefault(producer, []).append(_Use(layer["name"], slot))
+                    uses.setdefault(producer, []).append(_Use(layer["name"], slot, filled))
     for name in _history_names(config["output_layers"]):
         uses.setdefault(name, []).append(_Use(None, "output"))
     calls = {layer["name"]: len(layer["inbound_nodes"]) for layer in config["layers"]}
@@ -187,8 +188,7 @@ def _find_targets(model: Any) -> tuple[list[_Target], list[str]]:
         problems = _layernorm_problems(layer, calls)
         kernels: list[Any] = []
         if not problems:
-            kernels, problems = _reach(layer.name, uses, calls, by_name, len(layer.gamma.shape) and
-                                       layer.gamma.shape[0])
+            kernels, problems = _reach(layer.name, uses, calls, by_name, layer.gamma.shape[-1])
         if not problems and not kernels:
             problems = ["it feeds no Dense layer"]
         if problems:
@@ -229,7 +229,7 @@ def _reach(name: str, uses: dict, calls: dict, by_name: dict, channels: int
             kernels += more
             problems += why
         else:
-            more, why = _consumer_kernels(layer, use.slot)
+            more, why = _consumer_kernels(layer, use)
             kernels += more
             problems += why
     for kernel in kernels:
@@ -251,10 +251,11 @@ def _is_per_channel_link(layer: Any) -> bool:
     return False
 
 
-def _consumer_kernels(layer: Any, slot: str) -> tuple[list[Any], list[str]]:
-    """Kernels (input rows on axis 0) that read the argument `slot` of `layer`'s call."""
+def _consumer_kernels(layer: Any, use: _Use) -> tuple[list[Any], list[str]]:
+    """Kernels (input rows on axis 0) that read the argument `use.slot` of `layer`'s call."""
     import keras
 
+    slot = use.slot
     if isinstance(layer, keras.layers.Dense) and slot in ("arg0", "inputs"):
         return _kernel_of(layer, layer.name)
     if isinstance(layer, keras.layers.MultiHeadAttention):
@@ -266,7 +267,7 @@ def _consumer_kernels(layer: Any, slot: str) -> tuple[list[Any], list[str]]:
         }.get(slot)
         if projections is None:
             return [], [f"it is {layer.name}'s '{slot}' argument, not query, key or value"]
-        if projections == ("value_dense",) and not layer._built_with_key_arg():
+        if projections == ("value_dense",) and not use.filled & {"arg2", "key"}:
             projections += ("key_dense",)
         kernels: list[Any] = []
         problems: list[str] = []
@@ -287,3 +288,89 @@ def _kernel_of(layer: Any, label: str) -> tuple[list[Any], list[str]]:
     if not isinstance(kernel, keras.Variable):
         return [], [f"{label} has no plain kernel variable"]
     return [kernel], []
+
+
+# --- the arithmetic -------------------------------------------------------------------------------
+
+
+def _activation_ranges(model: Any, layers: list[Any], x: np.ndarray) -> list[np.ndarray]:
+    """max |X_j| of each layer's output over the calibration inputs, reduced over every axis
+    but the last, in inference mode."""
+    import keras
+
+    probe = keras.Model(model.inputs, [layer.output for layer in layers])
+    ranges = [np.zeros(layer.gamma.shape[-1], dtype=np.float64) for layer in layers]
+    try:
+        for i in range(0, len(x), _CHECK_BATCH):
+            outputs = keras.tree.flatten(probe(x[i : i + _CHECK_BATCH], training=False))
+            for r, out in zip(ranges, outputs):
+                out = np.abs(np.asarray(keras.ops.convert_to_numpy(out), dtype=np.float64))
+                np.maximum(r, out.reshape(-1, out.shape[-1]).max(axis=0), out=r)
+    except Exception as exc:  # TF raises many types for a wrong input shape or dtype
+        raise _cannot_run(x, exc) from exc
+    return ranges
+
+
+def _weight_ranges(kernels: tuple[Any, ...]) -> np.ndarray:
+    """max |W_j| per input row j (axis 0) over all the consumers' kernels."""
+    rows = [np.abs(np.asarray(k.numpy(), dtype=np.float64)).reshape(k.shape[0], -1).max(axis=1)
+            for k in kernels]
+    return np.max(rows, axis=0)
+
+
+def _scales(x_max: np.ndarray, w_max: np.ndarray, alpha: float) -> np.ndarray:
+    """s_j = max|X_j|^alpha / max|W_j|^(1 - alpha); 1 for a dead channel or an all-zero row,
+    where the formula would give 0 or infinity."""
+    s = np.ones_like(x_max)
+    ok = (x_max > 0) & (w_max > 0) & np.isfinite(x_max) & np.isfinite(w_max)
+    s[ok] = x_max[ok] ** alpha / w_max[ok] ** (1.0 - alpha)
+    ok &= np.isfinite(s) & (s > 0)
+    s[~ok] = 1.0
+    return s
+
+
+def _apply(target: _Target, s: np.ndarray) -> None:
+    """X_j / s_j through gamma and beta, W_j * s_j in every consumer, computed in float64."""
+    ln = target.layer
+    for var in (ln.gamma, ln.beta):
+        if var is not None:
+            var.assign((np.asarray(var.numpy(), dtype=np.float64) / s).astype(var.dtype))
+    for kernel in target.kernels:
+        k = np.asarray(kernel.numpy(), dtype=np.float64)
+        k *= s.reshape((-1,) + (1,) * (k.ndim - 1))
+        kernel.assign(k.astype(kernel.dtype))
+    logger.debug("%s: s in [%.3g, %.3g] for %d consumer kernel(s)", ln.name, float(s.min()),
+                 float(s.max()), len(target.kernels))
+
+
+def _compare(old: Any, new: Any, x: np.ndarray) -> tuple[float, float]:
+    """(max |new - old|, max |old|) over all outputs on `x`, in inference mode."""
+    import keras
+
+    diff = ref = 0.0
+    try:
+        for i in range(0, len(x), _CHECK_BATCH):
+            chunk = x[i : i + _CHECK_BATCH]
+            olds = keras.tree.flatten(old(chunk, training=False))
+            news = keras.tree.flatten(new(chunk, training=False))
+            for o, n in zip(olds, news):
+                o = np.asarray(keras.ops.convert_to_numpy(o), dtype=np.float64)
+                n = np.asarray(keras.ops.convert_to_numpy(n), dtype=np.float64)
+                diff = max(diff, float(np.max(np.abs(n - o))))
+                ref = max(ref, float(np.max(np.abs(o))))
+    except Exception as exc:  # TF raises many types for a wrong input shape or dtype
+        raise _cannot_run(x, exc) from exc
+    return diff, ref
+
+
+def _cannot_run(x: np.ndarray, exc: Exception) -> ConversionError:
+    return ConversionError(
+        "smooth",
+        f"the model could not run the calibration inputs of shape {x.shape}: {_first_line(exc)}",
+        hint="pass calibration inputs shaped like the model input, with the batch axis first",
+    )
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
