@@ -50,7 +50,9 @@ def test_a_recipe_the_target_cannot_run_exits_3_before_converting(tmp_path, caps
 
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe,weights", [("dynamic_wi8_afp32", "int8"),
-                                            ("float16", "float16"), ("a16w8", "int8")])
+                                            ("float16", "float16"), ("a16w8", "int8"),
+                                            ("wi4_afp32", "int4"),
+                                            ("wi4_block32_afp32", "int4")])
 def test_converter_recipes_verified_on_litert(tmp_path, recipe, weights):
     result = convert(ConvertOptions(model=MODEL, target="arm-cpu", data=CALIB, eval_data=EVAL,
                                     out=str(tmp_path / "o"), recipe=recipe,
@@ -58,6 +60,7 @@ def test_converter_recipes_verified_on_litert(tmp_path, recipe, weights):
     report = result.report
     assert report.recipe["name"] == recipe and report.accuracy["runtime"] == "litert"
     assert report.accuracy["drop_pp"] <= 1.0 and report.latency_ms["median"] > 0
+    assert report.accuracy["agreement"] > 0.97
     info = read_model((tmp_path / "o" / f"digits_cnn_{recipe}.tflite").read_bytes())
     stored = {t.dtype for t in info.tensors if t.constant_bytes > 0}
     assert weights in stored  # float16 weights sit behind DEQUANTIZE ops
