@@ -100,7 +100,8 @@ def _check_buildable(r: Recipe) -> None:
             "edgeq can build",
             hint=f"use one of: {', '.join(KNOWN)}",
         )
-    if r.block_size is not None and (r.block_size < 2 or r.block_size & (r.block_size - 1)):
-        raise UsageError(f"recipe '{r.name}': the block size must be a power of two >= 2")
+    if r.block_size is not None and r.block_size not in (32, 64, 128, 256):
+        # The block sizes ai-edge-quantizer builds (its BLOCKWISE_<n> granularities).
+        raise UsageError(f"recipe '{r.name}': the block size must be 32, 64, 128 or 256")
     if r.block_size is not None and r.weights != "int4":
         raise UsageError(f"recipe '{r.name}': blockwise weights are built for int4 only")

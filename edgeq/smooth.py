@@ -302,7 +302,8 @@ def _activation_ranges(model: Any, layers: list[Any], x: np.ndarray) -> list[np.
     ranges = [np.zeros(layer.gamma.shape[-1], dtype=np.float64) for layer in layers]
     try:
         for i in range(0, len(x), _CHECK_BATCH):
-            outputs = keras.tree.flatten(probe(x[i : i + _CHECK_BATCH], training=False))
+            # A list, as the probe was built from model.inputs (a bare tensor makes Keras warn).
+            outputs = keras.tree.flatten(probe([x[i : i + _CHECK_BATCH]], training=False))
             for r, out in zip(ranges, outputs):
                 out = np.abs(np.asarray(keras.ops.convert_to_numpy(out), dtype=np.float64))
                 np.maximum(r, out.reshape(-1, out.shape[-1]).max(axis=0), out=r)

@@ -29,7 +29,8 @@ def test_decoder_vocabulary():
     assert decode("float16").weights == "float16"
     for name in KNOWN:
         assert decode(name).name == name
-    for bad in ("int7", "wi8_ai4", "dynamic_wi8_ai8", "wi4_block33_afp32", "wi8_block32_afp32"):
+    for bad in ("int7", "wi8_ai4", "dynamic_wi8_ai8", "wi4_block33_afp32", "wi4_block16_afp32",
+                "wi8_block32_afp32"):
         with pytest.raises(UsageError):
             decode(bad)
 
