@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from edgeq.errors import ConversionError, UsageError
+from edgeq.keras_config import history_names
 
 _CHECK_BATCH = 256
 _RELU6_NOTE = "ReLU6 clips at 6; replace it with ReLU to equalize"
@@ -112,29 +113,14 @@ def _graph(model: Any) -> tuple[dict[str, list[Any]], dict[str, int]]:
         calls = dict.fromkeys(names, 1)
     else:
         edges = [(producer, layer["name"]) for layer in config["layers"]
-                 for node in layer["inbound_nodes"] for producer in _history_names(node)]
-        edges += [(name, None) for name in _history_names(config["output_layers"])]
+                 for node in layer["inbound_nodes"] for producer in history_names(node)]
+        edges += [(name, None) for name in history_names(config["output_layers"])]
         calls = {layer["name"]: len(layer["inbound_nodes"]) for layer in config["layers"]}
     by_name = {layer.name: layer for layer in model.layers}
     consumers: dict[str, list[Any]] = {}
     for producer, consumer in edges:
         consumers.setdefault(producer, []).append(by_name.get(consumer))
     return consumers, calls
-
-
-def _history_names(node: Any) -> list[str]:
-    """Names of the layers whose outputs a serialized call (or the output list) refers to:
-    tensors appear as {"keras_history": [name, node_index, tensor_index]}, outputs as bare
-    [name, node_index, tensor_index] triples."""
-    if isinstance(node, dict):
-        if "keras_history" in node:
-            return [node["keras_history"][0]]
-        return [n for value in node.values() for n in _history_names(value)]
-    if isinstance(node, (list, tuple)):
-        if len(node) == 3 and isinstance(node[0], str) and isinstance(node[1], int):
-            return [node[0]]
-        return [n for value in node for n in _history_names(value)]
-    return []
 
 
 def _find_pairs(model: Any, consumers: dict, calls: dict) -> tuple[list[_Pair], list[str]]:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from edgeq.errors import ConversionError, UsageError
+from edgeq.keras_config import history_names
 
 logger = logging.getLogger(__name__)
 
@@ -147,29 +148,14 @@ def _uses(model: Any) -> tuple[dict[str, list[_Use]], dict[str, int]]:
         for node in layer["inbound_nodes"]:
             slots = [(f"arg{i}", a) for i, a in enumerate(node.get("args", []))]
             slots += list(node.get("kwargs", {}).items())
-            filled = frozenset(slot for slot, value in slots if _history_names(value))
+            filled = frozenset(slot for slot, value in slots if history_names(value))
             for slot, value in slots:
-                for producer in _history_names(value):
+                for producer in history_names(value):
                     uses.setdefault(producer, []).append(_Use(layer["name"], slot, filled))
-    for name in _history_names(config["output_layers"]):
+    for name in history_names(config["output_layers"]):
         uses.setdefault(name, []).append(_Use(None, "output"))
     calls = {layer["name"]: len(layer["inbound_nodes"]) for layer in config["layers"]}
     return uses, calls
-
-
-def _history_names(node: Any) -> list[str]:
-    """Names of the layers whose outputs a serialized argument (or the output list) refers to:
-    tensors appear as {"keras_history": [name, node_index, tensor_index]}, outputs as bare
-    [name, node_index, tensor_index] triples."""
-    if isinstance(node, dict):
-        if "keras_history" in node:
-            return [node["keras_history"][0]]
-        return [n for value in node.values() for n in _history_names(value)]
-    if isinstance(node, (list, tuple)):
-        if len(node) == 3 and isinstance(node[0], str) and isinstance(node[1], int):
-            return [node[0]]
-        return [n for value in node for n in _history_names(value)]
-    return []
 
 
 def _find_targets(model: Any) -> tuple[list[_Target], list[str]]:
