@@ -371,30 +371,23 @@ def _auto_tries_equalization(opts: ConvertOptions, target: Target, loaded) -> bo
 
 
 def _smooth(loaded, calib: Dataset, alpha: float):
-    from edgeq.pipeline.load import from_keras_model
     from edgeq.smooth import smooth_model
 
-    if loaded.format == "savedmodel" or loaded.owner is None:
-        raise UsageError("--smooth needs a Keras model (.keras or .h5), not a SavedModel")
-    result = smooth_model(loaded.owner, calib.x[: min(256, calib.n)], alpha=alpha)
+    result = smooth_model(loaded.keras_model("--smooth"), calib.x[: min(256, calib.n)],
+                          alpha=alpha)
     notes = [f"SmoothQuant (alpha {alpha}): smoothed {', '.join(result.smoothed) or 'nothing'};"
              f" float outputs changed by at most {result.max_abs_diff:.2e}", *result.skipped]
-    return from_keras_model(result.model, Path(loaded.path), loaded.format, loaded.loader,
-                            [*loaded.notes, *notes])
+    return loaded.replaced_by(result.model, notes)
 
 
 def _equalize(loaded, calib: Dataset):
     from edgeq.equalize import equalize_model
-    from edgeq.pipeline.load import from_keras_model
 
-    if loaded.format == "savedmodel" or loaded.owner is None:
-        raise UsageError("--equalize needs a Keras model (.keras or .h5), not a SavedModel")
-    result = equalize_model(loaded.owner, calib.x[: min(32, calib.n)])
+    result = equalize_model(loaded.keras_model("--equalize"), calib.x[: min(32, calib.n)])
     notes = [f"cross-layer equalization: {len(result.pairs)} layer pair(s) "
              f"({', '.join(f'{a}→{b}' for a, b in result.pairs) or 'none'}); float outputs "
              f"changed by at most {result.max_abs_diff:.2e}", *result.skipped]
-    return from_keras_model(result.model, Path(loaded.path), loaded.format, loaded.loader,
-                            [*loaded.notes, *notes])
+    return loaded.replaced_by(result.model, notes)
 
 
 def _statistics_summary(stats) -> dict:

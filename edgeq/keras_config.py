@@ -1,5 +1,6 @@
-"""Reading a Keras 3 model's graph from its serialized config (shared by the weight
-transforms, equalize and smooth), so they need no Keras private attributes."""
+"""Shared pieces of the Keras weight transforms (equalize, smooth): reading a Keras 3 model's
+graph from its serialized config (no Keras private attributes) and checking that a rewritten
+model computes the same float outputs."""
 
 from __future__ import annotations
 
@@ -19,3 +20,29 @@ def history_names(node: Any) -> list[str]:
             return [node[0]]
         return [n for value in node for n in history_names(value)]
     return []
+
+
+def compare_outputs(old: Any, new: Any, x: Any, *, batch: int = 256) -> tuple[float, float]:
+    """(max |new - old|, max |old|) over all outputs of two Keras models on `x`, in inference
+    mode, in float64. Exceptions from running the models propagate to the caller, which knows
+    what the inputs were for."""
+    import keras
+    import numpy as np
+
+    diff = ref = 0.0
+    for i in range(0, len(x), batch):
+        chunk = x[i : i + batch]
+        olds = keras.tree.flatten(old(chunk, training=False))
+        news = keras.tree.flatten(new(chunk, training=False))
+        for o, n in zip(olds, news):
+            o = np.asarray(keras.ops.convert_to_numpy(o), dtype=np.float64)
+            n = np.asarray(keras.ops.convert_to_numpy(n), dtype=np.float64)
+            diff = max(diff, float(np.max(np.abs(n - o))))
+            ref = max(ref, float(np.max(np.abs(o))))
+    return diff, ref
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (TF's run on for pages), at most 300 chars."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]

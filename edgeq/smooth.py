@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from edgeq.errors import ConversionError, UsageError
-from edgeq.keras_config import history_names
+from edgeq.keras_config import compare_outputs, first_line, history_names
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def smooth_model(model: Any, calibration_inputs: np.ndarray, *, alpha: float = 0
         clone.set_weights(model.get_weights())
     except (ValueError, TypeError, AttributeError) as exc:
         raise UsageError(
-            f"cannot smooth model '{getattr(model, 'name', '?')}': {_first_line(exc)}",
+            f"cannot smooth model '{getattr(model, 'name', '?')}': {first_line(exc)}",
             hint="--smooth works on Sequential and functional Keras models with a known input",
         ) from exc
 
@@ -331,33 +331,15 @@ def _apply(target: _Target, s: np.ndarray) -> None:
 
 
 def _compare(old: Any, new: Any, x: np.ndarray) -> tuple[float, float]:
-    """(max |new - old|, max |old|) over all outputs on `x`, in inference mode."""
-    import keras
-
-    diff = ref = 0.0
     try:
-        for i in range(0, len(x), _CHECK_BATCH):
-            chunk = x[i : i + _CHECK_BATCH]
-            olds = keras.tree.flatten(old(chunk, training=False))
-            news = keras.tree.flatten(new(chunk, training=False))
-            for o, n in zip(olds, news):
-                o = np.asarray(keras.ops.convert_to_numpy(o), dtype=np.float64)
-                n = np.asarray(keras.ops.convert_to_numpy(n), dtype=np.float64)
-                diff = max(diff, float(np.max(np.abs(n - o))))
-                ref = max(ref, float(np.max(np.abs(o))))
+        return compare_outputs(old, new, x, batch=_CHECK_BATCH)
     except Exception as exc:  # TF raises many types for a wrong input shape or dtype
         raise _cannot_run(x, exc) from exc
-    return diff, ref
 
 
 def _cannot_run(x: np.ndarray, exc: Exception) -> ConversionError:
     return ConversionError(
         "smooth",
-        f"the model could not run the calibration inputs of shape {x.shape}: {_first_line(exc)}",
+        f"the model could not run the calibration inputs of shape {x.shape}: {first_line(exc)}",
         hint="pass calibration inputs shaped like the model input, with the batch axis first",
     )
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]

@@ -19,7 +19,7 @@ import numpy as np
 
 from edgeq.adapters.native import import_tensorflow_quietly
 from edgeq.data import InputSpec
-from edgeq.errors import ModelFileError, UnsafeModelError
+from edgeq.errors import ModelFileError, UnsafeModelError, UsageError
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _PREDICT_BATCH = 256
@@ -39,6 +39,17 @@ class LoadedModel:
     # The Keras model or loaded SavedModel: the traced functions only reference its variables,
     # which TF deletes when the object is garbage-collected.
     owner: Any = None
+
+    def keras_model(self, option: str) -> Any:
+        """The Keras model behind this one, for transforms that rewrite Keras weights."""
+        if self.format == "savedmodel" or self.owner is None:
+            raise UsageError(f"{option} needs a Keras model (.keras or .h5), not a SavedModel")
+        return self.owner
+
+    def replaced_by(self, model: Any, notes: list[str]) -> "LoadedModel":
+        """The same source with a rewritten Keras model (traced anew), notes appended."""
+        return from_keras_model(model, Path(self.path), self.format, self.loader,
+                                [*self.notes, *notes])
 
     def predict(self, x: np.ndarray) -> list[np.ndarray]:
         """Float outputs for `x` (N, ...), one array per model output."""
