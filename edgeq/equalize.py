@@ -22,7 +22,12 @@ from typing import Any
 import numpy as np
 
 from edgeq.errors import ConversionError, UsageError
-from edgeq.keras_config import compare_outputs, first_line, history_names
+from edgeq.keras_config import (
+    clone_with_weights,
+    compare_outputs,
+    first_line,
+    history_names,
+)
 
 _CHECK_BATCH = 256
 _RELU6_NOTE = "ReLU6 clips at 6; replace it with ReLU to equalize"
@@ -63,19 +68,10 @@ def equalize_model(
         UsageError: no check inputs, or a model that cannot be cloned (subclassed models).
         ConversionError: the equalized model does not compute what the input model does.
     """
-    import keras
-
     x = np.asarray(check_inputs)
     if x.ndim == 0 or len(x) == 0:
         raise UsageError("equalize needs check inputs", hint="pass a few representative samples")
-    try:
-        clone = keras.models.clone_model(model)
-        clone.set_weights(model.get_weights())
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise UsageError(
-            f"cannot equalize model '{getattr(model, 'name', '?')}': {first_line(exc)}",
-            hint="equalize works on Sequential and functional Keras models with a known input",
-        ) from exc
+    clone = clone_with_weights(model, "--equalize")
     consumers, calls = _graph(clone)
     pairs, skipped = _find_pairs(clone, consumers, calls)
     arrays = _Arrays()

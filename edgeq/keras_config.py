@@ -46,3 +46,25 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (TF's run on for pages), at most 300 chars."""
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+def clone_with_weights(model: Any, option: str) -> Any:
+    """A copy of a Sequential or functional Keras model with the same weights, to rewrite.
+
+    Raises:
+        UsageError: the model cannot be cloned (subclassed models, unknown input); names
+            `option` (e.g. "--smooth").
+    """
+    import keras
+
+    from edgeq.errors import UsageError
+
+    try:
+        clone = keras.models.clone_model(model)
+        clone.set_weights(model.get_weights())
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise UsageError(
+            f"{option} cannot rewrite model '{getattr(model, 'name', '?')}': {first_line(exc)}",
+            hint=f"{option} works on Sequential and functional Keras models with a known input",
+        ) from exc
+    return clone

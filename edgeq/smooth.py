@@ -29,7 +29,12 @@ from typing import Any
 import numpy as np
 
 from edgeq.errors import ConversionError, UsageError
-from edgeq.keras_config import compare_outputs, first_line, history_names
+from edgeq.keras_config import (
+    clone_with_weights,
+    compare_outputs,
+    first_line,
+    history_names,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -78,21 +83,12 @@ def smooth_model(model: Any, calibration_inputs: np.ndarray, *, alpha: float = 0
         ConversionError: the model cannot run the calibration inputs, or the smoothed model
             does not compute what the input model does.
     """
-    import keras
-
     _check_alpha(alpha)
     x = np.asarray(calibration_inputs)
     if x.ndim == 0 or len(x) == 0:
         raise UsageError("--smooth needs calibration inputs",
                          hint="pass a few hundred representative samples")
-    try:
-        clone = keras.models.clone_model(model)
-        clone.set_weights(model.get_weights())
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise UsageError(
-            f"cannot smooth model '{getattr(model, 'name', '?')}': {first_line(exc)}",
-            hint="--smooth works on Sequential and functional Keras models with a known input",
-        ) from exc
+    clone = clone_with_weights(model, "--smooth")
 
     targets, skipped = _find_targets(clone)
     if targets:
