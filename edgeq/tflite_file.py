@@ -8,12 +8,14 @@ interpreter.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeq.errors import MissingDependencyError, ModelFileError
 
 _IDENTIFIER = b"TFL3"
+_SMALL_CONSTANT_BYTES = 64
+_INT_TYPES = {2: 4, 4: 8, 9: 1, 7: 2}  # TensorType INT32, INT64, INT8, INT16 -> bytes
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,9 @@ class TensorInfo:
     zero_points: tuple[int, ...]
     quantized_dimension: int
     constant_bytes: int  # bytes of constant data held in the model (weights), 0 for activations
+    # The stored value every element of a constant tensor holds, when they are all the same
+    # (zero-padding constants); None otherwise or for activations.
+    constant_fill: int | None = None
 
     @property
     def is_quantized(self) -> bool:
@@ -40,6 +45,12 @@ class OpInfo:
     version: int
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
+    # The op's builtin options as (name, value) pairs of plain values, in the schema's camelCase
+    # (fusedActivationFunction, dilationWFactor, keepNumDims, alignCorners, ...).
+    options: tuple[tuple[str, object], ...] = ()
+
+    def option(self, name: str, default: object = None) -> object:
+        return dict(self.options).get(name, default)
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,9 @@ class ModelInfo:
     outputs: tuple[int, ...]
     subgraphs: int
     size_bytes: int
+    # Values of small integer constant tensors (axes, paddings, strides, new shapes), by tensor
+    # index: the placement rules need them and they cost nothing to keep.
+    values: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def op_names(self) -> tuple[str, ...]:
@@ -138,6 +152,7 @@ def _model_info(model, size: int) -> ModelInfo:
     buffers = model.buffers or []
 
     tensors = []
+    values: dict[int, tuple[int, ...]] = {}
     for i, t in enumerate(sg.tensors or []):
         q = t.quantization
         scales = tuple(float(s) for s in (q.scale if q is not None and q.scale is not None else ()))
@@ -146,8 +161,18 @@ def _model_info(model, size: int) -> ModelInfo:
         sig = tuple(int(d) for d in t.shapeSignature) if t.shapeSignature is not None else shape
         buf = buffers[t.buffer] if 0 < t.buffer < len(buffers) else None
         nbytes = 0
+        fill = None
         if buf is not None:
             nbytes = len(buf.data) if buf.data is not None else int(buf.size or 0)
+            small = buf.data is not None and 0 < nbytes <= _SMALL_CONSTANT_BYTES
+            if small and t.type in _INT_TYPES:
+                width = _INT_TYPES[t.type]
+                values[i] = tuple(
+                    int.from_bytes(bytes(buf.data[k:k + width]), "little", signed=True)
+                    for k in range(0, nbytes - nbytes % width, width)
+                )
+            if buf.data is not None and nbytes:
+                fill = _uniform_fill(bytes(buf.data), t.type)
         tensors.append(
             TensorInfo(
                 index=i,
@@ -159,6 +184,7 @@ def _model_info(model, size: int) -> ModelInfo:
                 zero_points=zps,
                 quantized_dimension=int(q.quantizedDimension) if q is not None else 0,
                 constant_bytes=nbytes,
+                constant_fill=fill,
             )
         )
 
@@ -177,6 +203,7 @@ def _model_info(model, size: int) -> ModelInfo:
                 version=int(code.version),
                 inputs=tuple(int(x) for x in (op.inputs if op.inputs is not None else ())),
                 outputs=tuple(int(x) for x in (op.outputs if op.outputs is not None else ())),
+                options=_plain_options(op.builtinOptions),
             )
         )
     return ModelInfo(
@@ -186,7 +213,25 @@ def _model_info(model, size: int) -> ModelInfo:
         outputs=tuple(int(x) for x in sg.outputs),
         subgraphs=len(model.subgraphs),
         size_bytes=size,
+        values=values,
     )
+
+
+def _uniform_fill(data: bytes, tensor_type: int) -> int | None:
+    if data.count(data[:1]) != len(data):
+        return None
+    if tensor_type == 9:  # INT8
+        return int.from_bytes(data[:1], "little", signed=True)
+    if tensor_type == 3:  # UINT8
+        return data[0]
+    return 0 if data[0] == 0 else None
+
+
+def _plain_options(options) -> tuple[tuple[str, object], ...]:
+    if options is None:
+        return ()
+    return tuple(sorted((k, v) for k, v in vars(options).items()
+                        if isinstance(v, (bool, int, float))))
 
 
 def _text(value) -> str:

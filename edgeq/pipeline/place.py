@@ -19,13 +19,23 @@ class OpPlacement:
     op: str
     placement: str  # tpu | npu | cpu | mcu | none (cannot run anywhere on this target)
     reason: str
+    layer: str | None = None  # the Keras layer the op came from, when known
+    fix: str | None = None  # what to change so that it runs on the accelerator
+    status: str | None = None  # the compiler's own status string (Edge TPU per-op table)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-def place_ops(info: ModelInfo, target: Target) -> tuple[OpPlacement, ...]:
-    """One record per op, in execution order."""
+def place_ops(info: ModelInfo, target: Target,
+              layer_names: tuple[str, ...] = ()) -> tuple[OpPlacement, ...]:
+    """One record per op, in execution order.
+
+    Raises:
+        TargetConstraintError: the target's compiler would refuse the whole model (exit 3).
+    """
+    if target.compiler is not None and target.compiler.name == "edgetpu_compiler":
+        return edgetpu_placements(info, target, layer_names)
     home = target.runtime.placement
     fallback = target.runtime.fallback_placement
     # A compiler that maps one subgraph (the Edge TPU's) sends every op after the first op it
@@ -48,6 +58,16 @@ def place_ops(info: ModelInfo, target: Target) -> tuple[OpPlacement, ...]:
             split_at = op
         records.append(OpPlacement(op.index, op.op, fallback, problem))
     return tuple(records)
+
+
+def edgetpu_placements(info: ModelInfo, target: Target,
+                       layer_names: tuple[str, ...] = ()) -> tuple[OpPlacement, ...]:
+    from edgeq.edgetpu import placement
+
+    placement.check_compilable(info)
+    plan = placement.plan(info, target.ops.allowed, dict(target.ops.max_versions), layer_names)
+    return tuple(OpPlacement(r.index, r.op, r.placement, r.reason, r.layer, r.fix, r.status)
+                 for r in plan.ops)
 
 
 def check_placeable(records: tuple[OpPlacement, ...], target: Target) -> None:

@@ -1,0 +1,222 @@
+"""Where the Edge TPU compiler puts each op, predicted from the .tflite alone.
+
+Three steps, as the compiler takes them:
+1. whole-model checks that make the compiler refuse the model ("Model not quantized", dynamic
+   tensors) -> TargetConstraintError (exit 3);
+2. per-op rules (`rules.py`): can this op map at all;
+3. partitioning: the compiler delegates ONE Edge TPU subgraph. It partitions the graph the
+   way TFLite's delegate API does (`PartitionGraphIntoIndependentNodeSubsets`: alternating
+   runs of supported and unsupported nodes, each run taking every node whose inputs are
+   ready) and compiles the first supported run; everything else stays on the CPU and later
+   supported ops get "More than one subgraph is not supported". A leading op the TPU cannot
+   run (a float QUANTIZE at the input) therefore stays on the CPU without splitting the graph.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from edgeq.edgetpu import rules
+from edgeq.errors import TargetConstraintError
+from edgeq.tflite_file import ModelInfo, OpInfo
+
+ON_CHIP_CACHE_BYTES = 8 * 1024 * 1024  # "roughly 8 MB" of on-chip parameter cache (coral.ai)
+_BOUNDARY_OPS = ("QUANTIZE", "DEQUANTIZE")  # float is allowed at the model's edges only
+
+
+@dataclass(frozen=True)
+class EdgeTPUOp:
+    index: int
+    op: str
+    placement: str  # tpu | cpu
+    status: str  # the compiler's per-op status string we predict
+    reason: str
+    fix: str | None
+    layer: str | None  # the Keras layer the op came from, when the tensor names tell
+
+
+@dataclass(frozen=True)
+class EdgeTPUPlan:
+    ops: tuple[EdgeTPUOp, ...]
+    split: EdgeTPUOp | None  # the first op that broke the TPU subgraph, if any
+    parameter_bytes: int  # constant data of the ops on the TPU
+    cache_bytes: int
+
+    @property
+    def streamed_bytes(self) -> int:
+        return max(0, self.parameter_bytes - self.cache_bytes)
+
+    def memory(self) -> dict[str, object]:
+        return {
+            "parameter_bytes": self.parameter_bytes,
+            "on_chip_cache_bytes": self.cache_bytes,
+            "estimated_on_chip_bytes": min(self.parameter_bytes, self.cache_bytes),
+            "estimated_streamed_bytes": self.streamed_bytes,
+            "note": "estimate: weights of the ops on the Edge TPU against the ~8 MiB on-chip "
+                    "cache; the compiler's own figures are lower because activations share it",
+        }
+
+
+def check_compilable(info: ModelInfo, path: str = "model") -> None:
+    """Raise what the compiler itself would refuse the whole model for.
+
+    Raises:
+        TargetConstraintError: float compute or dynamic shapes (exit 3).
+    """
+    for t in info.dynamic_tensors:
+        raise TargetConstraintError(
+            f"{path}: the Edge TPU compiler needs static shapes, but tensor {t.name or t.index} "
+            f"has shape signature {list(t.shape_signature)} (the compiler stops with 'Attempting "
+            "to use a delegate that only supports static-sized tensors with a graph that has "
+            "dynamic-sized tensors')",
+            hint="convert with a fixed batch of 1 (edgeq convert does) or set the input shape "
+                 "in the Keras model",
+        )
+    for op in info.ops:
+        if op.op in _BOUNDARY_OPS:
+            continue
+        for i in (*op.inputs, *op.outputs):
+            if 0 <= i < len(info.tensors) and info.tensors[i].dtype in ("float32", "float16"):
+                t = info.tensors[i]
+                raise TargetConstraintError(
+                    f"{path}: the Edge TPU compiler refuses this model with 'Model not "
+                    f"quantized': op {op.index} {op.op} computes in {t.dtype} (tensor "
+                    f"{t.name or i}); the Edge TPU runs only full-integer 8-bit models",
+                    hint="quantize to full integer with a representative data set: edgeq "
+                         "convert MODEL --target coral --data CALIBRATION_DATA",
+                )
+
+
+def plan(info: ModelInfo, allowed: tuple[str, ...], max_versions: dict[str, int],
+         layer_names: tuple[str, ...] = (), model_name: str | None = None) -> EdgeTPUPlan:
+    """Predict the compiler's placement, one record per op in execution order."""
+    findings = {op.index: rules.op_findings(op, info, allowed, max_versions) for op in info.ops}
+    supported = {i for i, f in findings.items() if not f}
+    subsets = partition(info, supported)
+    tpu = next((set(s) for s in subsets if s and s[0] in supported), set())
+    records: list[EdgeTPUOp] = []
+    split: EdgeTPUOp | None = None
+    for op in info.ops:
+        layer = keras_layer(op, info, layer_names, model_name)
+        if op.index in tpu:
+            records.append(EdgeTPUOp(op.index, op.op, "tpu", rules.MAPPED,
+                                     "supported on the Edge TPU", None, layer))
+            continue
+        own = findings[op.index]
+        if own:
+            first = own[0]
+            rec = EdgeTPUOp(op.index, op.op, "cpu", first.status,
+                            "; ".join(f.message for f in own), first.fix, layer)
+            if split is None and _after_tpu(op, info, tpu):
+                split = rec
+        else:
+            cause = split or _first_unmapped_ancestor(op, info, findings, records)
+            where = f" after {cause.op} (op {cause.index})" if cause else ""
+            rec = EdgeTPUOp(op.index, op.op, "cpu", rules.SUBGRAPH,
+                            f"supported, but it runs{where} on the CPU and the compiler maps "
+                            "only one Edge TPU subgraph", cause.fix if cause else None, layer)
+        records.append(rec)
+    params = _parameter_bytes(info, tpu)
+    return EdgeTPUPlan(tuple(records), split, params, ON_CHIP_CACHE_BYTES)
+
+
+def partition(info: ModelInfo, supported: set[int]) -> list[list[int]]:
+    """TFLite's node-subset partitioning: alternate runs of supported / unsupported ops, each
+    run taking every op (in execution order, repeatedly) whose inputs are ready."""
+    produced = {t for op in info.ops for t in op.outputs}
+    ready = {i for i in range(len(info.tensors)) if i not in produced}
+    done: set[int] = set()
+    subsets: list[list[int]] = []
+    while len(done) < len(info.ops):
+        subset: list[int] = []
+        kind: bool | None = None
+        progress = True
+        while progress:
+            progress = False
+            for op in info.ops:
+                if op.index in done or not all(i < 0 or i in ready for i in op.inputs):
+                    continue
+                is_supported = op.index in supported
+                if kind is None:
+                    kind = is_supported
+                if is_supported != kind:
+                    continue
+                done.add(op.index)
+                subset.append(op.index)
+                ready.update(op.outputs)
+                progress = True
+        if not subset:  # a cycle or a dangling input: leave the rest on the CPU
+            subsets.append([op.index for op in info.ops if op.index not in done])
+            break
+        subsets.append(subset)
+    return subsets
+
+
+def keras_layer(op: OpInfo, info: ModelInfo, layer_names: tuple[str, ...] = (),
+                model_name: str | None = None) -> str | None:
+    """The Keras layer an op came from, read from its output tensor's name.
+
+    Converter names look like "sequential/leaky_re_lu/LeakyRelu" (tf_keras) or
+    "digits_cnn_1/conv2d_1/Relu;..." (Keras 3, whose traced scopes gain a "_1" suffix): the
+    segment after the model's scope. With the model at hand (edgeq convert) the scope is its
+    name and the segment must be one of its layers; for a bare .tflite only the usual Keras
+    model scopes (sequential, model, functional) are trusted, so TF1 graph names are not
+    mistaken for layers."""
+    for i in op.outputs:
+        if not 0 <= i < len(info.tensors):
+            continue
+        for part in info.tensors[i].name.split(";"):
+            layer = _layer_in(part.split("/"), layer_names, model_name)
+            if layer:
+                return layer
+    return None
+
+
+_KERAS_SCOPE = re.compile(r"(sequential|model|functional)(_\d+)?")
+_SUFFIX = re.compile(r"_\d+$")
+
+
+def _layer_in(segments: list[str], layer_names: tuple[str, ...],
+              model_name: str | None) -> str | None:
+    if len(segments) < 3:
+        return None
+    scope, candidate = segments[0], segments[1]
+    if model_name:
+        if scope != model_name and _SUFFIX.sub("", scope) != model_name:
+            return None
+    elif not _KERAS_SCOPE.fullmatch(scope):
+        return None
+    suffixed = _SUFFIX.search(scope) is not None and scope != model_name
+    if suffixed:
+        stripped = _SUFFIX.sub("", candidate)
+        if not layer_names or stripped in layer_names:
+            candidate = stripped
+    if layer_names and candidate not in layer_names:
+        return None
+    return candidate
+
+
+def _after_tpu(op: OpInfo, info: ModelInfo, tpu: set[int]) -> bool:
+    """Whether the op comes after the TPU subgraph (a split), not before it (an input op)."""
+    return bool(tpu) and op.index > min(tpu)
+
+
+def _first_unmapped_ancestor(op: OpInfo, info: ModelInfo, findings, records) -> EdgeTPUOp | None:
+    producers = {t: o.index for o in info.ops for t in o.outputs}
+    seen, stack = set(), [producers[i] for i in op.inputs if i in producers]
+    best = None
+    while stack:
+        k = stack.pop()
+        if k in seen:
+            continue
+        seen.add(k)
+        if findings[k] and (best is None or k < best):
+            best = k
+        stack.extend(producers[i] for i in info.ops[k].inputs if i in producers)
+    return records[best] if best is not None and best < len(records) else None
+
+
+def _parameter_bytes(info: ModelInfo, tpu: set[int]) -> int:
+    used = {i for k in tpu for i in info.ops[k].inputs if 0 <= i < len(info.tensors)}
+    return sum(info.tensors[i].constant_bytes for i in used)
