@@ -1,7 +1,10 @@
-"""`edgeq analyze`: what a target makes of an existing .tflite, without converting anything.
+"""`edgeq analyze`: what a target makes of a model.
 
-Op placement from the target's rules, the model's flash size and, for TFLite Micro targets,
-the tensor arena measured by TFLM's recording allocator, checked against the budgets.
+Op placement from the target's rules (and its compiler's verdict when it has one: Vela, the
+Edge TPU compiler when installed), the model's flash size and, for TFLite Micro targets, the
+tensor arena measured by TFLM's recording allocator, checked against the budgets. A Keras
+model is converted first (full-integer, calibrated on --data or, for placement only, on
+synthetic inputs: op placement does not depend on the calibration ranges).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class Analysis:
     largest: dict[str, list[dict[str, Any]]]  # the tensors to look at when a budget is exceeded
     arena: Any = None  # ArenaUsage from TFLite Micro, for TFLM targets
     compiler: dict[str, Any] | None = None  # what the target's compiler said (vela summary)
+    notes: tuple[str, ...] = ()
 
     @property
     def unplaceable(self) -> tuple[OpPlacement, ...]:
@@ -58,45 +62,80 @@ class Analysis:
             "ops": [op.to_dict() for op in self.ops],
             "memory": memory,
             "largest_tensors": self.largest,
-            **({"vela": self.compiler["summary"], "compiler_notes": self.compiler["notes"]}
-               if self.compiler else {}),
+            **({self.compiler["key"]: self.compiler["summary"],
+                "compiler_notes": self.compiler["notes"]} if self.compiler else {}),
+            "notes": list(self.notes),
             "summary": self.summary(),
         }
 
 
-def analyze(model_path: str | Path, target_name: str) -> Analysis:
-    """Place the ops of a .tflite on a target and measure what it needs.
+def analyze(model_path: str | Path, target_name: str, data: str | None = None) -> Analysis:
+    """Place the ops of a model on a target and measure what it needs.
 
     Raises:
-        ModelFileError: not a .tflite file, or a corrupt one (exit 2).
+        ModelFileError: a missing, corrupt or unknown model file (exit 2).
         TargetNotFoundError / TargetFileError: bad --target (exit 2).
+        TargetConstraintError: the target's compiler would refuse the whole model (exit 3).
     """
     target = load_target(target_name)
     p = Path(model_path)
-    if p.is_dir() or p.suffix.lower() != ".tflite":
-        raise ModelFileError(
-            p, "analyze reads .tflite files", hint="convert a Keras model with 'edgeq convert' first"
-        )
-    if not p.is_file():
+    if not p.exists():
         raise ModelFileError(p, "not found", hint="check the path to the model")
-    data = p.read_bytes()
-    info = read_model(data, p)
-    placements = place_ops(info, target)
+    notes: list[str] = []
+    if p.is_dir() or p.suffix.lower() in (".keras", ".h5", ".hdf5"):
+        data_bytes, layer_scope = _convert_first(p, target, data, notes)
+    elif p.suffix.lower() == ".tflite":
+        data_bytes, layer_scope = p.read_bytes(), ((), None)
+    else:
+        raise ModelFileError(p, "analyze reads .tflite, .keras, .h5 or SavedModel directories",
+                             hint="pass the model file")
+    info = read_model(data_bytes, p)
+    if target.compiler is not None and target.compiler.name == "edgetpu_compiler":
+        from edgeq.edgetpu.placement import check_compilable
+
+        check_compilable(info, str(p))
+    placements = place_ops(info, target, *layer_scope)
     arena = None
     if target.runtime.name == "tflm" and not any(op.placement == "none" for op in placements):
         from edgeq.adapters.tflm import TFLMRunner
 
-        arena = TFLMRunner(data).arena
+        arena = TFLMRunner(data_bytes).arena
     compiler = None
-    if target.compiler is not None and target.compiler.name == "vela":
+    if target.compiler is not None:
         from edgeq.pipeline.compile import compile_for_target
 
-        compiled = compile_for_target(data, target, placements, p.stem)
+        compiled = compile_for_target(data_bytes, target, placements, p.stem)
         placements = compiled.placements
-        compiler = {"summary": compiled.summary, "notes": list(compiled.notes)}
-    memory = check_memory(target, len(data), arena)
+        key = "vela" if compiled.compiler == "vela" else "edgetpu"
+        compiler = {"key": key, "summary": compiled.summary, "notes": list(compiled.notes)}
+    memory = check_memory(target, len(data_bytes), arena)
     largest = {
         "activations": largest_tensors(info, constant=False),
         "weights": largest_tensors(info, constant=True),
     }
-    return Analysis(target, str(p), info, placements, memory, largest, arena, compiler)
+    return Analysis(target, str(p), info, placements, memory, largest, arena, compiler,
+                    tuple(notes))
+
+
+def _convert_first(p: Path, target: Target, data: str | None,
+                   notes: list[str]) -> tuple[bytes, tuple[tuple[str, ...], str | None]]:
+    """Full-integer conversion of a Keras model for the target, to analyse what it becomes."""
+    import numpy as np
+
+    from edgeq.data import Dataset, Preprocess, load_dataset
+    from edgeq.pipeline.load import load_model
+    from edgeq.pipeline.quantize import converter_settings, quantize_minmax
+
+    loaded = load_model(p)
+    spec = loaded.input_spec
+    if data is not None:
+        calib = load_dataset(data, spec, Preprocess(), role="calibration").spread(100)
+        notes.append(f"converted to full integer for {target.name}, calibrated on {data}")
+    else:
+        x = np.random.default_rng(0).uniform(0.0, 1.0, (8, *spec.shape)).astype(spec.dtype)
+        calib = Dataset(x, None, "synthetic", ("uniform [0, 1) inputs",), {})
+        notes.append(f"converted to full integer for {target.name} with 8 synthetic calibration "
+                     "inputs: op placement and sizes hold, accuracy needs 'edgeq convert' with "
+                     "real data")
+    result = quantize_minmax(loaded, target, calib, converter_settings(target))
+    return result.model, loaded.layer_scope()

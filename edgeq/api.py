@@ -98,6 +98,8 @@ def output_names(opts: ConvertOptions, target: Target) -> list[str]:
     names = [f"{_stem(opts.model)}_{tag}.tflite", "report.json", "report.md"]
     if target.compiler is not None and target.compiler.name == "vela":
         names.append(f"{_stem(opts.model)}_{tag}_vela.tflite")
+    if target.compiler is not None and target.compiler.name == "edgetpu_compiler":
+        names.append(f"{_stem(opts.model)}_{tag}_edgetpu.tflite")
     return names
 
 
@@ -179,7 +181,7 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
                                        recipe), None, [], [])
     quantized = outcome.result
     info = _check_converted(quantized.model, opts.model)
-    placements = timed("place ops", place.place_ops, info, target)
+    placements = timed("place ops", place.place_ops, info, target, *loaded.layer_scope())
     place.check_placeable(placements, target)
     compiled = timed("compile", compile_stage.compile_for_target, quantized.model, target,
                      placements, f"{_stem(opts.model)}_int8")
@@ -221,6 +223,8 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
               "evaluated_on_calibration_data": opts.eval_data is None},
         stages=stages,
         vela=compiled.summary if compiled is not None and compiled.compiler == "vela" else None,
+        edgetpu=compiled.summary
+        if compiled is not None and compiled.compiler == "edgetpu_compiler" else None,
         compiler={"name": compiled.compiler, "version": compiled.version,
                   "notes": list(compiled.notes)} if compiled is not None else {},
         target_profile=target.to_dict(),

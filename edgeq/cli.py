@@ -28,6 +28,15 @@ ANALYZE_EXAMPLES = """
 Examples:
   edgeq analyze person_detect.tflite --target cortex-m4
   edgeq analyze model_int8.tflite --target cortex-m7 --json
+  edgeq analyze deeplab_quant.tflite --target coral
+  edgeq analyze model.keras --target coral --data calib.npz
+"""
+
+INSPECT_EXAMPLES = """
+\b
+Examples:
+  edgeq inspect model_int8_edgetpu.tflite
+  edgeq inspect compiled/model_edgetpu.tflite --source model_int8.tflite --json
 """
 
 EMBED_EXAMPLES = """
@@ -141,15 +150,18 @@ def convert(model: str, target: str, data: str, eval_data: str | None, out: str 
 @cli.command(epilog=ANALYZE_EXAMPLES)
 @click.argument("model", type=click.Path())
 @click.option("--target", "-t", required=True, help="Target profile name or .toml path.")
+@click.option("--data", "-d", type=click.Path(),
+              help="Calibration data when MODEL is a Keras model [synthetic inputs].")
 @click.option("--json", "as_json", is_flag=True, help="Print the analysis as JSON.")
-def analyze(model: str, target: str, as_json: bool) -> None:
-    """Show where each op of a .tflite MODEL runs on a target and what memory it needs
-    (the TFLite Micro arena for microcontroller targets). Exit 3 when it does not fit."""
+def analyze(model: str, target: str, data: str | None, as_json: bool) -> None:
+    """Show where each op of MODEL (.tflite, or a Keras model converted first) runs on a
+    target, why, and what memory it needs (the TFLite Micro arena on microcontrollers, the
+    parameter cache on the Edge TPU). Exit 3 when it does not fit or cannot compile."""
     from edgeq.analyze import analyze as run_analysis
     from edgeq.pipeline.gate import enforce_memory
     from edgeq.pipeline.place import check_placeable
 
-    result = run_analysis(model, target)
+    result = run_analysis(model, target, data)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
@@ -158,6 +170,26 @@ def analyze(model: str, target: str, as_json: bool) -> None:
         print_analysis(result)
     check_placeable(result.ops, result.target)
     enforce_memory(result.target, result.memory, result.info)
+
+
+@cli.command(epilog=INSPECT_EXAMPLES)
+@click.argument("model", type=click.Path())
+@click.option("--source", type=click.Path(),
+              help="The model that was compiled [X.tflite beside X_edgetpu.tflite].")
+@click.option("--json", "as_json", is_flag=True, help="Print the inspection as JSON.")
+def inspect(model: str, source: str | None, as_json: bool) -> None:
+    """Read a .tflite MODEL: its ops, inputs and outputs; for a model compiled by
+    edgetpu_compiler, how many ops the edgetpu-custom-op replaced and which ops remain on the
+    CPU, in order."""
+    from edgeq.inspect import inspect_model
+
+    result = inspect_model(model, source)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        from edgeq.console import print_inspection
+
+        print_inspection(result.to_dict())
 
 
 @cli.command(epilog=EMBED_EXAMPLES)
@@ -201,10 +233,26 @@ def embed(model: str, out: str, name: str, target: str | None, overwrite: bool) 
 @cli.command(epilog=TARGETS_EXAMPLES)
 @click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the profile(s) as JSON.")
-def targets(name: str | None, as_json: bool) -> None:
+@click.option("--supported-ops", is_flag=True,
+              help="Print the target's supported-ops table with each op's limitations.")
+def targets(name: str | None, as_json: bool, supported_ops: bool) -> None:
     """List the target profiles, or show one."""
     from edgeq.targets import list_targets, load_target
 
+    if supported_ops and not name:
+        raise click.UsageError("--supported-ops needs a target name, e.g. edgeq targets coral "
+                               "--supported-ops")
+    if name and supported_ops:
+        from edgeq.targets import supported_ops_table
+
+        rows = supported_ops_table(load_target(name))
+        if as_json:
+            click.echo(json.dumps(rows, indent=2))
+        else:
+            from edgeq.console import print_supported_ops
+
+            print_supported_ops(name, rows)
+        return
     if name:
         profile = load_target(name)
         if as_json:

@@ -138,12 +138,23 @@ def _fmt(value: Any) -> str:
 def print_analysis(analysis: Any) -> None:
     console = Console()
     table = Table(title=f"{Path(analysis.model_path).name} on {analysis.target.name}")
-    for col in ("#", "op", "runs on", "reason"):
+    layers = any(op.layer for op in analysis.ops)
+    for col in ("#", "op", *(("layer",) if layers else ()), "runs on", "reason"):
         table.add_column(col)
     for op in analysis.ops:
-        style = "red" if op.placement == "none" else None
-        table.add_row(str(op.index), op.op, op.placement, op.reason, style=style)
+        style = "red" if op.placement == "none" else (
+            "yellow" if op.placement == "cpu" and analysis.target.runtime.placement != "cpu"
+            else None)
+        table.add_row(str(op.index), op.op, *((op.layer or "",) if layers else ()),
+                      op.placement, op.reason, style=style)
     console.print(table)
+    if analysis.compiler and analysis.compiler["key"] == "edgetpu":
+        from edgeq.report import edgetpu_rows
+
+        for label, value in edgetpu_rows(analysis.compiler["summary"]):
+            console.print(f"[bold]{label}:[/] {value}")
+    for note in (*analysis.notes, *(analysis.compiler or {}).get("notes", ())):
+        console.print(f"[yellow]note:[/] {note}")
     mem = analysis.memory
     console.print(f"flash (model): {mem.flash_bytes / 1024:.1f} KiB"
                   + (f" of {mem.budget_flash_bytes / 1024:.0f} KiB" if mem.budget_flash_bytes else ""))
@@ -153,3 +164,41 @@ def print_analysis(analysis: Any) -> None:
                       + (f" of {mem.budget_ram_bytes / 1024:.0f} KiB" if mem.budget_ram_bytes else ""))
     for overrun in mem.overruns:
         console.print(f"[red]over budget:[/] {overrun}")
+
+
+def print_inspection(d: dict[str, Any]) -> None:
+    console = Console()
+    console.print(f"[bold]{d['model']}[/]: {d['bytes']} B, {d['ops_total']} op(s), "
+                  f"{d['subgraphs']} subgraph(s)")
+    for role in ("inputs", "outputs"):
+        for t in d[role]:
+            q = f", scale {t['scale']:.6g}, zero point {t['zero_point']}" if "scale" in t else ""
+            console.print(f"  {role[:-1]} {t['name']}: {t['shape']} {t['dtype']}{q}")
+    e = d.get("edgetpu")
+    if e is None:
+        console.print("ops: " + ", ".join(d["op_sequence"]))
+        console.print("not compiled for the Edge TPU (no edgetpu-custom-op)")
+        return
+    replaced = (f"replaced {e['ops_on_tpu']} of the {e['source_ops_total']} ops of "
+                f"{e['source']}" if "source" in e else
+                "the number of ops it replaced needs the source model (--source X.tflite)")
+    console.print(f"Edge TPU: {e['custom_ops']} edgetpu-custom-op(s) "
+                  f"({', '.join(str(b) for b in e['executable_bytes'])} B executable); {replaced}")
+    if e["cpu_ops"]:
+        console.print(f"{len(e['cpu_ops'])} op(s) remain on the CPU, in order:")
+        for op in e["cpu_ops"]:
+            console.print(f"  {op['index']}: {op['op']}")
+    else:
+        console.print("every op runs on the Edge TPU")
+
+
+def print_supported_ops(name: str, rows: list[dict[str, Any]]) -> None:
+    console = Console()
+    table = Table(title=f"{name}: supported ops")
+    for col in ("op", "max version", "limitations"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["op"], "" if r["max_version"] is None else str(r["max_version"]),
+                      "\n".join(f"• {m}" for m in r["limitations"]))
+    console.print(table)
+    console.print("Ops not listed run on the CPU; see edgeq analyze MODEL --target " + name)

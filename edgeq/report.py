@@ -68,6 +68,7 @@ class Report:
     gates: dict[str, Any] = field(default_factory=dict)
     runtimes: dict[str, Any] = field(default_factory=dict)  # emulator vs LiteRT, per output
     vela: dict[str, Any] | None = None  # Ethos-U targets: vela's summary figures
+    edgetpu: dict[str, Any] | None = None  # Coral: TPU/CPU split, split point, parameter cache
     compiler: dict[str, Any] = field(default_factory=dict)  # name, version, notes
     recipe: dict[str, Any] = field(default_factory=dict)  # edgeq.recipes.Recipe as a dict
     calibration_requested: str = ""  # "auto" when the calibration was chosen by edgeq
@@ -128,6 +129,8 @@ class Report:
                          f" on CPU; SRAM {v['sram_bytes'] / 1024:.1f} KiB, off-chip flash "
                          f"{v['offchip_flash_bytes'] / 1024:.1f} KiB; {v['macs']} MACs; "
                          f"{v['cycles']} cycles ≈ {v['inference_ms']} ms (estimate)"))
+        if self.edgetpu:
+            rows += edgetpu_rows(self.edgetpu)
         counts = ", ".join(f"{n} on {p}" for p, n in sorted(self.placement_counts().items()))
         rows.append(("ops", f"{len(self.ops)} ({counts})"))
         rows.append(("output", f"{self.output['path']} ({self.output['bytes']} B)"))
@@ -154,12 +157,33 @@ class Report:
                 sq = "identical" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f}"
                 lines.append(f"| {short_tensor_name(r['tensor'])} | [{r['lo']:.4g}, {r['hi']:.4g}] | "
                              f"{100 * r['clipped_fraction']:.3f}% | {sq} |")
-        lines += ["", "## Ops", "", "| # | op | runs on | reason |", "|---|---|---|---|"]
-        lines += [f"| {o['index']} | {o['op']} | {o['placement']} | {o['reason']} |" for o in self.ops]
+        lines += ["", "## Ops", "", "| # | op | layer | runs on | reason | fix |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {o['index']} | {o['op']} | {o.get('layer', '')} | {o['placement']} | "
+                  f"{o['reason']} | {o.get('fix', '')} |" for o in self.ops]
         lines += ["", "## Stages", "", "| stage | seconds |", "|---|---|"]
         lines += [f"| {s['name']} | {s['seconds']:.2f} |" for s in self.stages]
         lines += ["", "## Versions", ""] + [f"- {k}: {v}" for k, v in self.versions.items()]
         return "\n".join(lines) + "\n"
+
+
+def edgetpu_rows(e: dict[str, Any]) -> list[tuple[str, str]]:
+    """Summary rows for the Edge TPU section (report and `edgeq analyze`)."""
+    how = "edgetpu_compiler" if e["source"] == "edgetpu_compiler" else "predicted by edgeq"
+    rows = [("Edge TPU", f"{e['ops_on_tpu']} of {e['ops_total']} ops on the TPU, "
+                         f"{e['ops_on_cpu']} on the CPU ({how})")]
+    s = e.get("split")
+    if s:
+        layer = f" (Keras layer '{s['layer']}')" if s.get("layer") else ""
+        rows.append(("Edge TPU split", f"op {s['index']} {s['op']}{layer}: {s['reason']}; "
+                     f"{s['ops_cut_off']} later op(s) follow it to the CPU"))
+        if s.get("fix"):
+            rows.append(("Edge TPU fix", s["fix"]))
+    m = e["parameter_memory"]
+    rows.append(("Edge TPU parameters", f"{m['parameter_bytes'] / 1024:.1f} KiB of the "
+                 f"{m['on_chip_cache_bytes'] / 2**20:.0f} MiB on-chip cache; "
+                 f"~{m['estimated_streamed_bytes'] / 1024:.1f} KiB streamed from host memory"))
+    return rows
 
 
 def short_tensor_name(name: str) -> str:

@@ -429,3 +429,15 @@ def load_target(name_or_path: str, directory: Path | None = None) -> Target:
         close = difflib.get_close_matches(name_or_path, known, n=1)
         raise TargetNotFoundError(name_or_path, known, close[0] if close else None)
     return _load_file(path, bundled)
+
+
+def supported_ops_table(target: Target) -> list[dict[str, Any]]:
+    """One row per op the target runs, with its version cap and limitations. For the Edge TPU
+    the limitations are the docstrings of the constraint functions that enforce them."""
+    if target.compiler is not None and target.compiler.name == "edgetpu_compiler":
+        from edgeq.edgetpu.rules import supported_ops_table as edgetpu_table
+
+        return edgetpu_table(target.ops.allowed, dict(target.ops.max_versions))
+    caps = dict(target.ops.max_versions)
+    ops = target.ops.allowed or ("(any builtin op)",)
+    return [{"op": op, "max_version": caps.get(op), "limitations": []} for op in sorted(ops)]

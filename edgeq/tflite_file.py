@@ -48,6 +48,7 @@ class OpInfo:
     # The op's builtin options as (name, value) pairs of plain values, in the schema's camelCase
     # (fusedActivationFunction, dilationWFactor, keepNumDims, alignCorners, ...).
     options: tuple[tuple[str, object], ...] = ()
+    custom_options_bytes: int = 0  # e.g. the Edge TPU executable inside edgetpu-custom-op
 
     def option(self, name: str, default: object = None) -> object:
         return dict(self.options).get(name, default)
@@ -204,6 +205,7 @@ def _model_info(model, size: int) -> ModelInfo:
                 inputs=tuple(int(x) for x in (op.inputs if op.inputs is not None else ())),
                 outputs=tuple(int(x) for x in (op.outputs if op.outputs is not None else ())),
                 options=_plain_options(op.builtinOptions),
+                custom_options_bytes=len(op.customOptions) if op.customOptions is not None else 0,
             )
         )
     return ModelInfo(

@@ -220,3 +220,32 @@ def _first_unmapped_ancestor(op: OpInfo, info: ModelInfo, findings, records) -> 
 def _parameter_bytes(info: ModelInfo, tpu: set[int]) -> int:
     used = {i for k in tpu for i in info.ops[k].inputs if 0 <= i < len(info.tensors)}
     return sum(info.tensors[i].constant_bytes for i in used)
+
+
+def summarize(records, info: ModelInfo, source: str = "prediction") -> dict[str, object]:
+    """The report's `edgetpu` section from per-op records (edgeq's or the compiler's): counts,
+    the split point with its layer and fix, CPU ops in order and the parameter memory."""
+    tpu = {r.index for r in records if r.placement == "tpu"}
+    cpu = [r for r in records if r.placement != "tpu"]
+    counts: dict[str, int] = {}
+    for r in cpu:
+        counts[r.op] = counts.get(r.op, 0) + 1
+    first_tpu = min(tpu) if tpu else None
+    split = next((r for r in cpu if first_tpu is not None and r.index > first_tpu
+                  and r.status != rules.SUBGRAPH), None)
+    params = _parameter_bytes(info, tpu)
+    memory = EdgeTPUPlan((), None, params, ON_CHIP_CACHE_BYTES).memory()
+    return {
+        "source": source,
+        "ops_total": len(records),
+        "ops_on_tpu": len(tpu),
+        "ops_on_cpu": len(cpu),
+        "cpu_op_counts": counts,
+        "cpu_ops": [{"index": r.index, "op": r.op, "status": r.status} for r in cpu],
+        "split": None if split is None else {
+            "index": split.index, "op": split.op, "layer": split.layer, "status": split.status,
+            "reason": split.reason, "fix": split.fix,
+            "ops_cut_off": sum(1 for r in cpu if r.index > split.index),
+        },
+        "parameter_memory": memory,
+    }

@@ -1,14 +1,13 @@
 """Stage 5, compile: run the target's real compiler when it has one (Vela for Ethos-U).
 
 The compiler's word overrides the profile's predicted placement; where the prediction put an
-op elsewhere, the difference is reported. The Edge TPU compiler is not wired in yet; a coral
-conversion says so and keeps the predicted placement.
+op elsewhere, the difference is reported. The Edge TPU compiler runs when it is on PATH;
+without it a coral conversion says so plainly and keeps edgeq's prediction.
 """
 
 from __future__ import annotations
 
-import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from edgeq.pipeline.place import OpPlacement
@@ -33,13 +32,43 @@ def compile_for_target(model: bytes, target: Target, predicted: tuple[OpPlacemen
         return None
     if compiler.name == "vela":
         return _vela(model, target, predicted, name)
-    if shutil.which(compiler.name) is None:
-        note = (f"{compiler.name} is not installed, so the model was not compiled and op "
-                f"placement is edgeq's prediction. To compile: {compiler.install_hint}")
-    else:
-        note = (f"{compiler.name} is installed but edgeq does not drive it yet; op placement "
-                "is edgeq's prediction")
-    return CompileResult(compiler.name, None, predicted, {}, (note,), "not run")
+    return _edgetpu(model, target, predicted, name)
+
+
+def _edgetpu(model: bytes, target: Target, predicted: tuple[OpPlacement, ...],
+             name: str) -> CompileResult:
+    from edgeq.edgetpu import compiler as edgetpu
+    from edgeq.edgetpu.placement import summarize
+    from edgeq.tflite_file import read_model
+
+    info = read_model(model)
+    c = target.compiler
+    if edgetpu.installed() is None:
+        note = (f"{c.name} is not installed, so the model was not compiled and op placement "
+                f"is edgeq's prediction. To compile: {c.install_hint}")
+        return CompileResult(c.name, None, predicted, summarize(predicted, info), (note,),
+                             "not installed")
+    run = edgetpu.compile_model(model, name, c.min_runtime_version, tuple(c.args))
+    if run.model is None:
+        summary = summarize(predicted, info) | {"compiler": run.log.summary()}
+        note = (f"{c.name} {run.version} failed: {run.log.error or 'no compiled model'}; op "
+                "placement is edgeq's prediction")
+        return CompileResult(c.name, None, predicted, summary, (note,), run.version)
+    verdict = edgetpu.compiled_placement(info, read_model(run.model), run.log)
+    placements, notes = [], []
+    for guess, (index, where, status) in zip(predicted, verdict):
+        if guess.placement == where:  # agreed; on the CPU the log's own status wins
+            placements.append(replace(guess, status=status) if where == "cpu" else guess)
+            continue
+        notes.append(f"op {index} {guess.op}: predicted {guess.placement}, the compiler put it "
+                     f"on the {where} ({status})")
+        placements.append(replace(guess, placement=where, status=status,
+                                  reason=f"{c.name}: {status} (edgeq predicted "
+                                         f"{guess.placement}: {guess.reason})"))
+    summary = summarize(placements, info, source="edgetpu_compiler") | {
+        "compiler": run.log.summary(), "disagreements": notes}
+    return CompileResult(c.name, run.model, tuple(placements), summary, tuple(notes),
+                         run.version)
 
 
 def _vela(model: bytes, target: Target, predicted: tuple[OpPlacement, ...],

@@ -51,6 +51,11 @@ class LoadedModel:
         return from_keras_model(model, Path(self.path), self.format, self.loader,
                                 [*self.notes, *notes])
 
+    def layer_scope(self) -> tuple[tuple[str, ...], str | None]:
+        """(layer names, model name): what the converter's tensor names are scoped by, so
+        that an op can be traced back to its Keras layer."""
+        return self.layer_names, getattr(self.owner, "name", None) if self.layer_names else None
+
     def predict(self, x: np.ndarray) -> list[np.ndarray]:
         """Float outputs for `x` (N, ...), one array per model output."""
         chunks = [self._predict(x[i : i + _PREDICT_BATCH]) for i in range(0, len(x), _PREDICT_BATCH)]
