@@ -1,0 +1,148 @@
+"""Edge TPU constraint functions and partitioning on small hand-built graphs."""
+
+from __future__ import annotations
+
+from edgeq.edgetpu import placement, rules
+from edgeq.tflite_file import ModelInfo, OpInfo, TensorInfo
+from edgeq.targets import load_target
+
+CORAL = load_target("coral")
+ALLOWED, CAPS = CORAL.ops.allowed, dict(CORAL.ops.max_versions)
+
+
+def t(i, shape, dtype="int8", const=0, name=None, fill=None):
+    return TensorInfo(i, name or f"t{i}", tuple(shape), tuple(shape), dtype, (0.1,), (0,), 0,
+                      const, fill)
+
+
+def model(tensors, ops, values=None, inputs=(0,), outputs=None):
+    return ModelInfo(tuple(ops), tuple(tensors), tuple(inputs),
+                     tuple(outputs or (ops[-1].outputs[0],)), 1, 1000, values or {})
+
+
+def op(i, name, inputs, outputs, version=1, **options):
+    return OpInfo(i, name, version, tuple(inputs), tuple(outputs), tuple(sorted(options.items())))
+
+
+def findings(info, k=0):
+    return rules.op_findings(info.ops[k], info, ALLOWED, CAPS)
+
+
+def test_rank_rule_allows_batch_one_only():
+    ok = model([t(0, (1, 8, 8, 3)), t(1, (1, 8, 8, 3))], [op(0, "RELU", [0], [1])])
+    bad = model([t(0, (2, 8, 8, 3)), t(1, (2, 8, 8, 3))], [op(0, "RELU", [0], [1])])
+    assert findings(ok) == []
+    (f,) = findings(bad)
+    assert f.status == rules.RANK and "[2, 8, 8, 3]" in f.message
+
+
+def test_weights_are_exempt_from_the_rank_rule():
+    info = model([t(0, (1, 8, 8, 3)), t(1, (16, 3, 3, 3), const=432), t(2, (16,), "int32", 64),
+                  t(3, (1, 6, 6, 16))], [op(0, "CONV_2D", [0, 1, 2], [3], 3)])
+    assert findings(info) == []
+
+
+def test_softmax_must_be_1d_and_small():
+    image = model([t(0, (1, 4, 4, 21)), t(1, (1, 4, 4, 21))], [op(0, "SOFTMAX", [0], [1])])
+    big = model([t(0, (1, 20000)), t(1, (1, 20000))], [op(0, "SOFTMAX", [0], [1])])
+    small = model([t(0, (1, 10)), t(1, (1, 10))], [op(0, "SOFTMAX", [0], [1], 2)])
+    assert "1-D" in findings(image)[0].message
+    assert "20000 elements" in findings(big)[0].message
+    assert findings(small) == []
+
+
+def test_strided_slice_needs_unit_strides():
+    tensors = [t(0, (1, 8, 8, 4)), t(1, (4,), "int32", 16), t(2, (4,), "int32", 16),
+               t(3, (4,), "int32", 16), t(4, (1, 4, 4, 4))]
+    info = model(tensors, [op(0, "STRIDED_SLICE", [0, 1, 2, 3], [4])],
+                 values={1: (0, 0, 0, 0), 2: (1, 8, 8, 4), 3: (1, 2, 2, 1)})
+    (f,) = findings(info)
+    assert f.status == rules.STRIDES and "[1, 2, 2, 1]" in f.message
+
+
+def test_fc_keep_num_dims_and_version():
+    tensors = [t(0, (1, 10, 12)), t(1, (16, 12), const=192), t(2, (16,), "int32", 64),
+               t(3, (1, 10, 16))]
+    info = model(tensors, [op(0, "FULLY_CONNECTED", [0, 1, 2], [3], 5, keepNumDims=True)])
+    statuses = {f.status for f in findings(info)}
+    assert rules.VERSION in statuses
+    assert any("Flatten" in f.fix for f in findings(info))
+
+
+def test_resize_needs_a_whole_factor():
+    def resize(n_in, n_out, corners):
+        tensors = [t(0, (1, n_in, n_in, 8)), t(1, (2,), "int32", 8), t(2, (1, n_out, n_out, 8))]
+        return model(tensors, [op(0, "RESIZE_BILINEAR", [0, 1], [2], alignCorners=corners,
+                                  halfPixelCenters=False)], values={1: (n_out, n_out)})
+
+    assert findings(resize(8, 16, False)) == []
+    assert findings(resize(33, 513, True)) == []  # (513 - 1) / (33 - 1) = 16
+    assert "1 -> 33" in findings(resize(1, 33, True))[0].message
+    assert findings(resize(8, 12, False))
+
+
+def test_half_pixel_resize_is_a_newer_op_version():
+    tensors = [t(0, (1, 8, 8, 8)), t(1, (2,), "int32", 8), t(2, (1, 16, 16, 8))]
+    info = model(tensors, [op(0, "RESIZE_BILINEAR", [0, 1], [2], 3, alignCorners=False,
+                              halfPixelCenters=True)], values={1: (16, 16)})
+    (f,) = findings(info)
+    assert f.status == rules.VERSION and "half_pixel_centers" in f.fix
+
+
+def test_concat_constant_must_be_zero_padding():
+    zero = [t(0, (1, 4, 4, 2)), t(1, (1, 4, 4, 2), const=32, fill=0), t(2, (1, 4, 4, 4))]
+    ones = [t(0, (1, 4, 4, 2)), t(1, (1, 4, 4, 2), const=32, fill=None), t(2, (1, 4, 4, 4))]
+    assert findings(model(zero, [op(0, "CONCATENATION", [0, 1], [2], axis=3)])) == []
+    bad = findings(model(ones, [op(0, "CONCATENATION", [0, 1], [2])]))
+    assert "not all zeros" in bad[0].message
+
+
+def test_int16_activations_and_float_do_not_map():
+    info = model([t(0, (1, 8), "int16"), t(1, (1, 8), "int16")], [op(0, "RELU", [0], [1])])
+    assert findings(info)[0].status == rules.DATA_TYPE
+
+
+def _chain(kinds):
+    """ops in a row: op k reads tensor k and writes tensor k + 1."""
+    tensors = [t(i, (1, 8, 8, 4)) for i in range(len(kinds) + 1)]
+    return model(tensors, [op(k, name, [k], [k + 1]) for k, name in enumerate(kinds)])
+
+
+def test_single_subgraph_cuts_everything_after_the_first_unmappable_op():
+    info = _chain(["RELU", "LEAKY_RELU", "RELU", "RELU"])
+    plan = placement.plan(info, ALLOWED, CAPS)
+    assert [r.placement for r in plan.ops] == ["tpu", "cpu", "cpu", "cpu"]
+    assert plan.split.op == "LEAKY_RELU"
+    assert plan.ops[2].status == rules.SUBGRAPH and "LEAKY_RELU (op 1)" in plan.ops[2].reason
+
+
+def test_an_independent_branch_stays_in_the_tpu_subgraph():
+    # 0: RELU t0->t1; 1: LEAKY_RELU t1->t2; 2: RELU t1->t3 (does not need op 1); 3: ADD t2,t3
+    tensors = [t(i, (1, 8, 8, 4)) for i in range(5)]
+    ops = [op(0, "RELU", [0], [1]), op(1, "LEAKY_RELU", [1], [2]), op(2, "RELU", [1], [3]),
+           op(3, "ADD", [2, 3], [4])]
+    plan = placement.plan(model(tensors, ops), ALLOWED, CAPS)
+    assert [r.placement for r in plan.ops] == ["tpu", "cpu", "tpu", "cpu"]
+
+
+def test_a_leading_float_quantize_stays_on_the_cpu_without_splitting():
+    tensors = [t(0, (1, 8, 8, 4), "float32"), *(t(i, (1, 8, 8, 4)) for i in range(1, 4))]
+    ops = [op(0, "QUANTIZE", [0], [1]), op(1, "RELU", [1], [2]), op(2, "RELU", [2], [3])]
+    info = model(tensors, ops)
+    placement.check_compilable(info)  # float only at the boundary: the compiler takes it
+    plan = placement.plan(info, ALLOWED, CAPS)
+    assert [r.placement for r in plan.ops] == ["cpu", "tpu", "tpu"]
+    assert plan.split is None
+
+
+def test_keras_layer_names_from_tensor_names():
+    def named(name):
+        return model([t(0, (1, 4)), t(1, (1, 4), name=name)], [op(0, "RELU", [0], [1])])
+
+    keras3 = named("digits_cnn_1/conv2d_1/Relu;digits_cnn_1/conv2d_1/BiasAdd")
+    assert placement.keras_layer(keras3.ops[0], keras3, ("conv2d", "conv2d_1"),
+                                 "digits_cnn") == "conv2d"
+    tf_keras = named("sequential/leaky_re_lu/LeakyRelu")
+    assert placement.keras_layer(tf_keras.ops[0], tf_keras) == "leaky_re_lu"
+    tf1 = named("MobilenetV2/Conv/Relu6")
+    assert placement.keras_layer(tf1.ops[0], tf1) is None
