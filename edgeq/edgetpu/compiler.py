@@ -67,8 +67,8 @@ def parse_log(text: str) -> CompilerLog:
             values[key] = _size(m.group(2)) if key.endswith("_bytes") else int(m.group(2))
         elif line.startswith("Model compiled successfully") or line == "Compilation succeeded!":
             values["succeeded"] = True
-        elif _is_error(line) and "error" not in values:
-            values["error"] = line
+        elif _is_error(line):  # e.g. "Invalid model: x.tflite" then "Model not quantized"
+            values["error"] = f"{values['error']}; {line}" if "error" in values else line
             in_table = False
     log = CompilerLog(**values, rows=tuple(rows))  # type: ignore[arg-type]
     if log.succeeded and log.ops_total is not None and log.ops_on_tpu is None:

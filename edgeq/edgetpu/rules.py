@@ -35,8 +35,6 @@ REPLACEMENTS = {
     "LEAKY_RELU": "replace LeakyReLU with ReLU, or with PReLU(shared_axes=[1, 2]) which maps",
     "HARD_SWISH": "replace hard-swish with ReLU6, or x * ReLU6(x + 3) / 6 built from ADD/MUL",
     "GELU": "replace GELU with ReLU (or a clipped ReLU6) and fine-tune",
-    "TRANSPOSE": "remove the Permute/transpose: reorder the data on the host or change the "
-                 "layer layout",
     "ARG_MAX": "take the argmax on the host from the model's output (it is cheap there)",
     "DEQUANTIZE": "keep the model integer to the end (uint8/int8 output)",
     "BATCH_MATMUL": "express the product as a Dense on 2-D input or a 1x1 Conv2D",
