@@ -194,3 +194,65 @@ def test_compiler_absent_is_said_plainly(fixtures, capsys, monkeypatch):
     assert code == 0
     notes = json.loads(out)["compiler_notes"]
     assert len(notes) == 1 and "not installed" in notes[0] and "apt-get install" in notes[0]
+
+
+def test_compiler_on_path_is_run_and_its_verdict_used(fixtures, tmp_path, capsys, monkeypatch):
+    """A stand-in for edgetpu_compiler that replays the real compiler's outputs for the deeplab
+    fixture (its compiled model, and a log in the compiler's format with the fixture's counts):
+    it checks the wiring (arguments, output directory, log and model read back, per-op
+    verdict), not the compiler."""
+    coral = fixtures / "models" / "coral"
+    compiled = coral / "deeplabv3_mnv2_dm05_pascal_quant_edgetpu.tflite"
+    calls = tmp_path / "calls.txt"
+    script = tmp_path / "bin" / "edgetpu_compiler"
+    script.parent.mkdir()
+    script.write_text(f"""#!/bin/sh
+echo "$@" >> {calls}
+out=""; prev=""
+for a in "$@"; do [ "$prev" = "-o" ] && out="$a"; prev="$a"; src="$a"; done
+stem=$(basename "$src" .tflite)
+cp {compiled} "$out/${{stem}}_edgetpu.tflite"
+cat <<'LOG'
+Edge TPU Compiler version 16.0.384591198
+Started a compilation timeout timer of 180 seconds.
+
+Model compiled successfully in 900 ms.
+
+Input model: deeplab.tflite
+Input size: 743.07KiB
+Output model: deeplab_edgetpu.tflite
+Output size: 1.06MiB
+On-chip memory used for caching model parameters: 640.00KiB
+On-chip memory remaining for caching model parameters: 7.00MiB
+Off-chip memory used for streaming uncached model parameters: 0.00B
+Number of Edge TPU subgraphs: 1
+Total number of operations: 72
+Operation log: deeplab_edgetpu.log
+
+Number of operations that will run on Edge TPU: 64
+Number of operations that will run on CPU: 8
+
+Operator                       Count      Status
+
+RESIZE_BILINEAR                3          More than one subgraph is not supported
+ARG_MAX                        1          Operation not supported
+Compilation child process completed within timeout period.
+Compilation succeeded!
+LOG
+""")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ['PATH']}")
+    code, out, err = run(capsys, "analyze", str(coral / "deeplabv3_mnv2_dm05_pascal_quant.tflite"),
+                         "--target", "coral", "--json")
+    assert code == 0, err
+    args = calls.read_text().split()
+    assert "-s" in args and args[args.index("-m") + 1] == "14" and "-o" in args
+    d = json.loads(out)
+    e = d["edgetpu"]
+    assert e["source"] == "edgetpu_compiler" and e["disagreements"] == []
+    assert (e["ops_on_tpu"], e["ops_on_cpu"]) == (64, 8)
+    assert e["compiler"]["version"] == "16.0.384591198"
+    assert e["compiler"]["on_chip_used_bytes"] == 640 * 1024
+    by_index = {o["index"]: o for o in d["ops"]}
+    assert by_index[71]["status"] == "Operation not supported"
+    assert by_index[69]["status"] == "More than one subgraph is not supported"
