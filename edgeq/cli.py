@@ -39,6 +39,14 @@ Examples:
   edgeq inspect compiled/model_edgetpu.tflite --source model_int8.tflite --json
 """
 
+VERIFY_EXAMPLES = """
+\b
+Examples:
+  edgeq verify model_int8.tflite --target cortex-m4 --eval-data test.npz --report new.json
+  edgeq verify model_int8.tflite --target cortex-m4 --eval-data test.npz \\
+      --baseline release/report.json --max-drop 0.5 --max-growth 10
+"""
+
 EMBED_EXAMPLES = """
 \b
 Examples:
@@ -190,6 +198,54 @@ def inspect(model: str, source: str | None, as_json: bool) -> None:
         from edgeq.console import print_inspection
 
         print_inspection(result.to_dict())
+
+
+@cli.command(epilog=VERIFY_EXAMPLES)
+@click.argument("model", type=click.Path())
+@click.option("--target", "-t", required=True, help="Target profile name or .toml path.")
+@click.option("--eval-data", required=True, type=click.Path(),
+              help="Labelled data (.npz x, y or a class-folder image directory).")
+@click.option("--baseline", type=click.Path(), help="report.json to compare with.")
+@click.option("--max-drop", type=float, help="Fail (exit 4) if top-1 fell more than PP points.")
+@click.option("--max-growth", type=float,
+              help="Fail (exit 4) if size, arena or host latency grew more than PCT percent.")
+@click.option("--eval-samples", type=int, help="Use N samples spread through the data [all].")
+@click.option("--input-scale", help="Multiply raw inputs by this (e.g. 1/255) before --mean/--std.")
+@click.option("--mean", help="Subtract per-channel mean(s).")
+@click.option("--std", help="Divide by per-channel std(s).")
+@click.option("--report", "report_path", type=click.Path(),
+              help="Write this run's figures as JSON (usable as the next --baseline).")
+@click.option("--no-latency", is_flag=True, help="Skip the host latency measurement.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def verify(model: str, target: str, eval_data: str, baseline: str | None,
+           max_drop: float | None, max_growth: float | None, eval_samples: int | None,
+           input_scale: str | None, mean: str | None, std: str | None,
+           report_path: str | None, no_latency: bool, as_json: bool) -> None:
+    """Measure a .tflite MODEL on the target's runtime (TFLite Micro for microcontrollers) and,
+    with --baseline, fail with exit 4 when it got worse: a CI regression gate."""
+    from pathlib import Path
+
+    from edgeq.data import Preprocess
+    from edgeq.outputs import write_outputs
+    from edgeq.regression import verify_model
+
+    outcome = verify_model(model, target, eval_data, baseline=baseline, max_drop=max_drop,
+                           max_growth=max_growth,
+                           preprocess=Preprocess.parse(input_scale, mean, std),
+                           eval_samples=eval_samples, measure_latency=not no_latency)
+    body = json.dumps(outcome.to_dict(), indent=2) + "\n"
+    if report_path:
+        out = Path(report_path)
+        write_outputs(out.parent, {out.name: body.encode()},
+                      overwrite=True)
+    if as_json:
+        click.echo(body, nl=False)
+    else:
+        from edgeq.console import print_verify
+
+        print_verify(outcome)
+    if outcome.error() is not None:
+        raise outcome.error()
 
 
 @cli.command(epilog=EMBED_EXAMPLES)

@@ -202,3 +202,17 @@ def print_supported_ops(name: str, rows: list[dict[str, Any]]) -> None:
                       "\n".join(f"• {m}" for m in r["limitations"]))
     console.print(table)
     console.print("Ops not listed run on the CPU; see edgeq analyze MODEL --target " + name)
+
+
+def print_verify(outcome: Any) -> None:
+    console = Console()
+    acc = "n/a" if outcome.accuracy is None else f"{100 * outcome.accuracy:.2f}%"
+    console.print(f"[bold]{outcome.model}[/] on {outcome.target}: top-1 {acc} on "
+                  f"{outcome.runtime} (n={outcome.n}), {outcome.model_bytes} B"
+                  + (f", arena {outcome.arena_bytes} B" if outcome.arena_bytes else "")
+                  + (f", host latency {outcome.latency_ms:.3f} ms" if outcome.latency_ms else ""))
+    for c in outcome.checks:
+        mark = "[green]ok[/]" if c.ok else "[red]FAIL[/]"
+        console.print(f"  {mark} {c.detail}")
+    if outcome.baseline and not outcome.checks:
+        console.print("  no limits given (--max-drop, --max-growth): nothing was compared")

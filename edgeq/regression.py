@@ -1,0 +1,203 @@
+"""`edgeq verify`: measure an integer model on its target's runtime and compare it with a
+baseline report, so that a CI job fails when a model gets worse.
+
+The baseline is a report.json from `edgeq convert` or from an earlier `edgeq verify --report`:
+both carry accuracy.quantized, latency_ms.median, memory.arena_bytes and output.bytes. Accuracy
+is measured where the device computes (TFLite Micro for microcontrollers, LiteRT otherwise);
+latency is the host LiteRT + XNNPACK figure, so it is only compared when asked for and both
+reports have it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeq.data import InputSpec, Preprocess, load_dataset
+from edgeq.errors import DataError, EdgeqError, ModelFileError, UsageError
+from edgeq.status import ExitStatus
+from edgeq.targets import load_target
+from edgeq.tflite_file import read_model
+
+SCHEMA = "edgeq-verify/1"
+
+
+class RegressionError(EdgeqError):
+    """The model is worse than its baseline by more than the allowed margin."""
+
+    exit_status = ExitStatus.ACCURACY_GATE
+
+    def __init__(self, failures: list[str], baseline: str) -> None:
+        self.failures = failures
+        super().__init__(f"regression against {baseline}: " + "; ".join(failures),
+                         hint="fix the model or conversion, or accept the new figures by "
+                              "making this run's report the baseline")
+
+
+@dataclass(frozen=True)
+class Check:
+    metric: str  # accuracy | latency_ms | arena_bytes | model_bytes
+    baseline: float | None
+    current: float | None
+    limit: str  # "drop <= 0.50 pp" / "growth <= 10%"
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class VerifyOutcome:
+    model: str
+    target: str
+    runtime: str
+    n: int
+    accuracy: float | None  # top-1 on the target's runtime, None without labels
+    latency_ms: float | None
+    arena_bytes: int | None
+    model_bytes: int
+    data: dict[str, Any]
+    baseline: str | None = None
+    checks: tuple[Check, ...] = field(default=())
+
+    @property
+    def failures(self) -> list[str]:
+        return [c.detail for c in self.checks if not c.ok]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def error(self) -> RegressionError | None:
+        return RegressionError(self.failures, self.baseline or "baseline") if self.failures \
+            else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A report that can serve as the next run's baseline (same keys as report.json)."""
+        from edgeq.report import tool_versions
+
+        return {
+            "schema": SCHEMA,
+            "target": self.target,
+            "model": {"path": self.model},
+            "accuracy": {"quantized": self.accuracy, "n": self.n, "runtime": self.runtime},
+            "latency_ms": None if self.latency_ms is None else {
+                "median": self.latency_ms, "runtime": "litert", "host": True},
+            "memory": {"arena_bytes": self.arena_bytes, "flash_bytes": self.model_bytes},
+            "output": {"bytes": self.model_bytes},
+            "data": {"evaluation": self.data},
+            "baseline": self.baseline,
+            "checks": [asdict(c) for c in self.checks],
+            "ok": self.ok,
+            "versions": tool_versions(),
+        }
+
+
+def verify_model(model: str | Path, target: str, eval_data: str | Path, *,
+                 baseline: str | Path | None = None, max_drop: float | None = None,
+                 max_growth: float | None = None, preprocess: Preprocess | None = None,
+                 eval_samples: int | None = None, measure_latency: bool = True
+                 ) -> VerifyOutcome:
+    """Measure ``model`` (.tflite) on ``target``'s runtime over ``eval_data`` and, with a
+    baseline, check it against ``max_drop`` (accuracy points) and ``max_growth`` (percent, for
+    arena, size and latency).
+
+    Raises:
+        InputError: a bad model, target, data or baseline file (exit 2).
+        TargetConstraintError: an op the target cannot run (exit 3).
+    """
+    from edgeq.pipeline import verify
+    from edgeq.pipeline.place import check_placeable, place_ops
+
+    if max_drop is not None and not max_drop >= 0:
+        raise UsageError("--max-drop must be a number of percentage points >= 0")
+    if max_growth is not None and not max_growth >= 0:
+        raise UsageError("--max-growth must be a percentage >= 0")
+    if (max_drop is not None or max_growth is not None) and baseline is None:
+        raise UsageError("--max-drop and --max-growth compare with a baseline",
+                         hint="pass --baseline old_report.json")
+    prof = load_target(target)
+    p = Path(model)
+    if not p.is_file():
+        raise ModelFileError(p, "not found", hint="pass the .tflite file to verify")
+    data = p.read_bytes()
+    info = read_model(data, p)
+    check_placeable(place_ops(info, prof), prof)
+    base = _read_baseline(Path(baseline)) if baseline is not None else None
+    inp = info.input_tensors[0]
+    spec = InputSpec(shape=tuple(inp.shape[1:]), dtype="float32", name=inp.name)
+    ds = load_dataset(eval_data, spec, preprocess or Preprocess(), role="evaluation")
+    if eval_samples is not None:
+        ds = ds.spread(eval_samples)
+    if ds.y is None:
+        raise DataError(eval_data, "has no labels (y)", hint="verify measures top-1 accuracy: "
+                        "pass an .npz with x and y, or a folder with one sub-folder per class")
+    runner = verify.runner_for(data, prof)
+    outputs = verify.run_batched(runner, ds.x, None)
+    top1 = float(np.mean(outputs[0].reshape(ds.n, -1).argmax(axis=1) == ds.y))
+    latency = None
+    if measure_latency:
+        from edgeq.adapters.litert import LiteRTRunner
+
+        latency = LiteRTRunner(data, threads=prof.runtime.threads).latency_ms(ds.x[0])[0]
+    arena = runner.arena.total if getattr(runner, "arena", None) is not None else None
+    digest = hashlib.sha256(np.ascontiguousarray(ds.x).tobytes()).hexdigest()
+    summary = {"path": str(eval_data), "n": ds.n, "x_sha256": digest}
+    outcome = VerifyOutcome(str(p), prof.name, runner.runtime, ds.n, top1, latency, arena,
+                            len(data), summary, str(baseline) if baseline else None)
+    if base is None:
+        return outcome
+    checks = _compare(outcome, base, max_drop, max_growth)
+    return VerifyOutcome(**{**outcome.__dict__, "checks": tuple(checks)})
+
+
+def _read_baseline(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise DataError(path, "baseline report not found",
+                        hint="pass the report.json of the model you compare against")
+    try:
+        base = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(path, f"is not a JSON report ({exc})",
+                        hint="pass a report.json written by edgeq convert or edgeq verify") \
+            from exc
+    if not isinstance(base, dict) or not isinstance(base.get("accuracy"), dict) \
+            or not isinstance(base.get("output"), dict):
+        raise DataError(path, "is not an edgeq report (no accuracy/output sections)",
+                        hint="pass a report.json written by edgeq convert or edgeq verify")
+    return base
+
+
+def _compare(now: VerifyOutcome, base: dict[str, Any], max_drop: float | None,
+             max_growth: float | None) -> list[Check]:
+    checks = []
+    b_acc = base["accuracy"].get("quantized")
+    if max_drop is not None:
+        if b_acc is None or now.accuracy is None:
+            checks.append(Check("accuracy", b_acc, now.accuracy, f"drop <= {max_drop:.2f} pp",
+                                False, "the baseline has no accuracy to compare with (it was "
+                                "measured without labels)"))
+        else:
+            drop = 100.0 * (b_acc - now.accuracy)
+            ok = drop <= max_drop + 1e-9
+            checks.append(Check("accuracy", b_acc, now.accuracy, f"drop <= {max_drop:.2f} pp", ok,
+                                f"top-1 on {now.runtime} {100 * now.accuracy:.2f}% vs baseline "
+                                f"{100 * b_acc:.2f}% (drop {drop:+.2f} pp, allowed "
+                                f"{max_drop:.2f})"))
+    if max_growth is not None:
+        memory = base.get("memory") or {}
+        latency = base.get("latency_ms") or {}
+        for metric, b, c in (("model_bytes", base["output"].get("bytes"), now.model_bytes),
+                             ("arena_bytes", memory.get("arena_bytes"), now.arena_bytes),
+                             ("latency_ms", latency.get("median"), now.latency_ms)):
+            if b is None or c is None:
+                continue  # not measured on both sides (no arena off TFLM, --no-latency)
+            growth = 100.0 * (c - b) / b if b else 0.0
+            ok = growth <= max_growth + 1e-9
+            checks.append(Check(metric, b, c, f"growth <= {max_growth:g}%", ok,
+                                f"{metric} {c:g} vs baseline {b:g} ({growth:+.1f}%, allowed "
+                                f"{max_growth:g}%)"))
+    return checks

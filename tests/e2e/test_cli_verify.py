@@ -1,0 +1,136 @@
+"""`edgeq verify` as a CI regression gate, and `edgeq.testing` for users' own tests.
+
+The worse model is the same depthwise network quantized with per-tensor weights (the
+imx8mp-npu profile) instead of per-channel (arm-cpu). The network is trained here on MNIST,
+then a few depthwise channels are scaled up 100x and the next 1x1 conv down by as much
+(relu(100 z) / 100 = relu(z): the function is unchanged): per-tensor weight scales then crush
+the other channels, as they do on real MobileNets with uneven channel ranges."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edgeq.cli import main
+from tests.integration.test_equalize import _inputs, _unbalance
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _depthwise_net(x, y):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    inp = keras.Input((28, 28, 1))
+    h = L.Conv2D(16, 3, strides=2, activation="relu", name="conv1")(inp)
+    h = L.DepthwiseConv2D(3, activation="relu", name="dw1")(h)
+    h = L.Conv2D(32, 1, activation="relu", name="pw1")(h)
+    h = L.Flatten()(L.MaxPooling2D()(h))
+    model = keras.Model(inp, L.Dense(10, name="logits")(h))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=3, batch_size=64, verbose=0)
+    _unbalance(model, "dw1", "pw1", (0, 5, 10))
+    return model
+
+
+@pytest.fixture(scope="module")
+def models(fixtures, tmp_path_factory):
+    d = tmp_path_factory.mktemp("verify")
+    mnist = np.load(fixtures / "data" / "mnist_5k.npz")
+    order = np.random.default_rng(1).permutation(len(mnist["y"]))  # the file is sorted by class
+    x = (mnist["x"][order][..., None] / 255.0).astype("float32")
+    y = mnist["y"][order].astype(np.int64)
+    model = _depthwise_net(x[:4000], y[:4000])
+    model.save(d / "dw.keras")
+    np.savez(d / "calib.npz", x=x[4000:4300])
+    np.savez(d / "eval.npz", x=x[4300:], y=y[4300:])
+    for target, out in (("arm-cpu", "good"), ("imx8mp-npu", "worse")):
+        assert main(["convert", str(d / "dw.keras"), "--target", target, "--data",
+                     str(d / "calib.npz"), "--eval-data", str(d / "eval.npz"), "--out",
+                     str(d / out)]) == 0
+    return d
+
+
+def test_worse_model_fails_the_gate_with_exit_4(models, capsys):
+    d = models
+    report = json.loads((d / "good" / "report.json").read_text())["accuracy"]
+    assert report["float"] > 0.85  # a trained network, or the comparison means nothing
+    good = report["quantized"]
+    code, out, err = run(capsys, "verify", str(d / "worse" / "dw_int8.tflite"), "--target",
+                         "arm-cpu", "--eval-data", str(d / "eval.npz"), "--baseline",
+                         str(d / "good" / "report.json"), "--max-drop", "1", "--no-latency",
+                         "--json")
+    assert code == 4, err
+    result = json.loads(out)
+    worse = result["accuracy"]["quantized"]
+    assert 100 * (good - worse) > 1.0, (good, worse)
+    assert result["ok"] is False
+    (acc,) = [c for c in result["checks"] if c["metric"] == "accuracy"]
+    assert acc["ok"] is False
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "regression against" in lines[0] and "drop" in lines[0]
+
+
+def test_same_model_passes_against_itself(models, capsys, tmp_path):
+    d = models
+    model = str(d / "worse" / "dw_int8.tflite")
+    code, out, err = run(capsys, "verify", model, "--target", "imx8mp-npu", "--eval-data",
+                         str(d / "eval.npz"), "--baseline", str(d / "worse" / "report.json"),
+                         "--max-drop", "0", "--max-growth", "0", "--no-latency",
+                         "--report", str(tmp_path / "now.json"))
+    assert code == 0, err
+    assert "ok top-1" in " ".join(out.split())
+    # this run's own report serves as the next baseline
+    code, _, err = run(capsys, "verify", model, "--target", "imx8mp-npu", "--eval-data",
+                       str(d / "eval.npz"), "--baseline", str(tmp_path / "now.json"),
+                       "--max-drop", "0", "--max-growth", "0", "--no-latency")
+    assert code == 0, err
+
+
+def test_growth_gate_on_model_size(models, capsys, tmp_path):
+    d = models
+    base = json.loads((d / "good" / "report.json").read_text())
+    base["output"]["bytes"] = int(base["output"]["bytes"] * 0.8)  # the model grew by 25 %
+    (tmp_path / "small.json").write_text(json.dumps(base))
+    code, _, err = run(capsys, "verify", str(d / "good" / "dw_int8.tflite"), "--target",
+                       "arm-cpu", "--eval-data", str(d / "eval.npz"), "--baseline",
+                       str(tmp_path / "small.json"), "--max-growth", "10", "--no-latency")
+    assert code == 4 and "model_bytes" in err
+
+
+def test_pytest_helper(models):
+    from edgeq.testing import assert_no_regression
+
+    d = models
+    outcome = assert_no_regression(d / "good" / "dw_int8.tflite", target="arm-cpu",
+                                   eval_data=d / "eval.npz",
+                                   baseline=d / "good" / "report.json", max_drop=0.0)
+    assert outcome.ok and outcome.runtime == "litert"
+    with pytest.raises(AssertionError, match="regressed"):
+        assert_no_regression(d / "worse" / "dw_int8.tflite", target="arm-cpu",
+                             eval_data=d / "eval.npz", baseline=d / "good" / "report.json",
+                             max_drop=1.0)
+
+
+def test_bad_inputs_exit_2(models, capsys, tmp_path):
+    d = models
+    model = str(d / "good" / "dw_int8.tflite")
+    (tmp_path / "bad.json").write_text("not json")
+    np.savez(tmp_path / "nolabels.npz", x=_inputs(10, seed=5)[..., 0])
+    for args, needle in (
+        (["--baseline", str(tmp_path / "bad.json"), "--max-drop", "1"], "bad.json"),
+        (["--max-drop", "1"], "--baseline"),
+    ):
+        code, _, err = run(capsys, "verify", model, "--target", "arm-cpu", "--eval-data",
+                           str(d / "eval.npz"), "--no-latency", *args)
+        assert code == 2 and needle in err and "Traceback" not in err, err
+    code, _, err = run(capsys, "verify", model, "--target", "arm-cpu", "--eval-data",
+                       str(tmp_path / "nolabels.npz"), "--no-latency")
+    assert code == 2 and "labels" in err
