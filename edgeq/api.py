@@ -71,6 +71,7 @@ class ConvertOptions:
     calibration_samples: int = 500
     eval_samples: int | None = None
     max_drop: float | None = None
+    labels: str | None = None  # class names, one per line (Android export writes labels.txt)
     overwrite: bool = False
     allow_unsafe: bool = False
     measure_latency: bool = True
@@ -95,6 +96,11 @@ def output_dir(opts: ConvertOptions, target: Target) -> Path:
 
 def output_names(opts: ConvertOptions, target: Target) -> list[str]:
     tag = choose_recipe(opts, target).name
+    if target.export.layout == "android":
+        from edgeq.android import android_names
+
+        model, *assets = android_names(opts.labels is not None)
+        return [model, "report.json", "report.md", *assets]
     names = [f"{_stem(opts.model)}_{tag}.tflite", "report.json", "report.md"]
     if target.compiler is not None and target.compiler.name == "vela":
         names.append(f"{_stem(opts.model)}_{tag}_vela.tflite")
@@ -165,7 +171,20 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
     names = output_names(opts, target)
     check_free(out_dir, names, opts.overwrite)
 
+    if opts.labels is not None and target.export.layout != "android":
+        raise UsageError("--labels is written by the Android export only",
+                         hint="use --target android-arm64 (or a profile with [export] "
+                              "layout = \"android\"), or drop --labels")
+    labels = None
+    if opts.labels is not None:
+        from edgeq.android import read_labels
+
+        labels = read_labels(opts.labels)
     loaded = timed("load", load_model, opts.model, allow_unsafe=opts.allow_unsafe)
+    if labels is not None and loaded.output_shapes[0][-1:] != (len(labels),):
+        raise DataError(opts.labels, f"has {len(labels)} labels but the model's output has "
+                        f"shape {list(loaded.output_shapes[0])}",
+                        hint="one label per output class, in output order")
     calib, evaluation = timed("check data", _load_data, opts, loaded.input_spec)
     float_outputs = timed("float reference", _float_reference, loaded, evaluation)
 
@@ -242,6 +261,13 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
                "report.md": report.to_markdown().encode()}
     if compiled is not None and compiled.model is not None:
         outputs[names[3]] = compiled.model
+    if target.export.layout == "android":
+        from edgeq.android import android_files
+
+        labels = labels or calib.classes or None
+        outputs |= android_files(quantized.model, info, opts.preprocess, labels,
+                                 source=str(opts.model), target=target.name,
+                                 threads=target.runtime.threads)
     progress.stage("emit")
     files = write_outputs(out_dir, outputs, overwrite=opts.overwrite)
     return ConvertResult(report, files, gate_error)

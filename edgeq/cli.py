@@ -118,6 +118,8 @@ def cli(debug: bool) -> None:
 @click.option("--mean", help="Subtract per-channel mean(s), e.g. 127.5 or 0.485,0.456,0.406.")
 @click.option("--std", help="Divide by per-channel std(s), e.g. 127.5.")
 @click.option("--max-drop", type=float, help="Fail (exit 4) if top-1 drops more than PP points.")
+@click.option("--labels", type=click.Path(),
+              help="Class names, one per line (android-arm64 writes them as labels.txt).")
 @click.option("--allow-unsafe", is_flag=True, help="Load Lambda layers (runs code from the file).")
 @click.option("--no-latency", is_flag=True, help="Skip the host latency measurement.")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
@@ -128,7 +130,7 @@ def convert(model: str, target: str, data: str, eval_data: str | None, out: str 
             diagnostics: bool, calibration_samples: int,
             eval_samples: int | None,
             input_scale: str | None, mean: str | None, std: str | None, max_drop: float | None,
-            allow_unsafe: bool, no_latency: bool, overwrite: bool, as_json: bool) -> None:
+            labels: str | None, allow_unsafe: bool, no_latency: bool, overwrite: bool, as_json: bool) -> None:
     """Convert MODEL (.keras, .h5 or SavedModel dir) to a full-integer TFLite model for a target,
     verify it on the target's runtime and write the model and report.json/report.md."""
     from edgeq import api
@@ -141,7 +143,7 @@ def convert(model: str, target: str, data: str, eval_data: str | None, out: str 
         smooth=smooth,
         preprocess=Preprocess.parse(input_scale, mean, std),
         calibration_samples=calibration_samples, eval_samples=eval_samples, max_drop=max_drop,
-        overwrite=overwrite, allow_unsafe=allow_unsafe, measure_latency=not no_latency,
+        labels=labels, overwrite=overwrite, allow_unsafe=allow_unsafe, measure_latency=not no_latency,
     )
     from edgeq.console import RichProgress, print_report
 

@@ -120,6 +120,16 @@ class Compiler:
 
 
 @dataclass(frozen=True)
+class Export:
+    """How `edgeq convert` lays out its outputs for the platform that will load them."""
+
+    # "files": MODEL_<recipe>.tflite + reports. "android": also an app's assets folder,
+    # assets/model.tflite, model.json (I/O names, shapes, dtypes, quantization, normalisation)
+    # and labels.txt when labels are known.
+    layout: str = _key("str", "files", "android", default="files")
+
+
+@dataclass(frozen=True)
 class Target:
     """One loaded, merged and validated profile."""
 
@@ -135,6 +145,7 @@ class Target:
     memory: Memory
     runtime: Runtime
     compiler: Compiler | None
+    export: Export = Export()
 
     def allows_op(self, op: str) -> bool:
         """Whether the target runs builtin ``op`` (placement rules are checked elsewhere)."""
@@ -161,13 +172,13 @@ class Target:
 
 _TABLES: dict[str, type] = {
     "quantization": Quantization, "shapes": Shapes, "ops": Ops, "memory": Memory,
-    "runtime": Runtime, "compiler": Compiler,
+    "runtime": Runtime, "compiler": Compiler, "export": Export,
 }
 _TOP: dict[str, _Key] = {
     "schema_version": _Key("int"), "name": _Key("str"), "description": _Key("str"),
     "device": _Key("str"), "extends": _Key("str", required=False),
     "abstract": _Key("bool", required=False),
-    **{table: _Key("table", required=table != "compiler") for table in _TABLES},
+    **{table: _Key("table", required=table not in ("compiler", "export")) for table in _TABLES},
 }
 # Identity keys belong to one file; a child never inherits them from its parent.
 _OWN_KEYS = ("schema_version", "name", "extends", "abstract")
@@ -340,7 +351,7 @@ def _find_parent(name: str, child: Path, bundled: Path) -> Path:
 
 
 def _build(merged: Mapping[str, Any], path: Path, parents: tuple[str, ...]) -> Target:
-    parts: dict[str, Any] = {"compiler": None}
+    parts: dict[str, Any] = {"compiler": None, "export": Export()}
     for table in _TABLES.keys() & merged.keys():
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in merged[table].items()}
         if "max_versions" in values:
