@@ -188,10 +188,11 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
     loaded = timed("load", load_model, opts.model, allow_unsafe=opts.allow_unsafe)
     calib, evaluation = timed("check data", _load_data, opts, loaded.input_spec)
     float_outputs = timed("float reference", _float_reference, loaded, evaluation)
-    train = None
-    if qat_settings is not None:
+    train = bridged = None
+    if qat_settings is not None:  # QAT's own checks come before the PTQ baseline's work
         train = timed("check training data", load_dataset, opts.train_data, loaded.input_spec,
                       opts.preprocess, role="training", require_labels=True)
+        bridged = timed("bridge to tf_keras", _bridge, loaded, train, qat_settings, target)
 
     extra_notes: list[str] = []
     if opts.smooth is not None:
@@ -206,7 +207,7 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
     quantized = outcome.result
     qat_section: dict = {}
     if qat_settings is not None:
-        quantized, qat_section, notes = _qat(opts, target, loaded, calib, evaluation, train,
+        quantized, qat_section, notes = _qat(target, loaded, bridged, calib, evaluation, train,
                                              float_outputs, quantized, qat_settings, timed,
                                              progress)
         extra_notes += notes
@@ -431,12 +432,20 @@ def _qat_settings(opts: ConvertOptions, target: Target):
     return settings
 
 
-def _qat(opts, target, loaded, calib, evaluation, train, float_outputs, ptq_result, settings,
-         timed, progress):
-    """Stage 3b: verify the PTQ baseline, bridge to tf_keras, fine-tune with fake quantization,
-    convert the trained model. Returns the QAT QuantizeResult, the report's `qat` section and
-    notes."""
+def _bridge(loaded, train: Dataset, settings, target: Target):
+    """The float model in tf_keras (tfmot's framework), its layers checked against tfmot."""
     from edgeq.bridge import to_tf_keras
+    from edgeq.pipeline import qat
+
+    bridged = to_tf_keras(loaded.keras_model("--method qat"), train.x[: min(32, train.n)])
+    qat.check_layers(bridged.model, settings, target)
+    return bridged
+
+
+def _qat(target, loaded, bridged, calib, evaluation, train, float_outputs, ptq_result,
+         settings, timed, progress):
+    """Stage 3b: verify the PTQ baseline, fine-tune the bridged model with fake quantization,
+    convert it. Returns the QAT QuantizeResult, the report's `qat` section and notes."""
     from edgeq.pipeline import qat, quantize, verify
     from edgeq.pipeline.load import from_keras_model
 
@@ -444,9 +453,6 @@ def _qat(opts, target, loaded, calib, evaluation, train, float_outputs, ptq_resu
                      evaluation.x, evaluation.y, float_outputs,
                      progress=progress.task("checking the PTQ baseline", evaluation.n),
                      measure_latency=False)
-    bridged = timed("bridge to tf_keras", to_tf_keras, loaded.keras_model("--method qat"),
-                    train.x[: min(32, train.n)])
-    qat.check_layers(bridged.model, settings, target)
     on_epoch = getattr(progress, "epoch", None)
     outcome = timed("quantization-aware training", qat.fine_tune, bridged.model, train,
                     settings, on_epoch=on_epoch)
