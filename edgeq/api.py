@@ -185,6 +185,10 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
     names = output_names(opts, target)
     check_free(out_dir, names, opts.overwrite)
 
+    if qat_settings is not None and qat_settings.strategy == "multiworker":
+        from edgeq.pipeline.qat import start_strategy
+
+        start_strategy(qat_settings.strategy)  # before TF runs anything (collective ops)
     loaded = timed("load", load_model, opts.model, allow_unsafe=opts.allow_unsafe)
     calib, evaluation = timed("check data", _load_data, opts, loaded.input_spec)
     float_outputs = timed("float reference", _float_reference, loaded, evaluation)

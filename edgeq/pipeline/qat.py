@@ -181,7 +181,7 @@ def fine_tune(model: Any, train: Dataset, settings: QATSettings, *,
     x, y, xv, yv = split(train, settings.seed)
     from_logits = _outputs_are_logits(model, x[: min(64, len(x))], train.source, int(y.max()))
     tf_keras.utils.set_random_seed(settings.seed)
-    strategy = _strategy(settings.strategy)
+    strategy = start_strategy(settings.strategy)
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     steps = settings.epochs * -(-len(x) // settings.batch_size)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
@@ -231,16 +231,25 @@ def _outputs_are_logits(model: Any, x: np.ndarray, source: str, max_label: int) 
     return not probabilities
 
 
-def _strategy(name: str) -> Any:
-    import tensorflow as tf
+_STRATEGIES: dict[str, Any] = {}  # one tf.distribute strategy per process and kind
 
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multiworker":
-        # Without TF_CONFIG this is one worker over its local devices; with TF_CONFIG each
-        # worker runs this same command (tf.distribute's multi-worker contract).
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return None
+
+def start_strategy(name: str) -> Any:
+    """The tf.distribute strategy for `name` (None for "none"), created once per process.
+
+    Call it before TensorFlow runs anything when `name` is "multiworker": with TF_CONFIG naming
+    several workers, MultiWorkerMirroredStrategy configures collective ops, which TF allows
+    only at program start. Each worker runs the same edgeq command (tf.distribute's contract);
+    without TF_CONFIG it is one worker (on CPU: one replica).
+    """
+    if name == "none":
+        return None
+    if name not in _STRATEGIES:
+        import tensorflow as tf
+
+        _STRATEGIES[name] = (tf.distribute.MirroredStrategy() if name == "mirrored"
+                             else tf.distribute.MultiWorkerMirroredStrategy())
+    return _STRATEGIES[name]
 
 
 def _f(value: Any) -> float:
