@@ -89,7 +89,8 @@ def cli(debug: bool) -> None:
 @click.option("--batch-size", default=32, show_default=True, help="QAT: training batch size.")
 @click.option("--seed", default=0, show_default=True, help="QAT: seed for shuffling and splits.")
 @click.option("--qat-skip", multiple=True, metavar="LAYER",
-              help="QAT: leave this layer unquantized (repeatable; float-fallback targets).")
+              help="QAT: train this layer without fake quantization (repeatable; targets with "
+              "float fallback); the converter calibrates it from --data.")
 @click.option("--strategy", default="none", show_default=True,
               type=click.Choice(["none", "mirrored", "multiworker"]),
               help="QAT: train under tf.distribute MirroredStrategy / MultiWorkerMirroredStrategy.")
