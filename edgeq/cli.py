@@ -21,8 +21,7 @@ Examples:
   edgeq convert model.keras --target cortex-m4 --data calib.npz --eval-data test.npz
   edgeq convert ic_resnet8.h5 --target arm-cpu --data cifar_sample.npz --out build/resnet8
   edgeq convert saved_model/ --target coral --data images/ --input-scale 1/255
-  edgeq convert model.keras --target cortex-m4 --method qat --train-data train.npz \
-      --data calib.npz --eval-data test.npz --epochs 3
+  edgeq convert model.keras -t cortex-m4 -d calib.npz --method qat --train-data train.npz
 """
 
 ANALYZE_EXAMPLES = """
