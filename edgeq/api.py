@@ -2,6 +2,10 @@
 
     load -> check data -> float reference -> quantize -> place ops -> verify -> gate -> emit
 
+With `--method qat` the quantize stage is PTQ (the baseline the report compares against), then
+quantization-aware training from the float weights (`edgeq.pipeline.qat`), whose model is the
+one placed, verified and written.
+
 Each stage is a plain function in `edgeq.pipeline`; this driver only sequences them, times
 them, checks an invariant after the converter, and builds the report.
 """
@@ -30,7 +34,7 @@ from edgeq.report import Report
 from edgeq.targets import Target, load_target
 from edgeq.tflite_file import ModelInfo, read_model
 
-METHODS = ("ptq",)
+METHODS = ("ptq", "qat")
 CALIBRATIONS = ("minmax", "percentile", "entropy", "mse", "auto")
 
 ProgressFn = Callable[[int, int], None]
@@ -43,6 +47,10 @@ class Progress(Protocol):
 
     def task(self, name: str, total: int) -> ProgressFn: ...
 
+    def epoch(self, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
+        """One finished training epoch (QAT): loss, accuracy, val_loss, val_accuracy, lr."""
+        ...
+
 
 class _Silent:
     def stage(self, name: str) -> None:
@@ -50,6 +58,9 @@ class _Silent:
 
     def task(self, name: str, total: int) -> ProgressFn:
         return lambda done, total: None
+
+    def epoch(self, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,14 @@ class ConvertOptions:
     overwrite: bool = False
     allow_unsafe: bool = False
     measure_latency: bool = True
+    # --method qat (edgeq.pipeline.qat): labelled training data and the fine-tuning schedule
+    train_data: str | None = None
+    epochs: int = 3
+    lr: float | None = None  # None: 1 % of the model's base learning rate
+    batch_size: int = 32
+    seed: int = 0
+    qat_skip: tuple[str, ...] = ()
+    strategy: str = "none"  # none | mirrored | multiworker (tf.distribute)
 
 
 @dataclass(frozen=True)
@@ -101,6 +120,8 @@ def output_names(opts: ConvertOptions, target: Target) -> list[str]:
 
         model, *assets = android_names(opts.labels is not None)
         return [model, "report.json", "report.md", *assets]
+    if opts.method == "qat":
+        tag = f"qat_{tag}"
     names = [f"{_stem(opts.model)}_{tag}.tflite", "report.json", "report.md"]
     if target.compiler is not None and target.compiler.name == "vela":
         names.append(f"{_stem(opts.model)}_{tag}_vela.tflite")
@@ -166,6 +187,7 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
     if recipe.activations == "int16":
         opts = replace(opts, int16_activations=True)
     _check_options(opts)
+    qat_settings = _qat_settings(opts, target)
     _check_paths(opts)
     out_dir = output_dir(opts, target)
     names = output_names(opts, target)
@@ -180,6 +202,10 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
         from edgeq.android import read_labels
 
         labels = read_labels(opts.labels)
+    if qat_settings is not None and qat_settings.strategy == "multiworker":
+        from edgeq.pipeline.qat import start_strategy
+
+        start_strategy(qat_settings.strategy)  # before TF runs anything (collective ops)
     loaded = timed("load", load_model, opts.model, allow_unsafe=opts.allow_unsafe)
     if labels is not None and loaded.output_shapes[0][-1:] != (len(labels),):
         raise DataError(opts.labels, f"has {len(labels)} labels but the model's output has "
@@ -187,6 +213,11 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
                         hint="one label per output class, in output order")
     calib, evaluation = timed("check data", _load_data, opts, loaded.input_spec)
     float_outputs = timed("float reference", _float_reference, loaded, evaluation)
+    train = bridged = None
+    if qat_settings is not None:  # QAT's own checks come before the PTQ baseline's work
+        train = timed("check training data", load_dataset, opts.train_data, loaded.input_spec,
+                      opts.preprocess, role="training", require_labels=True)
+        bridged = timed("bridge to tf_keras", _bridge, loaded, train, qat_settings, target)
 
     extra_notes: list[str] = []
     if opts.smooth is not None:
@@ -199,6 +230,12 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
         outcome = ptq.PTQOutcome(timed("quantize", quantize.quantize_weights_only, loaded,
                                        recipe), None, [], [])
     quantized = outcome.result
+    qat_section: dict = {}
+    if qat_settings is not None:
+        quantized, qat_section, notes = _qat(target, loaded, bridged, calib, evaluation, train,
+                                             float_outputs, quantized, qat_settings, timed,
+                                             progress)
+        extra_notes += notes
     info = _check_converted(quantized.model, opts.model)
     placements = timed("place ops", place.place_ops, info, target, *loaded.layer_scope())
     place.check_placeable(placements, target)
@@ -211,6 +248,8 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
     result = timed("verify", verify.verify, quantized.model, target, evaluation.x, evaluation.y,
                    float_outputs, progress=eval_progress, measure_latency=opts.measure_latency)
     memory = gate.check_memory(target, len(quantized.model), result.arena)
+    if qat_section:
+        qat_section["side_by_side"] = _side_by_side(qat_section, result, stages)
 
     model_name = names[0]
     report = Report(
@@ -247,6 +286,7 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
         compiler={"name": compiled.compiler, "version": compiled.version,
                   "notes": list(compiled.notes)} if compiled is not None else {},
         target_profile=target.to_dict(),
+        qat=qat_section,
         notes=_notes(loaded.notes, calib, evaluation, opts.eval_data is None) + extra_notes,
     )
     gate_error = _gate_error(target, memory, result.accuracy, opts.max_drop, report, info)
@@ -299,11 +339,25 @@ def _check_options(opts: ConvertOptions) -> None:
         raise UsageError("--max-drop must be a number of percentage points >= 0")
     if opts.eval_samples is not None and opts.eval_samples < 1:
         raise UsageError("--eval-samples must be at least 1")
+    if opts.method != "qat":
+        given = [o for o, v in (("--train-data", opts.train_data), ("--qat-skip", opts.qat_skip),
+                                ("--strategy", opts.strategy != "none")) if v]
+        if given:
+            raise UsageError(f"{', '.join(given)} only apply to --method qat")
+        return
+    if opts.train_data is None:
+        raise UsageError("--method qat needs labelled training data",
+                         hint="pass --train-data PATH (.npz with x and y, or class folders)")
+    if opts.int16_activations or opts.smooth is not None:
+        raise UsageError("--method qat trains int8 fake quantization; it does not combine with "
+                         "--int16-activations/a16w8 or --smooth",
+                         hint="drop those options, or use --method ptq")
 
 
 def _check_paths(opts: ConvertOptions) -> None:
     """Cheap checks first: a typo in a data path should not wait for TensorFlow to load."""
-    for option, path in (("--data", opts.data), ("--eval-data", opts.eval_data)):
+    for option, path in (("--data", opts.data), ("--eval-data", opts.eval_data),
+                         ("--train-data", opts.train_data)):
         if path is not None and not Path(path).exists():
             raise DataError(path, "no such file or folder", hint=f"check the path given to {option}")
 
@@ -392,6 +446,98 @@ def _quantize(opts, target, loaded, calib, evaluation, float_outputs, timed, pro
             notes.append("auto: tried every method with and without cross-layer "
                          f"equalization; {'with' if won else 'without'} won")
     return loaded, outcome, notes
+
+
+def _qat_settings(opts: ConvertOptions, target: Target):
+    """The QAT schedule asked for, checked before anything loads (None for PTQ)."""
+    if opts.method != "qat":
+        return None
+    from edgeq.pipeline import qat
+
+    if not choose_recipe(opts, target).full_integer:
+        raise UsageError("--method qat makes full-integer models; weight-only recipes need no "
+                         "training", hint="drop --recipe, or use --method ptq")
+    settings = qat.QATSettings(
+        epochs=opts.epochs, lr=opts.lr, base_lr=qat.base_learning_rate(opts.model),
+        batch_size=opts.batch_size, seed=opts.seed, skip=tuple(opts.qat_skip),
+        strategy=opts.strategy,
+        per_tensor_weights=target.quantization.weight_granularity == "per-tensor")
+    qat.check_settings(settings, target)
+    return settings
+
+
+def _bridge(loaded, train: Dataset, settings, target: Target):
+    """The float model in tf_keras (tfmot's framework), its layers checked against tfmot."""
+    from edgeq.bridge import to_tf_keras
+    from edgeq.pipeline import qat
+
+    bridged = to_tf_keras(loaded.keras_model("--method qat"), train.x[: min(32, train.n)])
+    qat.check_layers(bridged.model, settings, target)
+    return bridged
+
+
+def _qat(target, loaded, bridged, calib, evaluation, train, float_outputs, ptq_result,
+         settings, timed, progress):
+    """Stage 3b: verify the PTQ baseline, fine-tune the bridged model with fake quantization,
+    convert it. Returns the QAT QuantizeResult, the report's `qat` section and notes."""
+    from edgeq.pipeline import qat, quantize, verify
+    from edgeq.pipeline.load import from_keras_model
+
+    baseline = timed("verify PTQ baseline", verify.verify, ptq_result.model, target,
+                     evaluation.x, evaluation.y, float_outputs,
+                     progress=progress.task("checking the PTQ baseline", evaluation.n),
+                     measure_latency=False)
+    on_epoch = getattr(progress, "epoch", None)
+    outcome = timed("quantization-aware training", qat.fine_tune, bridged.model, train,
+                    settings, on_epoch=on_epoch)
+    trained = from_keras_model(outcome.model, Path(loaded.path), loaded.format, loaded.loader, [])
+    conv = quantize.converter_settings(target)
+    result = timed("convert QAT model", quantize.quantize_minmax, trained, target, calib, conv,
+                   progress=progress.task("converting the QAT model", calib.n))
+    result = replace(result, method="qat", calibration="learned in training")
+    section = {
+        "ptq_baseline": {"calibration": ptq_result.calibration,
+                         "accuracy": asdict(baseline.accuracy),
+                         "fidelity": asdict(baseline.fidelity),
+                         "seconds": round(ptq_result.seconds, 3)},
+        "training": outcome.summary(settings),
+        "bridge": {"from": loaded.loader, "rebuilt_in_tf_keras": bridged.bridged,
+                   "max_abs_diff": bridged.max_abs_diff, "tolerance": _bridge_tolerance()},
+        "convert_seconds": round(result.seconds, 3),
+    }
+    notes = [*bridged.notes,
+             f"QAT: {settings.epochs} epoch(s) from the float weights, best epoch "
+             f"{outcome.best_epoch} on {outcome.val_n} held-out training samples; the converter "
+             "takes the trained fake-quant ranges and reads --data only for what they leave open"]
+    if bridged.bridged:
+        notes.append(f"QAT: Keras 3 model rebuilt in tf_keras for tfmot; float outputs agree "
+                     f"within {bridged.max_abs_diff:.2e}")
+    return result, section, notes
+
+
+def _side_by_side(section: dict, result, stages: list[dict]) -> list[dict]:
+    """Float, PTQ and QAT on the same evaluation data and runtime, for the report's table."""
+    acc, base = asdict(result.accuracy), section["ptq_baseline"]
+    seconds = {s["name"]: s["seconds"] for s in stages}
+    qat_seconds = sum(seconds.get(k, 0.0) for k in ("bridge to tf_keras",
+                                                     "quantization-aware training",
+                                                     "convert QAT model"))
+    return [
+        {"model": "float", "top1": acc["float"], "drop_pp": 0.0 if acc["float"] is not None
+         else None, "agreement": 1.0, "sqnr_db": None, "seconds": None},
+        {"model": f"ptq ({base['calibration']})", "top1": base["accuracy"]["quantized"],
+         "drop_pp": base["accuracy"]["drop_pp"], "agreement": base["accuracy"]["agreement"],
+         "sqnr_db": base["fidelity"]["sqnr_db"], "seconds": seconds.get("quantize")},
+        {"model": "qat", "top1": acc["quantized"], "drop_pp": acc["drop_pp"],
+         "agreement": acc["agreement"], "sqnr_db": asdict(result.fidelity)["sqnr_db"],
+         "seconds": round(qat_seconds, 3)},
+    ]
+
+
+def _bridge_tolerance() -> float:
+    from edgeq.bridge import TOLERANCE
+
+    return TOLERANCE
 
 
 def _auto_tries_equalization(opts: ConvertOptions, target: Target, loaded) -> bool:

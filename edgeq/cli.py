@@ -21,6 +21,7 @@ Examples:
   edgeq convert model.keras --target cortex-m4 --data calib.npz --eval-data test.npz
   edgeq convert ic_resnet8.h5 --target arm-cpu --data cifar_sample.npz --out build/resnet8
   edgeq convert saved_model/ --target coral --data images/ --input-scale 1/255
+  edgeq convert model.keras -t cortex-m4 -d calib.npz --method qat --train-data train.npz
 """
 
 ANALYZE_EXAMPLES = """
@@ -95,7 +96,20 @@ def cli(debug: bool) -> None:
               help="Representative data: .npz (x[, y]), .npy or an image directory.")
 @click.option("--eval-data", type=click.Path(), help="Held-out data with labels for accuracy.")
 @click.option("--out", "-o", type=click.Path(), help="Output directory [edgeq-out/MODEL-TARGET].")
-@click.option("--method", default="ptq", show_default=True, help="ptq (qat and auto: coming).")
+@click.option("--method", default="ptq", show_default=True, type=click.Choice(["ptq", "qat"]),
+              help="ptq, or qat: fine-tune with fake quantization (needs --train-data).")
+@click.option("--train-data", type=click.Path(),
+              help="QAT: labelled training data (.npz with x and y, or class folders).")
+@click.option("--epochs", default=3, show_default=True, help="QAT: fine-tuning epochs.")
+@click.option("--lr", type=float, help="QAT: learning rate [1% of the model's base rate].")
+@click.option("--batch-size", default=32, show_default=True, help="QAT: training batch size.")
+@click.option("--seed", default=0, show_default=True, help="QAT: seed for shuffling and splits.")
+@click.option("--qat-skip", multiple=True, metavar="LAYER",
+              help="QAT: train this layer without fake quantization (repeatable; targets with "
+              "float fallback); the converter calibrates it from --data.")
+@click.option("--strategy", default="none", show_default=True,
+              type=click.Choice(["none", "mirrored", "multiworker"]),
+              help="QAT: train under tf.distribute MirroredStrategy / MultiWorkerMirroredStrategy.")
 @click.option("--calibration", default="minmax", show_default=True,
               type=click.Choice(["minmax", "percentile", "entropy", "mse", "auto"]),
               help="Activation ranges; auto tries all and keeps the best on the eval data.")
@@ -125,7 +139,9 @@ def cli(debug: bool) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout instead of a table.")
 def convert(model: str, target: str, data: str, eval_data: str | None, out: str | None,
-            method: str, calibration: str, percentile: float, equalize: bool,
+            method: str, train_data: str | None, epochs: int, lr: float | None,
+            batch_size: int, seed: int, qat_skip: tuple[str, ...], strategy: str,
+            calibration: str, percentile: float, equalize: bool,
             int16_activations: bool, recipe: str | None, smooth: float | None,
             diagnostics: bool, calibration_samples: int,
             eval_samples: int | None,
@@ -144,6 +160,8 @@ def convert(model: str, target: str, data: str, eval_data: str | None, out: str 
         preprocess=Preprocess.parse(input_scale, mean, std),
         calibration_samples=calibration_samples, eval_samples=eval_samples, max_drop=max_drop,
         labels=labels, overwrite=overwrite, allow_unsafe=allow_unsafe, measure_latency=not no_latency,
+        train_data=train_data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+        qat_skip=tuple(qat_skip), strategy=strategy,
     )
     from edgeq.console import RichProgress, print_report
 

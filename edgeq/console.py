@@ -38,6 +38,14 @@ class RichProgress:
         if self._console is not None:
             self._console.print(f"[dim]·[/] {name}")
 
+    def epoch(self, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
+        if self._console is not None:
+            m = metrics
+            self._console.print(
+                f"  epoch {epoch}/{epochs}: loss {m['loss']:.4f}, accuracy "
+                f"{100 * m['accuracy']:.2f}%, val loss {m['val_loss']:.4f}, val accuracy "
+                f"{100 * m['val_accuracy']:.2f}%, lr {m['lr']:.3g}")
+
     def task(self, name: str, total: int):
         if self._console is None:
             return lambda done, total: None
@@ -81,6 +89,18 @@ def print_report(report: Report, files: dict[str, Path]) -> None:
                           f"{100 * r['clipped_fraction']:.3f}%",
                           "identical" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f}")
         console.print(worst)
+    if report.qat.get("side_by_side"):
+        side = Table(title=f"float / PTQ / QAT ({report.accuracy['runtime']}, "
+                     f"n={report.accuracy['n']})")
+        for col in ("model", "top-1", "drop pp", "agreement", "SQNR dB", "seconds"):
+            side.add_column(col)
+        for r in report.qat["side_by_side"]:
+            side.add_row(r["model"], _pct(r["top1"]),
+                         "—" if r["drop_pp"] is None else f"{r['drop_pp']:+.2f}",
+                         _pct(r["agreement"]),
+                         "—" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f}",
+                         "—" if r["seconds"] is None else f"{r['seconds']:.1f}")
+        console.print(side)
     for note in report.notes:
         console.print(f"[yellow]note:[/] {note}")
     for name, gate in report.gates.items():

@@ -75,6 +75,7 @@ class Report:
     calibration_candidates: list[dict[str, Any]] = field(default_factory=list)  # auto
     layers: list[dict[str, Any]] = field(default_factory=list)  # per tensor, worst first
     statistics: dict[str, Any] = field(default_factory=dict)  # histogram pass cost
+    qat: dict[str, Any] = field(default_factory=dict)  # --method qat: baseline, training, table
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -96,6 +97,10 @@ class Report:
         how = (f"auto → {self.calibration}" if self.calibration_requested == "auto"
                else self.calibration)
         calib = "weights only, no calibration" if how.startswith("none") else f"{how} calibration"
+        if self.qat:
+            t = self.qat["training"]
+            calib = (f"fine-tuned {t['epochs']} epoch(s), best {t['best_epoch']}; ranges "
+                     "learned in training")
         rows = [("target", self.target), ("method", f"{self.method} ({calib})")]
         if self.recipe:
             r = self.recipe
@@ -150,6 +155,8 @@ class Report:
                 label = c["calibration"] + (" + equalize" if c.get("equalized") else "")
                 lines.append(f"| {label} | {_pct(a['quantized'])} | "
                              f"{_pct(a['agreement'])} | {sq} | {'yes' if c['chosen'] else ''} |")
+        if self.qat:
+            lines += self._qat_markdown()
         if self.layers:
             lines += ["", "## Per-tensor diagnostics (worst first)", "",
                       "| tensor | range | clipped | SQNR dB |", "|---|---|---|---|"]
@@ -165,6 +172,35 @@ class Report:
         lines += [f"| {s['name']} | {s['seconds']:.2f} |" for s in self.stages]
         lines += ["", "## Versions", ""] + [f"- {k}: {v}" for k, v in self.versions.items()]
         return "\n".join(lines) + "\n"
+
+    def _qat_markdown(self) -> list[str]:
+        q = self.qat
+        t = q["training"]
+        lines = ["", "## Float / PTQ / QAT", "",
+                 f"Same evaluation data, on {self.accuracy['runtime']}; seconds are wall time "
+                 "of the quantization step (QAT: bridge + training + conversion).", "",
+                 "| model | top-1 | drop pp | agreement | SQNR dB | seconds |",
+                 "|---|---|---|---|---|---|"]
+        for r in q.get("side_by_side", []):
+            sq = "—" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f}"
+            drop = "—" if r["drop_pp"] is None else f"{r['drop_pp']:+.2f}"
+            sec = "—" if r["seconds"] is None else f"{r['seconds']:.1f}"
+            lines.append(f"| {r['model']} | {_pct(r['top1'])} | {drop} | "
+                         f"{_pct(r['agreement'])} | {sq} | {sec} |")
+        lines += ["", f"Training: {t['epochs']} epoch(s), {t['optimizer']} at "
+                  f"{t['learning_rate']:.3g} ({t['schedule']}; base {t['base_learning_rate']:.3g}),"
+                  f" batch {t['batch_size']}, seed {t['seed']}, {t['train_samples']} samples, "
+                  f"validation {t['validation_samples']} ({t['validation']}), strategy "
+                  f"{t['strategy']} ({t['replicas']} replica(s))"
+                  + (f", float layers: {', '.join(t['skipped_layers'])}"
+                     if t["skipped_layers"] else "") + ".", "",
+                  "| epoch | loss | accuracy | val loss | val accuracy | lr | kept |",
+                  "|---|---|---|---|---|---|---|"]
+        for h in t["history"]:
+            lines.append(f"| {h['epoch']} | {h['loss']:.4f} | {_pct(h['accuracy'])} | "
+                         f"{h['val_loss']:.4f} | {_pct(h['val_accuracy'])} | {h['lr']:.3g} | "
+                         f"{'yes' if h['best'] else ''} |")
+        return lines
 
 
 def edgetpu_rows(e: dict[str, Any]) -> list[tuple[str, str]]:
