@@ -34,7 +34,7 @@ from edgeq.report import Report
 from edgeq.targets import Target, load_target
 from edgeq.tflite_file import ModelInfo, read_model
 
-METHODS = ("ptq", "qat")
+METHODS = ("ptq", "auto", "qat")
 CALIBRATIONS = ("minmax", "percentile", "entropy", "mse", "auto")
 
 ProgressFn = Callable[[int, int], None]
@@ -223,13 +223,31 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
     if opts.smooth is not None:
         loaded = timed("smooth", _smooth, loaded, calib, opts.smooth)
     if recipe.full_integer:
-        loaded, outcome, notes = _quantize(opts, target, loaded, calib, evaluation,
+        search_opts = replace(opts, calibration="auto") if opts.method == "auto" else opts
+        loaded, outcome, notes = _quantize(search_opts, target, loaded, calib, evaluation,
                                            float_outputs, timed, progress)
         extra_notes += notes
     else:
         outcome = ptq.PTQOutcome(timed("quantize", quantize.quantize_weights_only, loaded,
                                        recipe), None, [], [])
     quantized = outcome.result
+    autopilot_section = None
+    if opts.method == "auto":
+        if evaluation.y is None:
+            raise DataError(opts.eval_data, "has no labels (y)", hint="--method auto measures "
+                            "top-1 against its budget: pass --eval-data with labels")
+        from edgeq.pipeline import autopilot
+
+        qat_stage = None
+        if opts.train_data is not None:
+            qat_stage = _auto_qat(opts, target, loaded, calib, evaluation, float_outputs, timed,
+                                  progress)
+        auto = autopilot.run(target, opts.max_drop, outcome, loaded,
+                             quantize.converter_settings(target), evaluation, float_outputs,
+                             qat=qat_stage, measure_latency=opts.measure_latency, timed=timed,
+                             task=progress.task)
+        quantized, autopilot_section = auto.result, auto.section
+        extra_notes += auto.notes
     qat_section: dict = {}
     if qat_settings is not None:
         quantized, qat_section, notes = _qat(target, loaded, bridged, calib, evaluation, train,
@@ -287,6 +305,7 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
                   "notes": list(compiled.notes)} if compiled is not None else {},
         target_profile=target.to_dict(),
         qat=qat_section,
+        autopilot=autopilot_section,
         notes=_notes(loaded.notes, calib, evaluation, opts.eval_data is None) + extra_notes,
     )
     gate_error = _gate_error(target, memory, result.accuracy, opts.max_drop, report, info)
@@ -339,11 +358,25 @@ def _check_options(opts: ConvertOptions) -> None:
         raise UsageError("--max-drop must be a number of percentage points >= 0")
     if opts.eval_samples is not None and opts.eval_samples < 1:
         raise UsageError("--eval-samples must be at least 1")
+    if opts.method == "auto":
+        if opts.max_drop is None:
+            raise UsageError("--method auto works to an accuracy budget",
+                             hint="pass --max-drop PP (top-1 points it may lose) and --eval-data "
+                                  "with labels")
+        if opts.eval_data is None:
+            raise UsageError("--method auto measures each stage on held-out data",
+                             hint="pass --eval-data PATH with labels")
+        if opts.calibration != "minmax" or opts.int16_activations:
+            raise UsageError("--method auto chooses the calibration itself",
+                             hint="drop --calibration / --int16-activations")
     if opts.method != "qat":
-        given = [o for o, v in (("--train-data", opts.train_data), ("--qat-skip", opts.qat_skip),
-                                ("--strategy", opts.strategy != "none")) if v]
-        if given:
-            raise UsageError(f"{', '.join(given)} only apply to --method qat")
+        qat_only = [o for o, v in (("--qat-skip", opts.qat_skip),
+                                   ("--strategy", opts.strategy != "none")) if v]
+        if opts.method != "auto" and opts.train_data is not None:
+            qat_only.insert(0, "--train-data")
+        if qat_only:
+            raise UsageError(f"{', '.join(qat_only)} only apply to --method qat"
+                             + (" (and --train-data to auto)" if opts.method != "auto" else ""))
         return
     if opts.train_data is None:
         raise UsageError("--method qat needs labelled training data",
@@ -446,6 +479,22 @@ def _quantize(opts, target, loaded, calib, evaluation, float_outputs, timed, pro
             notes.append("auto: tried every method with and without cross-layer "
                          f"equalization; {'with' if won else 'without'} won")
     return loaded, outcome, notes
+
+
+def _auto_qat(opts, target, loaded, calib, evaluation, float_outputs, timed, progress):
+    """Stage 3 of --method auto: QAT from the best result so far, its prerequisites (training
+    data, the tf_keras bridge, tfmot's layer support) checked only when it is reached."""
+    from edgeq.data import load_dataset
+
+    def stage(best):
+        settings = _qat_settings(replace(opts, method="qat"), target)
+        train = timed("check training data", load_dataset, opts.train_data, loaded.input_spec,
+                      opts.preprocess, role="training", require_labels=True)
+        bridged = timed("bridge to tf_keras", _bridge, loaded, train, settings, target)
+        return _qat(target, loaded, bridged, calib, evaluation, train, float_outputs, best,
+                    settings, timed, progress)
+
+    return stage
 
 
 def _qat_settings(opts: ConvertOptions, target: Target):

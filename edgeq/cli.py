@@ -96,10 +96,12 @@ def cli(debug: bool) -> None:
               help="Representative data: .npz (x[, y]), .npy or an image directory.")
 @click.option("--eval-data", type=click.Path(), help="Held-out data with labels for accuracy.")
 @click.option("--out", "-o", type=click.Path(), help="Output directory [edgeq-out/MODEL-TARGET].")
-@click.option("--method", default="ptq", show_default=True, type=click.Choice(["ptq", "qat"]),
-              help="ptq, or qat: fine-tune with fake quantization (needs --train-data).")
+@click.option("--method", default="ptq", show_default=True,
+              type=click.Choice(["ptq", "qat", "auto"]),
+              help="ptq; qat: fine-tune with fake quantization (needs --train-data); auto: PTQ, "
+                   "then partial float, then QAT until --max-drop is met.")
 @click.option("--train-data", type=click.Path(),
-              help="QAT: labelled training data (.npz with x and y, or class folders).")
+              help="QAT (and auto's QAT stage): labelled training data (.npz x, y or folders).")
 @click.option("--epochs", default=3, show_default=True, help="QAT: fine-tuning epochs.")
 @click.option("--lr", type=float, help="QAT: learning rate [1% of the model's base rate].")
 @click.option("--batch-size", default=32, show_default=True, help="QAT: training batch size.")

@@ -101,6 +101,19 @@ def print_report(report: Report, files: dict[str, Path]) -> None:
                          "—" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f}",
                          "—" if r["seconds"] is None else f"{r['seconds']:.1f}")
         console.print(side)
+    if report.autopilot:
+        stages = Table(title=f"auto: stages tried (budget {report.autopilot['budget_pp']:g} pp)")
+        for col in ("stage", "model", "top-1", "drop pp", "bytes", "host latency", "meets",
+                    "chosen"):
+            stages.add_column(col)
+        for r in report.autopilot["stages"]:
+            stages.add_row(r["stage"], r["name"], _pct(r["accuracy"]), f"{r['drop_pp']:+.2f}",
+                           str(r["bytes"]),
+                           "" if r["latency_ms"] is None else f"{r['latency_ms']:.3f} ms",
+                           "yes" if r["met_budget"] else "no", "✓" if r["chosen"] else "")
+        console.print(stages)
+        for option in report.autopilot.get("options", []):
+            console.print(f"[yellow]option:[/] {option}")
     for note in report.notes:
         console.print(f"[yellow]note:[/] {note}")
     for name, gate in report.gates.items():

@@ -69,6 +69,7 @@ class Report:
     runtimes: dict[str, Any] = field(default_factory=dict)  # emulator vs LiteRT, per output
     vela: dict[str, Any] | None = None  # Ethos-U targets: vela's summary figures
     edgetpu: dict[str, Any] | None = None  # Coral: TPU/CPU split, split point, parameter cache
+    autopilot: dict[str, Any] | None = None  # --method auto: every stage tried, the winner
     compiler: dict[str, Any] = field(default_factory=dict)  # name, version, notes
     recipe: dict[str, Any] = field(default_factory=dict)  # edgeq.recipes.Recipe as a dict
     calibration_requested: str = ""  # "auto" when the calibration was chosen by edgeq
@@ -136,6 +137,11 @@ class Report:
                          f"{v['cycles']} cycles ≈ {v['inference_ms']} ms (estimate)"))
         if self.edgetpu:
             rows += edgetpu_rows(self.edgetpu)
+        if self.autopilot:
+            a, w = self.autopilot, self.autopilot["winner"]
+            rows.append(("auto (budget)", f"{w['name']} {'meets' if w['met_budget'] else 'misses'}"
+                         f" the {a['budget_pp']:g}-point budget; {len(a['stages'])} stage "
+                         "attempt(s), table below"))
         counts = ", ".join(f"{n} on {p}" for p, n in sorted(self.placement_counts().items()))
         rows.append(("ops", f"{len(self.ops)} ({counts})"))
         rows.append(("output", f"{self.output['path']} ({self.output['bytes']} B)"))
@@ -146,6 +152,8 @@ class Report:
         lines += ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in self.summary_rows()]
         if self.notes:
             lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
+        if self.autopilot:
+            lines += autopilot_markdown(self.autopilot)
         if self.calibration_candidates:
             lines += ["", "## Calibration methods tried", "",
                       "| method | top-1 | agreement | SQNR dB | chosen |", "|---|---|---|---|---|"]
@@ -201,6 +209,35 @@ class Report:
                          f"{h['val_loss']:.4f} | {_pct(h['val_accuracy'])} | {h['lr']:.3g} | "
                          f"{'yes' if h['best'] else ''} |")
         return lines
+
+
+def autopilot_markdown(a: dict[str, Any]) -> list[str]:
+    """The --method auto sections of report.md: stages side by side, then what was found."""
+    lines = ["", f"## Auto: stages tried (budget {a['budget_pp']:g} pp)", "",
+             "| stage | model | top-1 | drop pp | bytes | host latency | meets budget | chosen |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in a["stages"]:
+        lat = "" if r["latency_ms"] is None else _ms(r["latency_ms"])
+        lines.append(f"| {r['stage']} | {r['name']} | {_pct(r['accuracy'])} | "
+                     f"{r['drop_pp']:+.2f} | {r['bytes']} | {lat} | "
+                     f"{'yes' if r['met_budget'] else 'no'} | {'✓' if r['chosen'] else ''} |")
+    if a.get("sensitivity"):
+        lines += ["", "### Sensitivity (top-1 gained when the op alone stays float)", "",
+                  "| op | layer | tensor | gain pp |", "|---|---|---|---|"]
+        lines += [f"| {r['op_index']} {r['op']} | {r['layer'] or ''} | "
+                  f"{short_tensor_name(r['tensor'])} | {r['gain_pp']:+.2f} |"
+                  for r in a["sensitivity"]]
+    if a.get("float_layers"):
+        names = ", ".join(r["layer"] or short_tensor_name(r["tensor"]) for r in a["float_layers"])
+        lines += ["", f"Kept in float: {len(a['float_layers'])} op(s): {names}."]
+    if a.get("naive"):
+        n = a["naive"]
+        lines += [f"Naive choice for comparison: {n['rule']} ({n['float_ops']} op(s)): top-1 "
+                  f"{_pct(n['accuracy'])}, drop {n['drop_pp']:+.2f} pp, {n['bytes']} B."]
+    if a.get("options"):
+        lines += ["", "Integer-only target, so nothing was kept float. Options:", ""]
+        lines += [f"- {o}" for o in a["options"]]
+    return lines
 
 
 def edgetpu_rows(e: dict[str, Any]) -> list[tuple[str, str]]:

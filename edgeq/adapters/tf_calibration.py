@@ -80,8 +80,12 @@ def with_ranges(calibrated: bytes, ranges: Mapping[str, tuple[float, float]]) ->
 
 
 def quantize_calibrated(calibrated: bytes, settings: ConverterSettings, *,
-                        target_name: str = "target") -> bytes:
-    """Run the converter's MLIR quantizer on a calibrated model, as `convert()` would."""
+                        target_name: str = "target", denylist: tuple[str, ...] = ()) -> bytes:
+    """Run the converter's MLIR quantizer on a calibrated model, as `convert()` would.
+
+    ``denylist`` names ops (by their output tensor in the calibrated model) to keep in float:
+    the quantizer wraps them in DEQUANTIZE/QUANTIZE, as TFLite's QuantizationDebugger does for
+    selective quantization."""
     import tensorflow as tf
 
     try:
@@ -99,6 +103,7 @@ def quantize_calibrated(calibrated: bytes, settings: ConverterSettings, *,
                 input_data_type=getattr(tf, settings.input_dtype),
                 output_data_type=getattr(tf, settings.output_dtype),
                 disable_per_channel_for_dense_layers=not settings.dense_per_channel,
+                **({"denylisted_nodes": list(denylist)} if denylist else {}),
             ))
     except Exception as exc:
         raise _explain(exc, captured.text, settings, target_name) from exc

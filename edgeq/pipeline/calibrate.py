@@ -114,10 +114,14 @@ def ranges_for(stats: Statistics, method: str, *, percentile: float = 99.99) -> 
 
 
 def quantize_with(stats: Statistics, ranges: dict, settings: ConverterSettings,
-                  target_name: str) -> bytes:
+                  target_name: str, denylist: tuple[str, ...] = ()) -> bytes:
+    """The integer model for these activation ranges; ops named in ``denylist`` (by output
+    tensor) stay float."""
     chosen = {n: (r.lo, r.hi) for n, r in ranges.items()}
-    calibrated = tf_calibration.with_ranges(stats.calibrated, chosen)
-    return tf_calibration.quantize_calibrated(calibrated, settings, target_name=target_name)
+    calibrated = tf_calibration.with_ranges(stats.calibrated, chosen) if chosen \
+        else stats.calibrated
+    return tf_calibration.quantize_calibrated(calibrated, settings, target_name=target_name,
+                                              denylist=denylist)
 
 
 def tensor_diagnostics(stats: Statistics, quantized: bytes, ranges: dict, x: np.ndarray,
