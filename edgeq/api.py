@@ -38,6 +38,7 @@ METHODS = ("ptq", "auto", "qat")
 CALIBRATIONS = ("minmax", "percentile", "entropy", "mse", "auto")
 
 ProgressFn = Callable[[int, int], None]
+HISTOGRAM_TENSORS = 6  # the worst tensors whose activation histograms the report keeps
 
 
 class Progress(Protocol):
@@ -76,6 +77,7 @@ class ConvertOptions:
     equalize: bool = False  # cross-layer equalization before quantizing
     int16_activations: bool = False  # 16x8 where the target allows it
     diagnostics: bool = False  # per-tensor diagnostics also for minmax (costs a stats pass)
+    html: bool = False  # also write report.html (turns the statistics pass on for its histograms)
     recipe: str | None = None  # precision recipe (edgeq.recipes); None: the target's default
     smooth: float | None = None  # SmoothQuant alpha for LayerNorm -> Dense patterns
     preprocess: Preprocess = field(default_factory=Preprocess)
@@ -119,7 +121,8 @@ def output_names(opts: ConvertOptions, target: Target) -> list[str]:
         from edgeq.android import android_names
 
         model, *assets = android_names(opts.labels is not None)
-        return [model, "report.json", "report.md", *assets]
+        return [model, "report.json", "report.md", *assets,
+                *(["report.html"] if opts.html else [])]
     if opts.method == "qat":
         tag = f"qat_{tag}"
     names = [f"{_stem(opts.model)}_{tag}.tflite", "report.json", "report.md"]
@@ -127,6 +130,8 @@ def output_names(opts: ConvertOptions, target: Target) -> list[str]:
         names.append(f"{_stem(opts.model)}_{tag}_vela.tflite")
     if target.compiler is not None and target.compiler.name == "edgetpu_compiler":
         names.append(f"{_stem(opts.model)}_{tag}_edgetpu.tflite")
+    if opts.html:  # last: names[3] is the compiled model when there is one
+        names.append("report.html")
     return names
 
 
@@ -293,7 +298,7 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
         runtimes={"tflm_vs_litert": [asdict(d) for d in result.tflm_vs_litert]}
         if result.tflm_vs_litert else {},
         calibration_candidates=outcome.candidates,
-        layers=outcome.diagnostics,
+        layers=_with_histograms(outcome.diagnostics, outcome.stats),
         statistics=_statistics_summary(outcome.stats),
         data={"calibration": _data_summary(calib), "evaluation": _data_summary(evaluation),
               "evaluated_on_calibration_data": opts.eval_data is None},
@@ -327,6 +332,8 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
         outputs |= android_files(quantized.model, info, opts.preprocess, labels,
                                  source=str(opts.model), target=target.name,
                                  threads=target.runtime.threads)
+    if opts.html:
+        outputs["report.html"] = report.to_html().encode()
     progress.stage("emit")
     files = write_outputs(out_dir, outputs, overwrite=opts.overwrite)
     return ConvertResult(report, files, gate_error)
@@ -461,7 +468,8 @@ def _quantize(opts, target, loaded, calib, evaluation, float_outputs, timed, pro
     def search(model, method):
         return ptq.run_ptq(model, target, settings, calib, evaluation, float_outputs,
                            method=method, percentile=opts.percentile,
-                           diagnostics=opts.diagnostics, timed=timed, task=progress.task)
+                           diagnostics=opts.diagnostics or opts.html, timed=timed,
+                           task=progress.task)
 
     outcome = search(loaded, opts.calibration)
     notes: list[str] = []
@@ -613,6 +621,21 @@ def _equalize(loaded, calib: Dataset):
              f"({', '.join(f'{a}→{b}' for a, b in result.pairs) or 'none'}); float outputs "
              f"changed by at most {result.max_abs_diff:.2e}", *result.skipped]
     return loaded.replaced_by(result.model, notes)
+
+
+def _with_histograms(rows: list[dict], stats, worst: int = HISTOGRAM_TENSORS) -> list[dict]:
+    """The diagnostics rows, the worst few carrying a compact histogram of their calibration
+    activations (for the HTML report's range plots)."""
+    if stats is None:
+        return rows
+    from edgeq.pipeline.calibrate import compact_histogram
+
+    out = []
+    for i, row in enumerate(rows):
+        h = stats.histograms.get(row["tensor"]) if i < worst else None
+        summary = compact_histogram(h) if h is not None else None
+        out.append({**row, "histogram": summary} if summary is not None else row)
+    return out
 
 
 def _statistics_summary(stats) -> dict:

@@ -127,6 +127,10 @@ def cli(debug: bool) -> None:
               help="SmoothQuant: move activation outliers into the following Dense weights.")
 @click.option("--diagnostics", is_flag=True,
               help="Per-tensor diagnostics also for minmax (always on for other methods).")
+@click.option("--html", is_flag=True,
+              help="Also write report.html: one self-contained page with charts (accuracy, "
+              "per-tensor error, activation histograms) and the op table; runs the statistics "
+              "pass.")
 @click.option("--calibration-samples", default=500, show_default=True,
               help="Use the first N representative samples.")
 @click.option("--eval-samples", type=int, help="Use the first N evaluation samples [all].")
@@ -145,19 +149,20 @@ def convert(model: str, target: str, data: str, eval_data: str | None, out: str 
             batch_size: int, seed: int, qat_skip: tuple[str, ...], strategy: str,
             calibration: str, percentile: float, equalize: bool,
             int16_activations: bool, recipe: str | None, smooth: float | None,
-            diagnostics: bool, calibration_samples: int,
+            diagnostics: bool, html: bool, calibration_samples: int,
             eval_samples: int | None,
             input_scale: str | None, mean: str | None, std: str | None, max_drop: float | None,
             labels: str | None, allow_unsafe: bool, no_latency: bool, overwrite: bool, as_json: bool) -> None:
     """Convert MODEL (.keras, .h5 or SavedModel dir) to a full-integer TFLite model for a target,
-    verify it on the target's runtime and write the model and report.json/report.md."""
+    verify it on the target's runtime and write the model and report.json/report.md (and
+    report.html with --html)."""
     from edgeq import api
     from edgeq.data import Preprocess
 
     opts = api.ConvertOptions(
         model=model, target=target, data=data, eval_data=eval_data, out=out, method=method,
         calibration=calibration, percentile=percentile, equalize=equalize,
-        int16_activations=int16_activations, diagnostics=diagnostics, recipe=recipe,
+        int16_activations=int16_activations, diagnostics=diagnostics, html=html, recipe=recipe,
         smooth=smooth,
         preprocess=Preprocess.parse(input_scale, mean, std),
         calibration_samples=calibration_samples, eval_samples=eval_samples, max_drop=max_drop,

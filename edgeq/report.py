@@ -1,5 +1,5 @@
-"""The report: one value built by the pipeline, rendered as report.json (machines) and
-report.md (people). Keys named in ARCHITECTURE.md are a contract: add, never rename."""
+"""The report: one value built by the pipeline, rendered as report.json (machines), report.md
+and report.html (people). Keys named in ARCHITECTURE.md are a contract: add, never rename."""
 
 from __future__ import annotations
 
@@ -146,6 +146,12 @@ class Report:
         rows.append(("ops", f"{len(self.ops)} ({counts})"))
         rows.append(("output", f"{self.output['path']} ({self.output['bytes']} B)"))
         return rows
+
+    def to_html(self) -> str:
+        """report.html: one self-contained page with charts (needs matplotlib, imported here)."""
+        from edgeq.report_html import render
+
+        return render(self)
 
     def to_markdown(self) -> str:
         lines = [f"# edgeq report: {self.model['path']} → {self.target}", ""]

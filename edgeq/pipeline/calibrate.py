@@ -151,3 +151,25 @@ def tensor_diagnostics(stats: Statistics, quantized: bytes, ranges: dict, x: np.
                      "clipped_fraction": r.clipped_fraction, "sqnr_db": sqnr})
     rows.sort(key=lambda r: math.inf if r["sqnr_db"] is None else r["sqnr_db"])
     return rows
+
+
+def compact_histogram(h: StreamingHistogram, bins: int = 64) -> dict | None:
+    """The histogram cut to the bins that hold values and merged to at most `bins` bins, small
+    enough to keep in the report (the HTML report draws it under the chosen range).
+
+    Merging whole groups of k adjacent bins keeps the counts exact: every value stays in the
+    merged bin that holds its original bin. None when the histogram saw no values.
+    """
+    counts = h.counts()
+    held = np.nonzero(counts)[0]
+    if h.count == 0 or held.size == 0:
+        return None
+    a, b = int(held[0]), int(held[-1]) + 1
+    k = -(-(b - a) // bins)  # ceil
+    n = -(-(b - a) // k)
+    padded = np.zeros(n * k, dtype=np.int64)
+    padded[: b - a] = counts[a:b]
+    edges = h.edges()[0] + (a + k * np.arange(n + 1, dtype=np.float64)) * h.width
+    return {"edges": [float(e) for e in edges],
+            "counts": [int(c) for c in padded.reshape(n, k).sum(axis=1)],
+            "min": float(h.min), "max": float(h.max), "count": int(h.count)}
