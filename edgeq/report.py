@@ -137,7 +137,7 @@ class Report:
                          f"{v['cycles']} cycles ≈ {v['inference_ms']} ms (estimate)"))
         if self.edgetpu:
             rows += edgetpu_rows(self.edgetpu)
-        if self.autopilot:
+        if self.autopilot and self.autopilot.get("winner"):
             a, w = self.autopilot, self.autopilot["winner"]
             rows.append(("auto (budget)", f"{w['name']} {'meets' if w['met_budget'] else 'misses'}"
                          f" the {a['budget_pp']:g}-point budget; {len(a['stages'])} stage "
@@ -219,14 +219,17 @@ class Report:
 
 def autopilot_markdown(a: dict[str, Any]) -> list[str]:
     """The --method auto sections of report.md: stages side by side, then what was found."""
-    lines = ["", f"## Auto: stages tried (budget {a['budget_pp']:g} pp)", "",
+    budget = f" (budget {a['budget_pp']:g} pp)" if a.get("budget_pp") is not None else ""
+    lines = ["", f"## Auto: stages tried{budget}", "",
              "| stage | model | top-1 | drop pp | bytes | host latency | meets budget | chosen |",
              "|---|---|---|---|---|---|---|---|"]
-    for r in a["stages"]:
-        lat = "" if r["latency_ms"] is None else _ms(r["latency_ms"])
-        lines.append(f"| {r['stage']} | {r['name']} | {_pct(r['accuracy'])} | "
-                     f"{r['drop_pp']:+.2f} | {r['bytes']} | {lat} | "
-                     f"{'yes' if r['met_budget'] else 'no'} | {'✓' if r['chosen'] else ''} |")
+    for r in a.get("stages", []):
+        lat = "" if r.get("latency_ms") is None else _ms(r["latency_ms"])
+        drop = "" if r.get("drop_pp") is None else f"{r['drop_pp']:+.2f}"
+        lines.append(f"| {r.get('stage', '')} | {r.get('name', '')} | "
+                     f"{_pct(r.get('accuracy'))} | {drop} | {r.get('bytes', '')} | {lat} | "
+                     f"{'yes' if r.get('met_budget') else 'no'} | "
+                     f"{'✓' if r.get('chosen') else ''} |")
     if a.get("sensitivity"):
         lines += ["", "### Sensitivity (top-1 gained when the op alone stays float)", "",
                   "| op | layer | tensor | gain pp |", "|---|---|---|---|"]
