@@ -28,6 +28,11 @@ from edgeq.tflite_file import ModelInfo, read_model
 SENSITIVITY_SAMPLES = 300  # evaluation samples per leave-one-float check
 MAX_CANDIDATES = 16  # ops measured one by one (the worst by per-tensor SQNR first)
 _NOT_LAYERS = ("QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE", "EXPAND_DIMS")
+# Ops that pass values through (no arithmetic that would shrink a range): a float op's output
+# stays float through them up to the next op that computes, or it would be quantized anyway.
+_PASS_THROUGH = ("MAX_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "CONCATENATION", "PAD",
+                 "PADV2", "SLICE", "STRIDED_SLICE", "TRANSPOSE", "SPLIT", "SPLIT_V", "PACK",
+                 "UNPACK", "GATHER", "RELU", "RELU6")
 
 
 @dataclass
@@ -85,9 +90,10 @@ def run(target: Target, budget: float, ptq: PTQOutcome, loaded, settings, evalua
                           measure)
             attempts += found["attempts"]
             section["float_layers"] = found["chosen"]
+            section["float_ops"] = found["float_ops"]
             section["naive"] = found["naive"]
         elif sens["rows"]:
-            section["options"] = _integer_only_options(target, sens)
+            section["options"] = _integer_only_options(target, sens, qat is not None)
             notes.append("auto: this target runs integer ops only, so no layer can stay float; "
                          "the sensitive layers and what would help are in the report")
     if not any(meets(a.check, budget) for a in attempts):
@@ -138,6 +144,31 @@ def _candidates(ptq: PTQOutcome, calibrated: ModelInfo) -> list[tuple[int, str]]
     return ops[:MAX_CANDIDATES]
 
 
+def island(info: ModelInfo, index: int) -> tuple[int, ...]:
+    """The ops that must be float for op ``index``'s output to stay float: the op, the
+    pass-through ops after it, and the ops that finally consume its values. Keeping only the op
+    float would still quantize its output for the next op (with the same range)."""
+    consumers: dict[int, list[int]] = {}
+    for op in info.ops:
+        for t in op.inputs:
+            consumers.setdefault(t, []).append(op.index)
+    seen, frontier = {index}, [index]
+    while frontier:
+        k = frontier.pop()
+        if k != index and info.ops[k].op not in _PASS_THROUGH:
+            continue  # a computing consumer: float, but its own output may be quantized
+        for t in info.ops[k].outputs:
+            for c in consumers.get(t, []):
+                if c not in seen:
+                    seen.add(c)
+                    frontier.append(c)
+    return tuple(sorted(seen))
+
+
+def _names(info: ModelInfo, ops: tuple[int, ...]) -> tuple[str, ...]:
+    return tuple(info.tensors[info.ops[k].outputs[0]].name for k in ops if info.ops[k].outputs)
+
+
 def _sensitivity(target: Target, ptq: PTQOutcome, loaded, settings, evaluation: Dataset,
                  task: Callable) -> dict[str, Any]:
     """Leave-one-float: for each candidate op, the model with only that op in float, measured
@@ -158,14 +189,16 @@ def _sensitivity(target: Target, ptq: PTQOutcome, loaded, settings, evaluation: 
     candidates = _candidates(ptq, calibrated)
     step = task("sensitivity (one op in float at a time)", len(candidates))
     for k, (index, name) in enumerate(candidates):
+        ops = island(calibrated, index)
         model = calibrate.quantize_with(stats, ptq.result.ranges, settings, target.name,
-                                        denylist=(name,))
+                                        denylist=_names(calibrated, ops))
         out = verify.run_batched(verify.runner_for(model, target), subset.x, None)
         acc = verify.compare_accuracy(ref[0], out[0], subset.y, "")
         fid = verify.compare_fidelity(ref, out)
         rows.append({
             "op_index": index, "op": calibrated.ops[index].op, "tensor": name,
             "layer": keras_layer(calibrated.ops[index], calibrated, *layer_scope),
+            "island": list(ops),
             "gain_pp": round(100.0 * ((acc.quantized or 0.0) - (base.quantized or 0.0)), 4),
             "sqnr_db": fid.sqnr_db,
         })
@@ -183,18 +216,21 @@ def _partial_float(target: Target, ptq: PTQOutcome, settings, sens: dict, budget
     rows = [r for r in sens["rows"] if r["gain_pp"] > 0] or sens["rows"][:1]
     attempts: list[Attempt] = []
     chosen: list[dict] = []
+    calibrated = read_model(ptq.stats.calibrated)
     for r in rows:
         chosen.append(r)
-        names = tuple(c["tensor"] for c in chosen)
-        result = _denylisted(ptq, settings, target, names)
-        attempt = Attempt("partial-float", f"PTQ + {len(names)} float op(s)", result,
-                          measure(result, f"{len(names)} float op(s)"),
-                          {"float_ops": [c["layer"] or c["tensor"] for c in chosen]})
+        ops = tuple(sorted({k for c in chosen for k in c["island"]}))
+        result = _denylisted(ptq, settings, target, _names(calibrated, ops))
+        attempt = Attempt("partial-float", f"PTQ + {len(ops)} float op(s)", result,
+                          measure(result, f"{len(ops)} float op(s)"),
+                          {"float_ops": len(ops),
+                           "float_layers": [c["layer"] or c["tensor"] for c in chosen]})
         attempts.append(attempt)
         if meets(attempt.check, budget):
             break
     naive = _naive(target, ptq, settings, sens, measure, budget)
-    return {"attempts": attempts, "chosen": [_layer_row(c) for c in chosen], "naive": naive}
+    return {"attempts": attempts, "chosen": [_layer_row(c) for c in chosen],
+            "float_ops": len({k for c in chosen for k in c["island"]}), "naive": naive}
 
 
 def _naive(target, ptq, settings, sens, measure, budget) -> dict[str, Any]:
@@ -202,11 +238,12 @@ def _naive(target, ptq, settings, sens, measure, budget) -> dict[str, Any]:
     attention / all the dense layers" would do."""
     top = sens["rows"][0]
     calibrated = read_model(ptq.stats.calibrated)
-    names = tuple(calibrated.tensors[op.outputs[0]].name for op in calibrated.ops
-                  if op.op == top["op"] and op.outputs)
-    result = _denylisted(ptq, settings, target, names)
+    ops = tuple(sorted({k for op in calibrated.ops if op.op == top["op"]
+                        for k in island(calibrated, op.index)}))
+    result = _denylisted(ptq, settings, target, _names(calibrated, ops))
     check = measure(result, f"every {top['op']} in float")
-    return {"rule": f"every {top['op']} op in float", "float_ops": len(names),
+    return {"rule": f"every {top['op']} op in float (with the ops that keep their outputs "
+                    "float)", "float_ops": len(ops),
             "accuracy": check.accuracy.quantized, "drop_pp": check.accuracy.drop_pp,
             "met_budget": meets(check, budget), "bytes": len(result.model)}
 
@@ -220,10 +257,10 @@ def _denylisted(ptq: PTQOutcome, settings, target: Target, names: tuple[str, ...
 
 
 def _layer_row(r: dict) -> dict[str, Any]:
-    return {k: r[k] for k in ("op_index", "op", "layer", "tensor", "gain_pp")}
+    return {k: r[k] for k in ("op_index", "op", "layer", "tensor", "gain_pp", "island")}
 
 
-def _integer_only_options(target: Target, sens: dict) -> list[str]:
+def _integer_only_options(target: Target, sens: dict, qat_next: bool) -> list[str]:
     top = [r for r in sens["rows"] if r["gain_pp"] > 0][:5] or sens["rows"][:3]
     names = ", ".join(f"{r['layer'] or r['tensor']} ({r['op']}, +{r['gain_pp']:.2f} pp)"
                       for r in top)
@@ -232,7 +269,8 @@ def _integer_only_options(target: Target, sens: dict) -> list[str]:
         options.append("--recipe a16w8: int16 activations, which this target's kernels take")
     options.append("clip the activations that feed them (e.g. GELU -> ReLU6, or a clipped "
                    "activation before the layer) and retrain briefly")
-    options.append("QAT: pass --train-data so auto fine-tunes with fake quantization")
+    options.append("QAT: tried next with --train-data" if qat_next else
+                   "QAT: pass --train-data so auto fine-tunes with fake quantization")
     if target.compiler is not None and target.compiler.name == "edgetpu_compiler":
         options.append(_coral_split_cost(sens, top))
     return options
