@@ -174,7 +174,7 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
         ConversionError: the converter or an interpreter failed for another reason (exit 1).
     """
     from edgeq.pipeline import compile as compile_stage
-    from edgeq.pipeline import gate, place, ptq, quantize, verify
+    from edgeq.pipeline import gate, place, ptq, qat_stage, quantize, verify
     from edgeq.pipeline.load import load_model
 
     progress = progress or _Silent()
@@ -192,7 +192,7 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
     if recipe.activations == "int16":
         opts = replace(opts, int16_activations=True)
     _check_options(opts)
-    qat_settings = _qat_settings(opts, target)
+    qat_settings = qat_stage.settings(opts, target, full_integer=recipe.full_integer)
     _check_paths(opts)
     out_dir = output_dir(opts, target)
     names = output_names(opts, target)
@@ -222,7 +222,8 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
     if qat_settings is not None:  # QAT's own checks come before the PTQ baseline's work
         train = timed("check training data", load_dataset, opts.train_data, loaded.input_spec,
                       opts.preprocess, role="training", require_labels=True)
-        bridged = timed("bridge to tf_keras", _bridge, loaded, train, qat_settings, target)
+        bridged = timed("bridge to tf_keras", qat_stage.bridge, loaded, train, qat_settings,
+                        target)
 
     extra_notes: list[str] = []
     if opts.smooth is not None:
@@ -243,21 +244,21 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
                             "top-1 against its budget: pass --eval-data with labels")
         from edgeq.pipeline import autopilot
 
-        qat_stage = None
+        qat_runner = None
         if opts.train_data is not None:
-            qat_stage = _auto_qat(opts, target, loaded, calib, evaluation, float_outputs, timed,
-                                  progress)
+            qat_runner = qat_stage.for_auto(opts, target, loaded, calib, evaluation,
+                                            float_outputs, timed, progress)
         auto = autopilot.run(target, opts.max_drop, outcome, loaded,
                              quantize.converter_settings(target), evaluation, float_outputs,
-                             qat=qat_stage, measure_latency=opts.measure_latency, timed=timed,
+                             qat=qat_runner, measure_latency=opts.measure_latency, timed=timed,
                              task=progress.task)
         quantized, autopilot_section = auto.result, auto.section
         extra_notes += auto.notes
     qat_section: dict = {}
     if qat_settings is not None:
-        quantized, qat_section, notes = _qat(target, loaded, bridged, calib, evaluation, train,
-                                             float_outputs, quantized, qat_settings, timed,
-                                             progress)
+        quantized, qat_section, notes = qat_stage.run(target, loaded, bridged, calib,
+                                                      evaluation, train, float_outputs,
+                                                      quantized, qat_settings, timed, progress)
         extra_notes += notes
     info = _check_converted(quantized.model, opts.model)
     placements = timed("place ops", place.place_ops, info, target, *loaded.layer_scope())
@@ -272,7 +273,7 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
                    float_outputs, progress=eval_progress, measure_latency=opts.measure_latency)
     memory = gate.check_memory(target, len(quantized.model), result.arena)
     if qat_section:
-        qat_section["side_by_side"] = _side_by_side(qat_section, result, stages)
+        qat_section["side_by_side"] = qat_stage.side_by_side(qat_section, result, stages)
 
     model_name = names[0]
     report = Report(
@@ -487,114 +488,6 @@ def _quantize(opts, target, loaded, calib, evaluation, float_outputs, timed, pro
             notes.append("auto: tried every method with and without cross-layer "
                          f"equalization; {'with' if won else 'without'} won")
     return loaded, outcome, notes
-
-
-def _auto_qat(opts, target, loaded, calib, evaluation, float_outputs, timed, progress):
-    """Stage 3 of --method auto: QAT from the best result so far, its prerequisites (training
-    data, the tf_keras bridge, tfmot's layer support) checked only when it is reached."""
-    from edgeq.data import load_dataset
-
-    def stage(best):
-        settings = _qat_settings(replace(opts, method="qat"), target)
-        train = timed("check training data", load_dataset, opts.train_data, loaded.input_spec,
-                      opts.preprocess, role="training", require_labels=True)
-        bridged = timed("bridge to tf_keras", _bridge, loaded, train, settings, target)
-        return _qat(target, loaded, bridged, calib, evaluation, train, float_outputs, best,
-                    settings, timed, progress)
-
-    return stage
-
-
-def _qat_settings(opts: ConvertOptions, target: Target):
-    """The QAT schedule asked for, checked before anything loads (None for PTQ)."""
-    if opts.method != "qat":
-        return None
-    from edgeq.pipeline import qat
-
-    if not choose_recipe(opts, target).full_integer:
-        raise UsageError("--method qat makes full-integer models; weight-only recipes need no "
-                         "training", hint="drop --recipe, or use --method ptq")
-    settings = qat.QATSettings(
-        epochs=opts.epochs, lr=opts.lr, base_lr=qat.base_learning_rate(opts.model),
-        batch_size=opts.batch_size, seed=opts.seed, skip=tuple(opts.qat_skip),
-        strategy=opts.strategy,
-        per_tensor_weights=target.quantization.weight_granularity == "per-tensor")
-    qat.check_settings(settings, target)
-    return settings
-
-
-def _bridge(loaded, train: Dataset, settings, target: Target):
-    """The float model in tf_keras (tfmot's framework), its layers checked against tfmot."""
-    from edgeq.bridge import to_tf_keras
-    from edgeq.pipeline import qat
-
-    bridged = to_tf_keras(loaded.keras_model("--method qat"), train.x[: min(32, train.n)])
-    qat.check_layers(bridged.model, settings, target)
-    return bridged
-
-
-def _qat(target, loaded, bridged, calib, evaluation, train, float_outputs, ptq_result,
-         settings, timed, progress):
-    """Stage 3b: verify the PTQ baseline, fine-tune the bridged model with fake quantization,
-    convert it. Returns the QAT QuantizeResult, the report's `qat` section and notes."""
-    from edgeq.pipeline import qat, quantize, verify
-    from edgeq.pipeline.load import from_keras_model
-
-    baseline = timed("verify PTQ baseline", verify.verify, ptq_result.model, target,
-                     evaluation.x, evaluation.y, float_outputs,
-                     progress=progress.task("checking the PTQ baseline", evaluation.n),
-                     measure_latency=False)
-    on_epoch = getattr(progress, "epoch", None)
-    outcome = timed("quantization-aware training", qat.fine_tune, bridged.model, train,
-                    settings, on_epoch=on_epoch)
-    trained = from_keras_model(outcome.model, Path(loaded.path), loaded.format, loaded.loader, [])
-    conv = quantize.converter_settings(target)
-    result = timed("convert QAT model", quantize.quantize_minmax, trained, target, calib, conv,
-                   progress=progress.task("converting the QAT model", calib.n))
-    result = replace(result, method="qat", calibration="learned in training")
-    section = {
-        "ptq_baseline": {"calibration": ptq_result.calibration,
-                         "accuracy": asdict(baseline.accuracy),
-                         "fidelity": asdict(baseline.fidelity),
-                         "seconds": round(ptq_result.seconds, 3)},
-        "training": outcome.summary(settings),
-        "bridge": {"from": loaded.loader, "rebuilt_in_tf_keras": bridged.bridged,
-                   "max_abs_diff": bridged.max_abs_diff, "tolerance": _bridge_tolerance()},
-        "convert_seconds": round(result.seconds, 3),
-    }
-    notes = [*bridged.notes,
-             f"QAT: {settings.epochs} epoch(s) from the float weights, best epoch "
-             f"{outcome.best_epoch} on {outcome.val_n} held-out training samples; the converter "
-             "takes the trained fake-quant ranges and reads --data only for what they leave open"]
-    if bridged.bridged:
-        notes.append(f"QAT: Keras 3 model rebuilt in tf_keras for tfmot; float outputs agree "
-                     f"within {bridged.max_abs_diff:.2e}")
-    return result, section, notes
-
-
-def _side_by_side(section: dict, result, stages: list[dict]) -> list[dict]:
-    """Float, PTQ and QAT on the same evaluation data and runtime, for the report's table."""
-    acc, base = asdict(result.accuracy), section["ptq_baseline"]
-    seconds = {s["name"]: s["seconds"] for s in stages}
-    qat_seconds = sum(seconds.get(k, 0.0) for k in ("bridge to tf_keras",
-                                                     "quantization-aware training",
-                                                     "convert QAT model"))
-    return [
-        {"model": "float", "top1": acc["float"], "drop_pp": 0.0 if acc["float"] is not None
-         else None, "agreement": 1.0, "sqnr_db": None, "seconds": None},
-        {"model": f"ptq ({base['calibration']})", "top1": base["accuracy"]["quantized"],
-         "drop_pp": base["accuracy"]["drop_pp"], "agreement": base["accuracy"]["agreement"],
-         "sqnr_db": base["fidelity"]["sqnr_db"], "seconds": seconds.get("quantize")},
-        {"model": "qat", "top1": acc["quantized"], "drop_pp": acc["drop_pp"],
-         "agreement": acc["agreement"], "sqnr_db": asdict(result.fidelity)["sqnr_db"],
-         "seconds": round(qat_seconds, 3)},
-    ]
-
-
-def _bridge_tolerance() -> float:
-    from edgeq.bridge import TOLERANCE
-
-    return TOLERANCE
 
 
 def _auto_tries_equalization(opts: ConvertOptions, target: Target, loaded) -> bool:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgeq.data import Dataset
-from edgeq.pipeline import calibrate, quantize, verify
+from edgeq.pipeline import calibrate, verify
 from edgeq.pipeline.ptq import PTQOutcome
 from edgeq.pipeline.quantize import QuantizeResult
 from edgeq.targets import Target

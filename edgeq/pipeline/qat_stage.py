@@ -1,0 +1,114 @@
+"""The QAT stage of `edgeq convert` (--method qat, and the last stage of --method auto):
+check the schedule, bridge the float model to tf_keras, verify the PTQ baseline, fine-tune
+with fake quantization (`edgeq.pipeline.qat`), convert, and lay the figures side by side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from edgeq.data import Dataset
+from edgeq.errors import UsageError
+from edgeq.pipeline import qat
+from edgeq.targets import Target
+
+
+def for_auto(opts, target, loaded, calib, evaluation, float_outputs, timed, progress):
+    """Stage 3 of --method auto: QAT from the best result so far, its prerequisites (training
+    data, the tf_keras bridge, tfmot's layer support) checked only when it is reached."""
+    from edgeq.data import load_dataset
+
+    def stage(best):
+        qat_settings = settings(replace(opts, method="qat"), target, full_integer=True)
+        train = timed("check training data", load_dataset, opts.train_data, loaded.input_spec,
+                      opts.preprocess, role="training", require_labels=True)
+        bridged = timed("bridge to tf_keras", bridge, loaded, train, qat_settings, target)
+        return run(target, loaded, bridged, calib, evaluation, train, float_outputs, best,
+                   qat_settings, timed, progress)
+
+    return stage
+
+
+def settings(opts, target: Target, *, full_integer: bool):
+    """The QAT schedule asked for, checked before anything loads (None for PTQ)."""
+    if opts.method != "qat":
+        return None
+    if not full_integer:
+        raise UsageError("--method qat makes full-integer models; weight-only recipes need no "
+                         "training", hint="drop --recipe, or use --method ptq")
+    settings = qat.QATSettings(
+        epochs=opts.epochs, lr=opts.lr, base_lr=qat.base_learning_rate(opts.model),
+        batch_size=opts.batch_size, seed=opts.seed, skip=tuple(opts.qat_skip),
+        strategy=opts.strategy,
+        per_tensor_weights=target.quantization.weight_granularity == "per-tensor")
+    qat.check_settings(settings, target)
+    return settings
+
+
+def bridge(loaded, train: Dataset, settings, target: Target):
+    """The float model in tf_keras (tfmot's framework), its layers checked against tfmot."""
+    from edgeq.bridge import to_tf_keras
+
+    bridged = to_tf_keras(loaded.keras_model("--method qat"), train.x[: min(32, train.n)])
+    qat.check_layers(bridged.model, settings, target)
+    return bridged
+
+
+def run(target, loaded, bridged, calib, evaluation, train, float_outputs, ptq_result,
+        settings, timed, progress):
+    """Stage 3b: verify the PTQ baseline, fine-tune the bridged model with fake quantization,
+    convert it. Returns the QAT QuantizeResult, the report's `qat` section and notes."""
+    from edgeq.bridge import TOLERANCE
+    from edgeq.pipeline import quantize, verify
+    from edgeq.pipeline.load import from_keras_model
+
+    baseline = timed("verify PTQ baseline", verify.verify, ptq_result.model, target,
+                     evaluation.x, evaluation.y, float_outputs,
+                     progress=progress.task("checking the PTQ baseline", evaluation.n),
+                     measure_latency=False)
+    on_epoch = getattr(progress, "epoch", None)
+    outcome = timed("quantization-aware training", qat.fine_tune, bridged.model, train,
+                    settings, on_epoch=on_epoch)
+    trained = from_keras_model(outcome.model, Path(loaded.path), loaded.format, loaded.loader, [])
+    conv = quantize.converter_settings(target)
+    result = timed("convert QAT model", quantize.quantize_minmax, trained, target, calib, conv,
+                   progress=progress.task("converting the QAT model", calib.n))
+    result = replace(result, method="qat", calibration="learned in training")
+    section = {
+        "ptq_baseline": {"calibration": ptq_result.calibration,
+                         "accuracy": asdict(baseline.accuracy),
+                         "fidelity": asdict(baseline.fidelity),
+                         "seconds": round(ptq_result.seconds, 3)},
+        "training": outcome.summary(settings),
+        "bridge": {"from": loaded.loader, "rebuilt_in_tf_keras": bridged.bridged,
+                   "max_abs_diff": bridged.max_abs_diff, "tolerance": TOLERANCE},
+        "convert_seconds": round(result.seconds, 3),
+    }
+    notes = [*bridged.notes,
+             f"QAT: {settings.epochs} epoch(s) from the float weights, best epoch "
+             f"{outcome.best_epoch} on {outcome.val_n} held-out training samples; the converter "
+             "takes the trained fake-quant ranges and reads --data only for what they leave open"]
+    if bridged.bridged:
+        notes.append(f"QAT: Keras 3 model rebuilt in tf_keras for tfmot; float outputs agree "
+                     f"within {bridged.max_abs_diff:.2e}")
+    return result, section, notes
+
+
+def side_by_side(section: dict, result, stages: list[dict]) -> list[dict]:
+    """Float, PTQ and QAT on the same evaluation data and runtime, for the report's table."""
+    acc, base = asdict(result.accuracy), section["ptq_baseline"]
+    seconds = {s["name"]: s["seconds"] for s in stages}
+    qat_seconds = sum(seconds.get(k, 0.0) for k in ("bridge to tf_keras",
+                                                     "quantization-aware training",
+                                                     "convert QAT model"))
+    return [
+        {"model": "float", "top1": acc["float"], "drop_pp": 0.0 if acc["float"] is not None
+         else None, "agreement": 1.0, "sqnr_db": None, "seconds": None},
+        {"model": f"ptq ({base['calibration']})", "top1": base["accuracy"]["quantized"],
+         "drop_pp": base["accuracy"]["drop_pp"], "agreement": base["accuracy"]["agreement"],
+         "sqnr_db": base["fidelity"]["sqnr_db"], "seconds": seconds.get("quantize")},
+        {"model": "qat", "top1": acc["quantized"], "drop_pp": acc["drop_pp"],
+         "agreement": acc["agreement"], "sqnr_db": asdict(result.fidelity)["sqnr_db"],
+         "seconds": round(qat_seconds, 3)},
+    ]
