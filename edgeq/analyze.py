@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeq.errors import ModelFileError
+from edgeq.errors import ConversionError, ModelFileError
 from edgeq.pipeline.gate import Memory, check_memory, largest_tensors
 from edgeq.pipeline.place import OpPlacement, place_ops
 from edgeq.targets import Target, load_target
@@ -84,14 +84,15 @@ def analyze(model_path: str | Path, target_name: str) -> Analysis:
     placements = place_ops(info, target)
     arena = None
     if target.runtime.name == "tflm" and not any(op.placement == "none" for op in placements):
-        from edgeq.adapters.tflm import TFLMRunner
-
-        arena = TFLMRunner(data).arena
+        arena = measure_arena(data, p)
     compiler = None
     if target.compiler is not None and target.compiler.name == "vela":
         from edgeq.pipeline.compile import compile_for_target
 
-        compiled = compile_for_target(data, target, placements, p.stem)
+        try:
+            compiled = compile_for_target(data, target, placements, p.stem)
+        except ConversionError as exc:  # vela choked on a file that passed edgeq's checks
+            raise ModelFileError(p, f"{exc}", hint="check the file with 'vela' itself") from exc
         placements = compiled.placements
         compiler = {"summary": compiled.summary, "notes": list(compiled.notes)}
     memory = check_memory(target, len(data), arena)
@@ -100,3 +101,14 @@ def analyze(model_path: str | Path, target_name: str) -> Analysis:
         "weights": largest_tensors(info, constant=True),
     }
     return Analysis(target, str(p), info, placements, memory, largest, arena, compiler)
+
+
+def measure_arena(model: bytes, source: str | Path) -> Any:
+    """TFLite Micro's arena for a user's model, measured in a child process (edgeq.isolation):
+    a model that crashes or hangs the interpreter is a bad input (exit 2), not a dead edgeq."""
+    from edgeq.adapters.tflm import ArenaUsage
+    from edgeq.isolation import run_in_child
+
+    got = run_in_child("tflm_arena", model, stage="TFLite Micro (arena measurement)",
+                       source=source)
+    return ArenaUsage(got["total"], got["head"], got["tail"], got["log"])
