@@ -87,3 +87,139 @@ def test_fuzz_analyze_subprocess(tmp_path):
         proc = subprocess.run([sys.executable, "-m", "edgeq", "analyze", str(path), "--target",
                                target], capture_output=True, text=True, timeout=120, env=_env())
         _check_outcome(proc.returncode, proc.stderr, f"mutant {n} ({name}, {kind}, {target})")
+
+
+# --- each class of malformed .tflite: exit 2, the file and the defect named ---------------------
+
+HELLO = FIXTURES / "models" / "tflm" / "hello_world_int8.tflite"
+
+
+def _patched(data: bytes, pos: int, value: int) -> bytes:
+    import struct
+
+    buf = bytearray(data)
+    struct.pack_into("<I", buf, pos, value & 0xFFFFFFFF)
+    return bytes(buf)
+
+
+def _repacked(edit) -> bytes:
+    """hello_world rebuilt through the flatbuffers object API after `edit(model)`."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(HELLO.read_bytes(), 0)
+    edit(model)
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _spot(kind: str, data: bytes | None = None) -> int:
+    return targets(data or HELLO.read_bytes())[kind][0]
+
+
+def _no_signature_huge(m):
+    t = m.subgraphs[0].tensors[0]
+    t.shapeSignature = None
+    t.shape = [1 << 20, 1 << 20]
+
+
+def _bad_files() -> dict[str, tuple[bytes, str]]:
+    import numpy as np
+
+    hello = HELLO.read_bytes()
+    first_shape_dim = _spot("shape_dim")
+
+    def no_subgraphs(m):
+        m.subgraphs = []
+
+    def external_buffer(m):
+        b = next(b for b in m.buffers if b.data is not None and len(b.data) > 0)
+        b.data, b.offset, b.size = None, len(hello) * 4, 64
+
+    def short_weights(m):
+        b = max(m.buffers, key=lambda b: 0 if b.data is None else len(b.data))
+        b.data = b.data[:3]
+
+    def zero_points(m):
+        t = next(t for t in m.subgraphs[0].tensors if t.quantization is not None
+                 and t.quantization.scale is not None)
+        t.quantization.zeroPoint = np.zeros(len(t.quantization.scale) + 2, dtype=np.int64)
+
+    return {
+        "identifier": (hello[:4] + b"TFL2" + hello[8:], "TFL3"),
+        "empty": (b"", "TFL3"),
+        "root offset": (_patched(hello, 0, len(hello) + 64), "outside"),
+        "truncated": (hello[: len(hello) // 2], "outside"),
+        "tensor buffer index": (_patched(hello, _spot("tensor_buffer"), 1000), "refers to buffer"),
+        "op input index": (_patched(hello, _spot("op_input"), 77), "refers to tensor 77"),
+        "vector length": (_patched(hello, _spot("vector_length"), 1 << 28), "outside"),
+        "negative dimension": (_patched(hello, first_shape_dim, -5), "negative dimension"),
+        "huge tensor": (_patched(_patched(hello, first_shape_dim, 1 << 20), first_shape_dim + 4,
+                                 1 << 20), "does not match shape [1048576, 1048576]"),
+        "huge tensor, no signature": (_repacked(_no_signature_huge), "would take"),
+        "buffer length": (_patched(hello, _spot("buffer_size"), 1 << 27), "outside"),
+        "no subgraph": (_repacked(no_subgraphs), "no subgraph"),
+        "buffer past the end": (_repacked(external_buffer), "past the end"),
+        "weights shorter than shape": (_repacked(short_weights), "needs"),
+        "zero points": (_repacked(zero_points), "zero point"),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_bad_files()))
+def test_malformed_tflite_is_refused_before_any_interpreter(tmp_path, capsys, case):
+    data, expected = _bad_files()[case]
+    path = tmp_path / "bad.tflite"
+    path.write_bytes(data)
+    for target in ("cortex-m4", "coral"):
+        assert main(["analyze", str(path), "--target", target]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(path) in err and expected in err, err
+
+
+def test_opcode_index_out_of_range(tmp_path, capsys):
+    data = (FIXTURES / "models" / "mlperf_tiny" / "kws_dscnn_int8_reference.tflite").read_bytes()
+    path = tmp_path / "bad.tflite"
+    path.write_bytes(_patched(data, _spot("opcode_index", data), 4000))
+    assert main(["analyze", str(path), "--target", "cortex-m4"]) == 2
+    assert "refers to operator code 4000" in capsys.readouterr().err
+
+
+def test_embed_refuses_a_malformed_model(tmp_path, capsys):
+    path = tmp_path / "bad.tflite"
+    path.write_bytes(_patched(HELLO.read_bytes(), _spot("op_input"), 77))
+    assert main(["embed", str(path), "--out", str(tmp_path / "src")]) == 2
+    assert "refers to tensor 77" in capsys.readouterr().err
+    assert not (tmp_path / "src").exists()
+
+
+# --- native crashes and hangs are contained -----------------------------------------------------
+
+
+def test_a_crash_in_the_child_is_an_input_error_naming_the_stage():
+    from edgeq.errors import ConversionError, ModelFileError
+    from edgeq.isolation import run_in_child
+
+    with pytest.raises(ModelFileError, match=r"my stage crashed \(SIGSEGV\)") as info:
+        run_in_child("crash", b"", stage="my stage", source="m.tflite")
+    assert info.value.exit_status == 2 and "m.tflite" in str(info.value)
+    with pytest.raises(ConversionError, match=r"my stage failed: crashed \(SIGSEGV\)") as info:
+        run_in_child("crash", b"", stage="my stage", source="m.tflite", user_file=False)
+    assert info.value.exit_status == 1
+
+
+def test_a_hang_in_the_child_is_cut_off_at_the_limit():
+    from edgeq.errors import ModelFileError
+    from edgeq.isolation import run_in_child
+
+    t0 = time.monotonic()
+    with pytest.raises(ModelFileError, match="did not finish within 1 s"):
+        run_in_child("hang", b"", stage="s", source="m.tflite", timeout_s=1)
+    assert time.monotonic() - t0 < 10
+
+
+def test_litert_invoke_task_runs_a_valid_model():
+    from edgeq.isolation import run_in_child
+
+    got = run_in_child("litert_invoke", HELLO.read_bytes(), stage="LiteRT", source=HELLO)
+    assert got["outputs"] == [[1, 1]]
