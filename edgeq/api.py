@@ -27,6 +27,7 @@ from edgeq.errors import (
 from edgeq.recipes import Recipe, decode
 from edgeq.outputs import check_free, write_outputs
 from edgeq.report import Report
+from edgeq.supervise import mark
 from edgeq.targets import Target, load_target
 from edgeq.tflite_file import ModelInfo, read_model
 
@@ -147,6 +148,7 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
     stages: list[dict] = []
 
     def timed(name: str, fn, *args, **kwargs):
+        mark(name)
         progress.stage(name)
         t0 = time.perf_counter()
         value = fn(*args, **kwargs)
@@ -238,6 +240,7 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
                "report.md": report.to_markdown().encode()}
     if compiled is not None and compiled.model is not None:
         outputs[names[3]] = compiled.model
+    mark("emit")
     progress.stage("emit")
     files = write_outputs(out_dir, outputs, overwrite=opts.overwrite)
     return ConvertResult(report, files, gate_error)

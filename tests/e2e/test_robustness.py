@@ -223,3 +223,37 @@ def test_litert_invoke_task_runs_a_valid_model():
 
     got = run_in_child("litert_invoke", HELLO.read_bytes(), stage="LiteRT", source=HELLO)
     assert got["outputs"] == [[1, 1]]
+
+
+# --- convert: a native crash or hang names the stage (edgeq.supervise) --------------------------
+
+
+def _fake_child(body: str) -> list[str]:
+    head = "import os, ctypes, time\nfd = int(os.environ['EDGEQ_STAGE_FD'])\n"
+    return [sys.executable, "-c", head + body]
+
+
+@pytest.mark.parametrize("stage,code", [("quantize", 1), ("load", 2)])
+def test_supervisor_turns_a_native_crash_into_one_line(capsys, stage, code):
+    from edgeq import supervise
+
+    body = f"os.write(fd, b'{stage}\\t60\\n')\nctypes.string_at(0)\n"
+    assert supervise.run(["convert"], command=_fake_child(body)) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"edgeq: error: {stage} crashed in native code (SIGSEGV)" in err
+
+
+def test_supervisor_stops_a_stage_past_its_limit(capsys):
+    from edgeq import supervise
+
+    t0 = time.monotonic()
+    body = "os.write(fd, b'verify\\t1\\n')\ntime.sleep(60)\n"
+    assert supervise.run(["convert"], command=_fake_child(body)) == 1
+    assert time.monotonic() - t0 < 15
+    assert "edgeq: error: verify did not finish within 1 s" in capsys.readouterr().err
+
+
+def test_supervisor_passes_the_exit_status_through():
+    from edgeq import supervise
+
+    assert supervise.run(["convert"], command=_fake_child("os.write(fd, b'x\\t5\\n')\nraise SystemExit(4)\n")) == 4
