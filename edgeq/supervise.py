@@ -116,9 +116,8 @@ def run(argv: list[str], command: list[str] | None = None) -> int:
             signal.signal(sig, handler)
     if code >= 0:
         return code
-    if interrupts:
-        if len(interrupts) > 1:
-            _error("interrupted; stopped at once (outputs are untouched or complete)")
+    if interrupts:  # the child died of the signal before it could say so
+        _error("interrupted; no partial output was left (outputs are the old or the new set)")
         return 130
     name = _signal_name(-code)
     if stage in _INPUT_STAGES:

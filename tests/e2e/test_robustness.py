@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -257,3 +258,96 @@ def test_supervisor_passes_the_exit_status_through():
     from edgeq import supervise
 
     assert supervise.run(["convert"], command=_fake_child("os.write(fd, b'x\\t5\\n')\nraise SystemExit(4)\n")) == 4
+
+
+# --- Ctrl-C during a conversion: the old outputs or the complete new ones -----------------------
+
+EXAMPLE_DIR = ROOT / "representative_data"
+OUTPUT_NAMES = ("digits_cnn_int8.tflite", "report.json", "report.md")
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def _convert_argv(out: Path) -> list[str]:
+    return [sys.executable, "-m", "edgeq", "convert", str(EXAMPLE_DIR / "digits_cnn.keras"),
+            "--target", "cortex-m4", "--data", str(EXAMPLE_DIR / "digits_calibration.npz"),
+            "--input-scale", "1/16", "--calibration-samples", "50", "--eval-samples", "50",
+            "--out", str(out), "--no-latency", "--overwrite"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_convert_leaves_old_or_complete_new_outputs(tmp_path):
+    import json
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in OUTPUT_NAMES:
+        (out / name).write_bytes(b"old " + name.encode())
+    (out / "notes.txt").write_text("the user's own file")
+    old = _digest(out)
+    clean = tmp_path / "clean"
+    subprocess.run(_convert_argv(clean), check=True, capture_output=True, env=_env())
+    reference = _digest(clean)["digits_cnn_int8.tflite"]
+    shutil.rmtree(clean)
+    outcomes = []
+    for delay in (0.3, 1.5, 2.5, 3.0, 3.5, 6.0):
+        before = _digest(out)
+        proc = subprocess.Popen(_convert_argv(out), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, env=_env())
+        time.sleep(delay)
+        proc.send_signal(2)  # SIGINT, as Ctrl-C sends to the foreground process
+        _, err = proc.communicate(timeout=300)
+        now = _digest(out)
+        leftovers = [p.name for p in (*tmp_path.iterdir(), *out.iterdir()) if ".edgeq-tmp-" in p.name]
+        assert not leftovers, leftovers
+        assert "Traceback" not in err, err
+        assert now["notes.txt"] == old["notes.txt"]
+        complete_new = (set(now) == {*OUTPUT_NAMES, "notes.txt"}
+                        and now["digits_cnn_int8.tflite"] == reference
+                        and json.loads((out / "report.json").read_text())["output"]["sha256"]
+                        == reference)
+        if proc.returncode == 130:
+            # Interrupted: the outputs are as before, or (Ctrl-C during the final renames,
+            # held until they were done) the complete new set.
+            assert now == before or complete_new, f"interrupted at {delay} s: mixed outputs"
+            lines = [ln for ln in err.splitlines() if ln.startswith("edgeq: error:")]
+            assert len(lines) == 1 and lines[0].startswith("edgeq: error: interrupted"), err
+            outcomes.append("interrupted" if now == before else "interrupted after commit")
+        else:
+            assert proc.returncode == 0, err
+            assert complete_new, "a finished run must give the same model as an undisturbed one"
+            outcomes.append("finished")
+    print(f"\nCtrl-C outcomes by delay: {outcomes}")
+    assert "interrupted" in outcomes
+
+
+@pytest.mark.parametrize("exchange", [True, False])
+def test_ctrl_c_during_the_commit_is_held_until_the_set_is_complete(tmp_path, monkeypatch,
+                                                                    exchange):
+    import signal as sig
+
+    from edgeq import outputs
+
+    out = tmp_path / "out"
+    outputs.write_outputs(out, {"a": b"old a", "b": b"old b"}, overwrite=False)
+    real_replace = os.replace
+
+    def interrupted_replace(src, dst):
+        os.kill(os.getpid(), sig.SIGINT)  # arrives between two renames
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", interrupted_replace)
+    if exchange:
+        real_exchange = outputs._exchange
+        monkeypatch.setattr(outputs, "_exchange", lambda a, b: (
+            os.kill(os.getpid(), sig.SIGINT), real_exchange(a, b))[1])
+    else:
+        monkeypatch.setattr(outputs, "_exchange", lambda a, b: False)
+    with pytest.raises(KeyboardInterrupt):
+        outputs.write_outputs(out, {"a": b"new a", "b": b"new b"}, overwrite=True)
+    assert (out / "a").read_bytes() == b"new a" and (out / "b").read_bytes() == b"new b"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
