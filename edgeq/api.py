@@ -16,7 +16,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from edgeq.data import Dataset, Preprocess, load_dataset
+from edgeq.data import Dataset, Preprocess, load_dataset, precheck
 from edgeq.errors import (
     ConversionError,
     DataError,
@@ -279,6 +279,8 @@ def _check_paths(opts: ConvertOptions) -> None:
     for option, path in (("--data", opts.data), ("--eval-data", opts.eval_data)):
         if path is not None and not Path(path).exists():
             raise DataError(path, "no such file or folder", hint=f"check the path given to {option}")
+        if path is not None:
+            precheck(path, "calibration" if option == "--data" else "evaluation")
 
 
 def _load_data(opts: ConvertOptions, spec) -> tuple[Dataset, Dataset]:

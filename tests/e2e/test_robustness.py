@@ -351,3 +351,125 @@ def test_ctrl_c_during_the_commit_is_held_until_the_set_is_complete(tmp_path, mo
         outputs.write_outputs(out, {"a": b"new a", "b": b"new b"}, overwrite=True)
     assert (out / "a").read_bytes() == b"new a" and (out / "b").read_bytes() == b"new b"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+# --- Keras files: code is never loaded without --allow-unsafe -----------------------------------
+
+
+def _keras_with(tmp_path: Path, edit) -> Path:
+    import json
+    import zipfile
+
+    src = EXAMPLE_DIR / "digits_cnn.keras"
+    dst = tmp_path / "edited.keras"
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                edit(config)
+                data = json.dumps(config).encode()
+            zout.writestr(item, data)
+    return dst
+
+
+def _first_layer(config: dict) -> dict:
+    return config["config"]["layers"][1]
+
+
+def _convert(model: Path, tmp_path: Path, *extra: str) -> int:
+    return main(["convert", str(model), "--target", "cortex-m4", "--data",
+                 str(EXAMPLE_DIR / "digits_calibration.npz"), "--out", str(tmp_path / "o"),
+                 *extra])
+
+
+@pytest.mark.parametrize("edit,named", [
+    (lambda c: _first_layer(c).update(module="evil.layers", class_name="Backdoor"),
+     "class 'Backdoor' from module 'evil.layers'"),
+    (lambda c: _first_layer(c).update(registered_name="MyPackage>Conv"),
+     "custom registered class 'MyPackage>Conv'"),
+    (lambda c: _first_layer(c)["config"].update(
+        activation={"module": "builtins", "class_name": "__lambda__", "config": {}}),
+     "a serialized lambda function"),
+    (lambda c: c["config"]["layers"].insert(2, {
+        "module": "keras.layers", "class_name": "Lambda",
+        "config": {"name": "sneaky", "function": {"class_name": "__lambda__"}}}),
+     "Lambda layer(s) sneaky"),
+])
+def test_keras_file_with_code_is_refused_without_allow_unsafe(tmp_path, capsys, edit, named):
+    model = _keras_with(tmp_path, edit)
+    assert _convert(model, tmp_path) == 2
+    err = capsys.readouterr().err
+    assert named in err and "--allow-unsafe" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_h5_with_lambda_bytecode_is_refused(tmp_path, capsys):
+    import json
+
+    import h5py
+
+    config = {"class_name": "Sequential", "config": {"name": "s", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_input_shape": [None, 8, 8, 1]}},
+        {"class_name": "Lambda", "config": {"name": "payload", "function": [
+            "4wEAAAAAAAAAAAAAAAEAAAACAAAAQwAAAHMIAAAAfABkARQAUwApAk7pAgAAAKkAKQHaAXhyAgAAAHIC",
+            None, None], "function_type": "lambda"}}]}}
+    path = tmp_path / "lambda.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["model_config"] = json.dumps(config)
+    assert _convert(path, tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "Lambda layer(s) payload" in err and "arbitrary Python code" in err, err
+
+
+# --- data: huge, pickled, mismatched or undecodable files are named before memory goes ----------
+
+
+def _npy_header_only(path: Path, shape: tuple[int, ...], descr: str = "<f4") -> Path:
+    import numpy as np
+
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(
+            fh, {"descr": descr, "fortran_order": False, "shape": shape})
+    return path
+
+
+def test_enormous_npy_header_is_refused_before_loading_anything(tmp_path):
+    huge = _npy_header_only(tmp_path / "huge.npy", (10**9, 8, 8, 1))
+    t0 = time.monotonic()
+    proc = subprocess.run(_convert_argv(tmp_path / "o")[:7] + [
+        "--data", str(huge), "--out", str(tmp_path / "o")], capture_output=True, text=True,
+        env=_env(), timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "GiB in memory, over the 4.0 GiB limit" in proc.stderr and str(huge) in proc.stderr
+    assert time.monotonic() - t0 < 20  # no TensorFlow import, no allocation
+
+
+def test_pickled_npz_is_refused(tmp_path, capsys):
+    import numpy as np
+
+    path = tmp_path / "pickled.npz"
+    np.savez(path, x=np.array([object(), 1], dtype=object))
+    assert _convert(EXAMPLE_DIR / "digits_cnn.keras", tmp_path, "--data", str(path)) == 2
+    assert "object array" in capsys.readouterr().err
+
+
+def test_data_that_does_not_match_the_model_is_named(tmp_path, capsys):
+    import numpy as np
+
+    path = tmp_path / "wrong.npz"
+    np.savez(path, x=np.zeros((4, 28, 28, 1), dtype=np.float32))
+    code = main(["convert", str(EXAMPLE_DIR / "digits_cnn.keras"), "--target", "cortex-m4",
+                 "--data", str(path), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "expects (8, 8, 1)" in err and str(path) in err, err
+
+
+def test_an_image_that_does_not_decode_is_named(tmp_path):
+    from edgeq.data import InputSpec, load_dataset
+    from edgeq.errors import DataError
+
+    shutil.copy(FIXTURES / "data" / "images" / "cat.bmp", tmp_path / "a_cat.bmp")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    with pytest.raises(DataError, match=r"image 'broken.png' could not be decoded"):
+        load_dataset(tmp_path, InputSpec(shape=(8, 8, 1)))
