@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import traceback
 import warnings
@@ -235,6 +236,15 @@ def main(argv: list[str] | None = None) -> int:
 
         if supervise.wanted(sys.argv[1:]):
             return supervise.run(sys.argv[1:])
+        code = _run(argv)
+        # The work is done; a Ctrl-C during interpreter shutdown (TF's threads, garbage
+        # collection) would only print a stray KeyboardInterrupt traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return code
+    return _run(argv)
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         cli.main(args=argv, prog_name="edgeq", standalone_mode=False)
     except click.exceptions.Exit as exc:  # --help, --version
