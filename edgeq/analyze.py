@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeq.errors import ModelFileError
+from edgeq.errors import ConversionError, ModelFileError
 from edgeq.pipeline.gate import Memory, check_memory, largest_tensors
 from edgeq.pipeline.place import OpPlacement, place_ops
 from edgeq.targets import Target, load_target
@@ -97,14 +97,16 @@ def analyze(model_path: str | Path, target_name: str, data: str | None = None) -
     placements = place_ops(info, target, *layer_scope)
     arena = None
     if target.runtime.name == "tflm" and not any(op.placement == "none" for op in placements):
-        from edgeq.adapters.tflm import TFLMRunner
-
-        arena = TFLMRunner(data_bytes).arena
+        arena = measure_arena(data_bytes, p)
     compiler = None
     if target.compiler is not None:
         from edgeq.pipeline.compile import compile_for_target
 
-        compiled = compile_for_target(data_bytes, target, placements, p.stem)
+        try:
+            compiled = compile_for_target(data_bytes, target, placements, p.stem)
+        except ConversionError as exc:  # the compiler choked on a file that passed our checks
+            raise ModelFileError(p, f"{exc}", hint=f"check the file with "
+                                 f"'{target.compiler.name}' itself") from exc
         placements = compiled.placements
         key = "vela" if compiled.compiler == "vela" else "edgetpu"
         compiler = {"key": key, "summary": compiled.summary, "notes": list(compiled.notes)}
@@ -139,3 +141,14 @@ def _convert_first(p: Path, target: Target, data: str | None,
                      "real data")
     result = quantize_minmax(loaded, target, calib, converter_settings(target))
     return result.model, loaded.layer_scope()
+
+
+def measure_arena(model: bytes, source: str | Path) -> Any:
+    """TFLite Micro's arena for a user's model, measured in a child process (edgeq.isolation):
+    a model that crashes or hangs the interpreter is a bad input (exit 2), not a dead edgeq."""
+    from edgeq.adapters.tflm import ArenaUsage
+    from edgeq.isolation import run_in_child
+
+    got = run_in_child("tflm_arena", model, stage="TFLite Micro (arena measurement)",
+                       source=source)
+    return ArenaUsage(got["total"], got["head"], got["tail"], got["log"])

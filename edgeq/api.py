@@ -20,7 +20,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from edgeq.data import Dataset, Preprocess, load_dataset
+from edgeq.data import Dataset, Preprocess, load_dataset, precheck
 from edgeq.errors import (
     ConversionError,
     DataError,
@@ -31,6 +31,7 @@ from edgeq.errors import (
 from edgeq.recipes import Recipe, decode
 from edgeq.outputs import check_free, write_outputs
 from edgeq.report import Report
+from edgeq.supervise import mark
 from edgeq.targets import Target, load_target
 from edgeq.tflite_file import ModelInfo, read_model
 
@@ -181,6 +182,7 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
     stages: list[dict] = []
 
     def timed(name: str, fn, *args, **kwargs):
+        mark(name)
         progress.stage(name)
         t0 = time.perf_counter()
         value = fn(*args, **kwargs)
@@ -335,6 +337,7 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
                                  threads=target.runtime.threads)
     if opts.html:
         outputs["report.html"] = report.to_html().encode()
+    mark("emit")
     progress.stage("emit")
     files = write_outputs(out_dir, outputs, overwrite=opts.overwrite)
     return ConvertResult(report, files, gate_error)
@@ -401,6 +404,9 @@ def _check_paths(opts: ConvertOptions) -> None:
                          ("--train-data", opts.train_data)):
         if path is not None and not Path(path).exists():
             raise DataError(path, "no such file or folder", hint=f"check the path given to {option}")
+        if path is not None:
+            precheck(path, {"--data": "calibration", "--eval-data": "evaluation"}.get(
+                option, "training"))
 
 
 def _load_data(opts: ConvertOptions, spec) -> tuple[Dataset, Dataset]:

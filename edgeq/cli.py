@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import sys
 import traceback
 import warnings
 import click
@@ -354,7 +356,26 @@ def targets(name: str | None, as_json: bool, supported_ops: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point; returns the exit status (the script wrapper exits with it)."""
+    """Console entry point; returns the exit status (the script wrapper exits with it).
+
+    Called without ``argv`` (the `edgeq` script, `python -m edgeq`), commands that run native
+    conversion code in-process run under a supervisor process (edgeq.supervise) that turns a
+    crash or hang into one error line; called with ``argv`` (tests, scripts), in this process.
+    """
+    if argv is None:
+        from edgeq import supervise
+
+        if supervise.wanted(sys.argv[1:]):
+            return supervise.run(sys.argv[1:])
+        code = _run(argv)
+        # The work is done; a Ctrl-C during interpreter shutdown (TF's threads, garbage
+        # collection) would only print a stray KeyboardInterrupt traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return code
+    return _run(argv)
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         cli.main(args=argv, prog_name="edgeq", standalone_mode=False)
     except click.exceptions.Exit as exc:  # --help, --version
@@ -363,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         exc.show()
         return int(ExitStatus.BAD_INPUT)
     except click.exceptions.Abort:
-        _error("interrupted")
+        _error("interrupted; no partial output was left")
         return 130
     except EdgeqError as exc:
         if _State.debug:
@@ -371,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         _error(str(exc))
         return int(exc.exit_status)
     except KeyboardInterrupt:
-        _error("interrupted; no output was written")
+        _error("interrupted; no partial output was left (outputs are the old or the new set)")
         return 130
     except Exception as exc:  # a bug: say so plainly; the traceback is one flag away
         if _State.debug:

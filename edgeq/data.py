@@ -181,6 +181,36 @@ def load_dataset(
     return Dataset(np.ascontiguousarray(x), y, str(path), tuple(notes), _stats(x), classes)
 
 
+def precheck(path: str | Path, role: str = "calibration", *, max_bytes: int = MAX_BYTES) -> None:
+    """Header-only checks that need no model: a corrupt, pickled or oversized .npy/.npz is
+    refused before anything heavy (TensorFlow, the model) is loaded. `load_dataset` checks the
+    rest against the model's input.
+
+    Raises:
+        DataError: the file is not a readable .npy/.npz, holds object arrays, or would need more
+            than ``max_bytes`` of memory.
+    """
+    p = Path(path)
+    if not (p.is_file() and p.suffix.lower() in (".npz", ".npy")):
+        return
+    ctx = _Ctx(str(path), role, InputSpec(shape=()), None, max_bytes, False)
+    try:
+        with _open_members(p, p.suffix.lower() == ".npz") as members:
+            for name, open_member in members.items():
+                with open_member() as fp:
+                    header = _read_header(fp)
+                _check_dtype(header.dtype, name, ctx)
+                ctx.check_size(header.dtype.itemsize * math.prod(header.shape),
+                               f"{name} of shape {header.shape} and dtype {header.dtype}")
+    except PermissionError as err:
+        raise ctx.error("cannot be read (permission denied)") from err
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as err:
+        raise ctx.error(
+            f"not a valid {p.suffix.lower()} file ({err})",
+            hint="write it with numpy: np.savez(path, x=inputs, y=labels) or np.save(path, inputs)",
+        ) from err
+
+
 # --- checks shared by the loaders ----------------------------------------------------------------
 
 

@@ -14,6 +14,26 @@ from edgeq import __version__
 
 SCHEMA_VERSION = 1
 
+# What may differ between two runs on the same inputs (determinism contract): wall-clock figures
+# only. Paths are inputs (the same --out gives the same output.path). Everything else in
+# report.json, and report.md outside its "Stages" table and latency row, is identical.
+VOLATILE = {
+    "stages": "seconds of each stage",
+    "latency_ms": "host latency",
+    "statistics": "seconds, converter_calibrate_only_seconds, ratio (histogram pass cost)",
+}
+_VOLATILE_STATISTICS = ("seconds", "converter_calibrate_only_seconds", "ratio")
+
+
+def stable_view(report: dict[str, Any]) -> dict[str, Any]:
+    """report.json without its volatile figures (VOLATILE), for comparing two runs."""
+    out = json.loads(json.dumps(report))
+    out["stages"] = [{k: v for k, v in s.items() if k != "seconds"} for s in out.get("stages", [])]
+    out.pop("latency_ms", None)
+    for key in _VOLATILE_STATISTICS:
+        (out.get("statistics") or {}).pop(key, None)
+    return out
+
 _PACKAGES = {
     "tensorflow": "tensorflow",
     "tf_keras": "tf-keras",

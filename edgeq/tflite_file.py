@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeq.errors import MissingDependencyError, ModelFileError
+from edgeq.tflite_check import check_model
 
-_IDENTIFIER = b"TFL3"
 _SMALL_CONSTANT_BYTES = 64
 _INT_TYPES = {2: 4, 4: 8, 9: 1, 7: 2}  # TensorType INT32, INT64, INT8, INT16 -> bytes
 
@@ -117,23 +117,19 @@ def read_model(data: bytes, path: str | Path = "<bytes>") -> ModelInfo:
     """Parse a TFLite flatbuffer.
 
     Raises:
-        ModelFileError: not a TFLite flatbuffer, or one that does not parse.
+        ModelFileError: not a TFLite flatbuffer, or a malformed one (edgeq.tflite_check).
     """
-    if len(data) < 8 or data[4:8] != _IDENTIFIER:
-        raise ModelFileError(
-            path,
-            "not a TFLite flatbuffer (missing the 'TFL3' identifier)",
-            hint="pass a .tflite file written by the TFLite converter",
-        )
+    check_model(data, path)  # every offset and index in range before the parser reads any
     schema = _schema()
     try:
         model = schema.ModelT.InitFromPackedBuf(data, 0)
         return _model_info(model, len(data))
     except ModelFileError:
         raise
-    except Exception as exc:  # the generated parser raises anything on corrupt offsets
+    except Exception as exc:  # the generated parser raises anything on corrupt data
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise ModelFileError(
-            path, f"corrupt TFLite flatbuffer ({type(exc).__name__}: {exc})"
+            path, f"corrupt TFLite flatbuffer ({type(exc).__name__}: {first})"
         ) from exc
 
 
@@ -147,8 +143,6 @@ def read_model_file(path: str | Path) -> ModelInfo:
 def _model_info(model, size: int) -> ModelInfo:
     ops_by_code = _enum_names("BuiltinOperator")
     types = _enum_names("TensorType")
-    if not model.subgraphs:
-        raise ModelFileError("<model>", "the flatbuffer has no subgraph")
     sg = model.subgraphs[0]
     buffers = model.buffers or []
 

@@ -1,5 +1,14 @@
 """Stage 1, load: a Keras 3 `.keras`, legacy `.h5` or SavedModel directory, fixed to batch 1.
 
+Safety: Keras files are read as data first. A `Lambda` layer (Python bytecode or source), a
+serialized lambda, or a class from outside Keras (a custom layer's module, a custom registered
+name) is refused before Keras deserializes anything, unless `--allow-unsafe`; Keras 3 then
+loads in its own safe mode too. Pickles are never unpickled (data is read with
+`allow_pickle=False` semantics, see edgeq.data). A SavedModel is accepted without the flag: it
+is a TensorFlow graph, and loading it runs no Python from the file (functions wrapped in
+`tf.py_function` are not serialized and cannot load); what its graph computes when run is the
+model itself, like any model's weights.
+
 Returns a `LoadedModel` holding two traced functions over the same weights: a batch-1 function
 for the converter (edge compilers reject dynamic dimensions, and converting a Keras model
 directly keeps a dynamic batch that adds SHAPE/STRIDED_SLICE/PACK ops), and a dynamic-batch
@@ -72,7 +81,6 @@ def load_model(path: str | Path, *, allow_unsafe: bool = False) -> LoadedModel:
     p = Path(path)
     if not p.exists():
         raise ModelFileError(p, "not found", hint="check the path to the model")
-    import_tensorflow_quietly()
     if p.is_dir():
         if not (p / "saved_model.pb").is_file() and not (p / "saved_model.pbtxt").is_file():
             raise ModelFileError(
@@ -80,13 +88,20 @@ def load_model(path: str | Path, *, allow_unsafe: bool = False) -> LoadedModel:
                 "is a directory without saved_model.pb",
                 hint="pass a .keras or .h5 file, or a SavedModel directory",
             )
+        import_tensorflow_quietly()
         return _load_savedmodel(p)
     suffix = p.suffix.lower()
     if suffix == ".keras":
-        _refuse_lambda(p, _keras_zip_config(p), allow_unsafe)
+        config = _keras_zip_config(p)
+        _refuse_lambda(p, config, allow_unsafe)
+        _refuse_custom_objects(p, config, allow_unsafe)
+        import_tensorflow_quietly()  # after the checks: a refused file costs no TF import
         return _load_keras_file(p, "keras", allow_unsafe)
     if suffix in (".h5", ".hdf5"):
-        _refuse_lambda(p, _h5_config(p), allow_unsafe)
+        config = _h5_config(p)
+        _refuse_lambda(p, config, allow_unsafe)
+        _refuse_custom_objects(p, config, allow_unsafe)
+        import_tensorflow_quietly()
         return _load_keras_file(p, "h5", allow_unsafe)
     if suffix == ".tflite":
         raise ModelFileError(
@@ -160,6 +175,43 @@ def _refuse_lambda(p: Path, config: dict, allow_unsafe: bool) -> None:
             p,
             f"has Lambda layer(s) {', '.join(names)}, which run arbitrary Python code when loaded",
             hint="pass --allow-unsafe only if you trust where this file came from",
+        )
+
+
+def _custom_objects(node: Any) -> list[str]:
+    """Serialized objects that are not Keras' own: a class from another Python module, a class
+    registered under a custom name, or a serialized lambda. Deserializing them imports or runs
+    code that the file names."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        cls, module = node.get("class_name"), node.get("module")
+        registered = node.get("registered_name")
+        if isinstance(cls, str):
+            if cls == "__lambda__":
+                found.append("a serialized lambda function")
+            elif isinstance(module, str) and not (
+                    module == "keras" or module.startswith("keras.") or module == "builtins"):
+                found.append(f"class '{cls}' from module '{module}'")
+            elif isinstance(registered, str) and registered not in (cls, "function") and not (
+                    registered.startswith("keras")):
+                found.append(f"custom registered class '{registered}'")
+        for value in node.values():
+            found += _custom_objects(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += _custom_objects(value)
+    return found
+
+
+def _refuse_custom_objects(p: Path, config: dict, allow_unsafe: bool) -> None:
+    found = sorted(set(_custom_objects(config)))
+    if found and not allow_unsafe:
+        raise UnsafeModelError(
+            p,
+            f"uses {', '.join(found[:3])}{' and more' if len(found) > 3 else ''}, which is not "
+            "part of Keras: loading it would import or run code the file names",
+            hint="pass --allow-unsafe only if you trust where this file came from (and make "
+            "the class importable)",
         )
 
 

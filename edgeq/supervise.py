@@ -1,0 +1,149 @@
+"""Crash and hang isolation for `edgeq convert`: a thin parent process runs the real command
+in a child and turns a native crash or a stage past its time limit into one error line.
+
+Why a parent and not a child per stage: the conversion stages share a TensorFlow process
+(loaded model, traced functions); a child per stage would import TensorFlow again each time,
+and `tools/bench_convert.py` holds convert to 1.3x a plain converter script. The parent imports
+nothing heavy (about 0.1 s) and does no work; the child runs the command exactly as before and
+reports each stage it enters on a pipe (`mark`). When the child dies of a signal, the parent
+knows which stage it was in; when a stage outlives its limit, the parent kills the child's
+process group (Vela included) and says so. In-process interpreter work on user files is
+isolated separately (`edgeq.isolation`).
+
+Ctrl-C: the child runs in its own process group, so the terminal's SIGINT reaches only the
+parent, which forwards it once; the child stops cleanly (exit 130, outputs untouched or
+complete, see `edgeq.outputs`). A second Ctrl-C kills the child outright.
+
+`EDGEQ_NO_SUPERVISOR=1` runs the command in one process (for debuggers and profilers).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+
+SUPERVISED = ("convert",)  # commands that run TensorFlow's converter and interpreters in-process
+STAGE_FD_ENV = "EDGEQ_STAGE_FD"
+TIMEOUT_ENV = "EDGEQ_STAGE_TIMEOUT"
+DEFAULT_LIMIT_S = 3600.0
+# Stages that read the user's files: a crash there is a bad input (exit 2), elsewhere edgeq's.
+_INPUT_STAGES = ("start", "load", "check data")
+
+
+def wanted(argv: list[str]) -> bool:
+    """Whether this command line should run under a supervisor."""
+    if os.environ.get("EDGEQ_NO_SUPERVISOR") == "1" or os.environ.get(STAGE_FD_ENV):
+        return False
+    command = next((a for a in argv if not a.startswith("-")), None)
+    return command in SUPERVISED and not {"-h", "--help"} & set(argv)
+
+
+def stage_limit(name: str) -> float:
+    value = os.environ.get(TIMEOUT_ENV)
+    try:
+        return float(value) if value else DEFAULT_LIMIT_S
+    except ValueError:
+        return DEFAULT_LIMIT_S
+
+
+def mark(stage: str) -> None:
+    """Child side: tell the supervisor (if any) which stage starts now."""
+    fd = os.environ.get(STAGE_FD_ENV)
+    if not fd:
+        return
+    try:
+        os.write(int(fd), f"{stage}\t{stage_limit(stage)}\n".encode())
+    except (OSError, ValueError):
+        pass
+
+
+def run(argv: list[str], command: list[str] | None = None) -> int:
+    """Parent side: run `edgeq ARGV` (or `command`, for tests) in a child; its exit status."""
+    read_end, write_end = os.pipe()
+    env = dict(os.environ, **{STAGE_FD_ENV: str(write_end)})
+    group = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
+    child = subprocess.Popen(command or [sys.executable, "-m", "edgeq", *argv], env=env,
+                             pass_fds=(write_end,), **group)
+    os.close(write_end)
+    interrupts: list[int] = []
+
+    def forward(number, frame):
+        interrupts.append(number)
+        try:
+            if len(interrupts) == 1:
+                os.kill(child.pid, number)
+            else:
+                os.killpg(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    stage, limit, started = "start", stage_limit("start"), time.monotonic()
+    pending = b""
+    try:
+        open_pipe = True
+        while open_pipe:
+            remaining = started + limit - time.monotonic()
+            if remaining <= 0:
+                _kill_group(child)
+                _error(f"{stage} did not finish within {limit:g} s; stopped it (set "
+                       f"{TIMEOUT_ENV} to allow longer)")
+                return 1
+            try:
+                ready, _, _ = select.select([read_end], [], [], min(remaining, 1.0))
+            except InterruptedError:
+                continue
+            if not ready:
+                continue
+            chunk = os.read(read_end, 4096)
+            if not chunk:
+                open_pipe = False
+                break
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                name, _, value = line.decode("utf-8", "replace").partition("\t")
+                stage, started = name or stage, time.monotonic()
+                limit = float(value) if value else stage_limit(stage)
+        code = child.wait()
+    finally:
+        os.close(read_end)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if code >= 0:
+        return code
+    if interrupts:  # the child died of the signal before it could say so
+        _error("interrupted; no partial output was left (outputs are the old or the new set)")
+        return 130
+    name = _signal_name(-code)
+    if stage in _INPUT_STAGES:
+        _error(f"{stage} crashed in native code ({name}) reading the input files; they may be "
+               "corrupt (rerun with --debug for details)")
+        return 2
+    _error(f"{stage} crashed in native code ({name}); this is a bug in edgeq or the tool it "
+           "runs, please report it with the model (outputs are untouched)")
+    return 1
+
+
+def _kill_group(child: subprocess.Popen) -> None:
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    child.wait()
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _error(message: str) -> None:
+    sys.stderr.write(f"edgeq: error: {message}\n")
+    sys.stderr.flush()

@@ -1,0 +1,318 @@
+"""Checks a .tflite flatbuffer's structure before any parser or interpreter reads it.
+
+Native runtimes trust the file: TFLite Micro does not run the flatbuffers verifier, so an
+offset or index that points outside the file reads foreign memory and crashes the process, and
+the Python flatbuffers runtime raises arbitrary errors (IndexError, struct.error, or silently
+reads from the end of the buffer on a negative offset). This module walks the file the way the
+flatbuffers verifier does, plus the semantic checks an interpreter relies on:
+
+- file identifier "TFL3", root offset, and every table, vtable, vector and string inside the file
+  (4-byte aligned, field sizes within their table);
+- at least one subgraph; tensor, operator-code, buffer and subgraph indices within range;
+- buffers stored after the flatbuffer (offset/size, for >2 GB models) within the file, and every
+  constant tensor's buffer large enough for its shape and type;
+- shapes non-negative (shape signatures may use -1), a sane rank and tensor size;
+- quantization parameters consistent (as many zero points as scales, per-channel counts that
+  match the quantized dimension).
+
+Builtin-option tables (a union over ~150 tables) are checked generically: the table and its
+vtable must lie inside the file; the vector fields of the three option tables that have them
+are checked too. What this cannot know (the number of inputs each kernel expects) is why
+interpreters on user files still run in a child process (`edgeq.isolation`).
+
+Pure Python and `struct`: no TensorFlow, no flatbuffers runtime.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from pathlib import Path
+
+from edgeq.errors import ModelFileError
+
+IDENTIFIER = b"TFL3"
+MAX_RANK = 16  # TFLite kernels handle up to 6 dims; 16 leaves room without letting a file
+# make the check itself quadratic.
+MAX_TENSOR_BYTES = 1 << 32  # no edge runtime holds a 4 GiB tensor; beyond, sizes overflow
+_HINT = "the file is damaged or not written by a TFLite converter; re-export it"
+
+# TensorType -> bytes per element (None: variable-size types whose buffers are not checked).
+# Sub-byte types are packed: the value is bits per element / 8.
+_ELEMENT_BYTES: dict[int, float | None] = {
+    0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 5: None, 6: 1, 7: 2, 8: 8, 9: 1, 10: 8, 11: 16, 12: 8,
+    13: None, 14: None, 15: 4, 16: 2, 17: 0.5, 18: 2, 19: 0.25, 20: 0.5, 21: 1, 22: 1,
+}
+# BuiltinOptions union members whose tables hold vectors of int32: {type: (field slots)}.
+_OPTION_VECTORS = {17: (0,), 30: (0,), 3: (1, 2)}  # Reshape, Squeeze, ConcatEmbeddings
+
+
+class _Invalid(Exception):
+    """Raised inside the walk; becomes one ModelFileError naming the file."""
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.size = len(data)
+        # Aliased tables can make a small file describe huge graphs; bound the total work.
+        self.budget = 16 * self.size + 100_000
+
+    def spend(self, n: int) -> None:
+        self.budget -= n
+        if self.budget < 0:
+            raise _Invalid("it references more elements than its size allows (aliased tables)")
+
+    def need(self, pos: int, n: int, what: str) -> None:
+        if pos < 0 or n < 0 or pos + n > self.size:
+            raise _Invalid(f"{what} at byte {pos} (+{n}) lies outside the {self.size}-byte file")
+
+    def unpack(self, fmt: str, pos: int, what: str):
+        self.need(pos, struct.calcsize(fmt), what)
+        return struct.unpack_from(fmt, self.data, pos)[0]
+
+    def table(self, pos: int, what: str) -> _Table:
+        if pos % 4:
+            raise _Invalid(f"{what} at byte {pos} is not 4-byte aligned")
+        soffset = self.unpack("<i", pos, what)
+        vtable = pos - soffset
+        if vtable % 2:
+            raise _Invalid(f"{what}: vtable at byte {vtable} is misaligned")
+        vsize = self.unpack("<H", vtable, f"{what} vtable")
+        tsize = self.unpack("<H", vtable + 2, f"{what} vtable")
+        if vsize < 4 or vsize % 2:
+            raise _Invalid(f"{what}: vtable size {vsize} is invalid")
+        self.need(vtable, vsize, f"{what} vtable")
+        if tsize < 4:
+            raise _Invalid(f"{what}: table size {tsize} is invalid")
+        self.need(pos, tsize, what)
+        self.spend(vsize // 2)
+        return _Table(self, pos, vtable, vsize, tsize, what)
+
+    def offset_target(self, pos: int, what: str) -> int:
+        off = self.unpack("<I", pos, what)
+        if off == 0:
+            raise _Invalid(f"{what}: null offset")
+        target = pos + off
+        self.need(target, 4, what)
+        return target
+
+    def vector(self, pos: int, elem: int, what: str) -> tuple[int, int]:
+        """(first element position, length) of the vector whose length word is at `pos`."""
+        if pos % 4:
+            raise _Invalid(f"{what} at byte {pos} is not 4-byte aligned")
+        n = self.unpack("<I", pos, what)
+        self.need(pos + 4, n * elem, f"{what} ({n} elements)")
+        return pos + 4, n
+
+    def ints(self, start: int, n: int, fmt: str = "i") -> tuple[int, ...]:
+        self.spend(n)
+        return struct.unpack_from(f"<{n}{fmt}", self.data, start)
+
+
+class _Table:
+    def __init__(self, r: _Reader, pos: int, vtable: int, vsize: int, tsize: int, what: str):
+        self.r, self.pos, self.vtable, self.vsize, self.tsize, self.what = (
+            r, pos, vtable, vsize, tsize, what)
+
+    def field(self, slot: int, nbytes: int) -> int | None:
+        """Absolute position of field `slot`, or None when absent."""
+        entry = 4 + 2 * slot
+        if entry + 2 > self.vsize:
+            return None
+        rel = struct.unpack_from("<H", self.r.data, self.vtable + entry)[0]
+        if rel == 0:
+            return None
+        if rel + nbytes > self.tsize:
+            raise _Invalid(f"{self.what}: field {slot} runs past the end of its table")
+        return self.pos + rel
+
+    def scalar(self, slot: int, fmt: str, default: int = 0) -> int:
+        at = self.field(slot, struct.calcsize(fmt))
+        return default if at is None else struct.unpack_from("<" + fmt, self.r.data, at)[0]
+
+    def target(self, slot: int, name: str) -> int | None:
+        at = self.field(slot, 4)
+        return None if at is None else self.r.offset_target(at, f"{self.what}.{name}")
+
+    def vector(self, slot: int, elem: int, name: str) -> tuple[int, int] | None:
+        at = self.target(slot, name)
+        return None if at is None else self.r.vector(at, elem, f"{self.what}.{name}")
+
+    def int_vector(self, slot: int, name: str, fmt: str = "i") -> tuple[int, ...] | None:
+        vec = self.vector(slot, struct.calcsize(fmt), name)
+        return None if vec is None else self.r.ints(vec[0], vec[1], fmt)
+
+    def string(self, slot: int, name: str) -> None:
+        vec = self.vector(slot, 1, name)
+        if vec is not None:
+            self.r.need(vec[0] + vec[1], 1, f"{self.what}.{name} terminator")
+
+    def sub_table(self, slot: int, name: str) -> _Table | None:
+        at = self.target(slot, name)
+        return None if at is None else self.r.table(at, f"{self.what}.{name}")
+
+    def tables(self, slot: int, name: str) -> list[_Table]:
+        vec = self.vector(slot, 4, name)
+        if vec is None:
+            return []
+        start, n = vec
+        self.r.spend(n)
+        return [self.r.table(self.r.offset_target(start + 4 * i, f"{self.what}.{name}[{i}]"),
+                             f"{name}[{i}]") for i in range(n)]
+
+
+def check_model(data: bytes, path: str | Path = "<bytes>") -> None:
+    """Raise ModelFileError naming `path` and the first defect found; return when sound."""
+    if len(data) < 8 or data[4:8] != IDENTIFIER:
+        raise ModelFileError(
+            path, "not a TFLite flatbuffer (missing the 'TFL3' identifier)",
+            hint="pass a .tflite file written by the TFLite converter",
+        )
+    try:
+        _check(_Reader(bytes(data)))
+    except _Invalid as exc:
+        raise ModelFileError(path, f"malformed TFLite flatbuffer: {exc}", hint=_HINT) from None
+    except (struct.error, IndexError, ValueError, OverflowError) as exc:  # a gap in the walk
+        raise ModelFileError(path, f"malformed TFLite flatbuffer ({type(exc).__name__})",
+                             hint=_HINT) from None
+
+
+def _check(r: _Reader) -> None:
+    model = r.table(r.offset_target(0, "root offset"), "model")
+    codes = model.tables(1, "operator_codes")
+    for i, code in enumerate(codes):
+        code.string(1, "custom_code")
+    subgraphs = model.tables(2, "subgraphs")
+    if not subgraphs:
+        raise _Invalid("it has no subgraph")
+    model.string(3, "description")
+    buffers = model.tables(4, "buffers")
+    sizes = [_check_buffer(r, i, b) for i, b in enumerate(buffers)]
+    for b in model.int_vector(5, "metadata_buffer") or ():
+        _index(b, len(buffers), "metadata_buffer", "buffer")
+    for i, meta in enumerate(model.tables(6, "metadata")):
+        meta.string(0, "name")
+        _index(meta.scalar(1, "I"), len(buffers), f"metadata[{i}]", "buffer")
+    tensor_counts = [_check_subgraph(r, k, sg, len(codes), sizes) for k, sg in enumerate(subgraphs)]
+    for i, sig in enumerate(model.tables(7, "signature_defs")):
+        k = sig.scalar(4, "I")
+        _index(k, len(subgraphs), f"signature_defs[{i}]", "subgraph")
+        sig.string(2, "signature_key")
+        for slot, name in ((0, "inputs"), (1, "outputs")):
+            for j, tmap in enumerate(sig.tables(slot, name)):
+                tmap.string(0, "name")
+                _index(tmap.scalar(1, "I"), tensor_counts[k], f"signature_defs[{i}].{name}[{j}]",
+                       "tensor")
+
+
+def _check_buffer(r: _Reader, i: int, buf: _Table) -> int:
+    """Bytes of data the buffer holds, inside the flatbuffer or after it."""
+    vec = buf.vector(0, 1, "data")
+    offset, size = buf.scalar(1, "Q"), buf.scalar(2, "Q")
+    if offset > 1:
+        if offset + size > r.size:
+            raise _Invalid(f"buffer {i} claims {size} bytes at offset {offset}, past the end of "
+                           f"the {r.size}-byte file")
+        return size
+    return vec[1] if vec is not None else 0
+
+
+def _index(value: int, count: int, where: str, what: str, *, optional: bool = False) -> None:
+    if optional and value == -1:
+        return
+    if not 0 <= value < count:
+        raise _Invalid(f"{where} refers to {what} {value}, but there are {count}")
+
+
+def _check_subgraph(r: _Reader, k: int, sg: _Table, n_codes: int, sizes: list[int]) -> int:
+    tensors = sg.tables(0, "tensors")
+    n = len(tensors)
+    for i, t in enumerate(tensors):
+        _check_tensor(r, f"subgraph {k} tensor {i}", t, sizes)
+    for slot, name in ((1, "inputs"), (2, "outputs")):
+        for j, idx in enumerate(sg.int_vector(slot, name) or ()):
+            _index(idx, n, f"subgraph {k} {name}[{j}]", "tensor")
+    for j, op in enumerate(sg.tables(3, "operators")):
+        where = f"subgraph {k} operator {j}"
+        _index(op.scalar(0, "I"), n_codes, where, "operator code")
+        for slot, name in ((1, "inputs"), (2, "outputs"), (8, "intermediates")):
+            for idx in op.int_vector(slot, name) or ():
+                _index(idx, n, f"{where} {name}", "tensor", optional=True)
+        _check_options(op, op.scalar(3, "B"), 4, where)
+        _check_options(op, op.scalar(11, "B"), 12, where)
+        op.vector(5, 1, "custom_options")
+        op.vector(7, 1, "mutating_variable_inputs")
+        large_off, large_size = op.scalar(9, "Q"), op.scalar(10, "Q")
+        if large_off and large_off + large_size > r.size:
+            raise _Invalid(f"{where}: custom options at offset {large_off} (+{large_size}) lie "
+                           "past the end of the file")
+    sg.string(4, "name")
+    return n
+
+
+def _check_options(op: _Table, kind: int, slot: int, where: str) -> None:
+    table = op.sub_table(slot, "builtin_options")
+    if table is None or kind == 0:
+        return
+    for vslot in _OPTION_VECTORS.get(kind, ()) if slot == 4 else ():
+        table.vector(vslot, 4, f"builtin_options field {vslot}")
+
+
+def _check_tensor(r: _Reader, where: str, t: _Table, sizes: list[int]) -> None:
+    shape_vec = t.vector(0, 4, "shape")
+    if shape_vec is not None and shape_vec[1] > MAX_RANK:
+        raise _Invalid(f"{where} has rank {shape_vec[1]}, over {MAX_RANK}")
+    shape = r.ints(*shape_vec) if shape_vec is not None else ()
+    if any(d < 0 for d in shape):
+        raise _Invalid(f"{where} has a negative dimension in its shape {list(shape)}")
+    sig_vec = t.vector(7, 4, "shape_signature")
+    if sig_vec is not None:
+        if sig_vec[1] != len(shape):
+            raise _Invalid(f"{where}: shape signature rank {sig_vec[1]} differs from shape rank "
+                           f"{len(shape)}")
+        sig = r.ints(*sig_vec)
+        if any(s != d and s != -1 for s, d in zip(sig, shape)):
+            raise _Invalid(f"{where}: shape signature {list(sig)} does not match shape "
+                           f"{list(shape)}")
+    dtype = t.scalar(1, "b")
+    if dtype not in _ELEMENT_BYTES:
+        raise _Invalid(f"{where} has unknown type {dtype}")
+    t.string(3, "name")
+    elements = math.prod(shape)
+    per = _ELEMENT_BYTES[dtype]
+    need = math.ceil(elements * per) if per is not None else 0
+    if need > MAX_TENSOR_BYTES:
+        raise _Invalid(f"{where} of shape {list(shape)} would take {need} bytes")
+    buffer = t.scalar(2, "I")
+    _index(buffer, max(len(sizes), 1), where, "buffer")
+    sparse = t.sub_table(6, "sparsity") is not None
+    held = sizes[buffer] if buffer < len(sizes) else 0
+    if held and not sparse and per is not None and held < need:
+        raise _Invalid(f"{where} of shape {list(shape)} needs {need} bytes of data, but its "
+                       f"buffer {buffer} holds {held}")
+    for v in t.tables(9, "variant_tensors"):
+        v.vector(0, 4, "shape")
+    q = t.sub_table(4, "quantization")
+    if q is not None:
+        _check_quantization(r, where, q, shape)
+
+
+def _check_quantization(r: _Reader, where: str, q: _Table, shape: tuple[int, ...]) -> None:
+    q.vector(0, 4, "min")
+    q.vector(1, 4, "max")
+    scales = q.vector(2, 4, "scale")
+    zps = q.vector(3, 8, "zero_point")
+    if q.scalar(4, "B"):
+        q.sub_table(5, "details")
+    n_scale = scales[1] if scales else 0
+    n_zp = zps[1] if zps else 0
+    if n_scale and n_zp and n_scale != n_zp:
+        raise _Invalid(f"{where} has {n_scale} quantization scale(s) but {n_zp} zero point(s)")
+    if n_scale > 1:
+        # A dimension past the rank is tolerated: converters copy the weights' dimension to
+        # 1-D biases (person_detect), and runtimes ignore it there.
+        dim = q.scalar(6, "i")
+        if dim < 0 or (dim < len(shape) and shape[dim] != n_scale):
+            raise _Invalid(f"{where} has {n_scale} per-channel scales on dimension {dim} of "
+                           f"shape {list(shape)}")

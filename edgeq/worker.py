@@ -1,0 +1,71 @@
+"""The child side of `edgeq.isolation`: runs one interpreter task on a model read from stdin.
+
+Run as `python -m edgeq.worker`; imports the interpreters, never TensorFlow. Tasks:
+
+- ``tflm_arena``: load the model in TFLite Micro and return the recording allocator's figures.
+- ``litert_invoke``: load it in LiteRT, allocate, run one invoke on zeros; return the I/O.
+- ``crash`` / ``hang``: used by the tests to prove a crash or hang is contained.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Callable
+
+
+def _tflm_arena(model: bytes, args: dict[str, Any]) -> dict[str, Any]:
+    from edgeq.adapters.tflm import TFLMRunner
+
+    arena = TFLMRunner(model).arena
+    return {"total": arena.total, "head": arena.head, "tail": arena.tail, "log": arena.log}
+
+
+def _litert_invoke(model: bytes, args: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    from edgeq.adapters.litert import LiteRTRunner
+
+    runner = LiteRTRunner(model, xnnpack=bool(args.get("xnnpack", False)))
+    shape = [int(d) for d in runner._in["shape"][1:]]
+    outputs = runner.run(np.zeros((1, *shape), dtype=np.float32))
+    return {"outputs": [list(o.shape) for o in outputs]}
+
+
+def _crash(model: bytes, args: dict[str, Any]) -> None:
+    import ctypes
+
+    ctypes.string_at(0)  # reads address 0: SIGSEGV
+
+
+def _hang(model: bytes, args: dict[str, Any]) -> None:
+    import time
+
+    time.sleep(3600)
+
+
+TASKS: dict[str, Callable[[bytes, dict[str, Any]], Any]] = {
+    "tflm_arena": _tflm_arena, "litert_invoke": _litert_invoke, "crash": _crash, "hang": _hang,
+}
+
+
+def main() -> int:
+    # Native code prints to fd 1; keep the real stdout for the answer and send fd 1 to stderr.
+    answer_fd = os.dup(1)
+    os.dup2(2, 1)
+    header = sys.stdin.buffer.readline()
+    model = sys.stdin.buffer.read()
+    try:
+        request = json.loads(header)
+        result = {"result": TASKS[request["task"]](model, request.get("args", {}))}
+    except Exception as exc:  # every failure goes back to the parent as data
+        result = {"error": {"type": type(exc).__name__, "message": getattr(exc, "message", None)
+                            or (str(exc).strip().splitlines() or [""])[0][:500]}}
+    with os.fdopen(answer_fd, "w") as out:
+        out.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
