@@ -109,7 +109,6 @@ def verify_model(model: str | Path, target: str, eval_data: str | Path, *,
         InputError: a bad model, target, data or baseline file (exit 2).
         TargetConstraintError: an op the target cannot run (exit 3).
     """
-    from edgeq.pipeline import verify
     from edgeq.pipeline.place import check_placeable, place_ops
 
     if max_drop is not None and not max_drop >= 0:
@@ -135,23 +134,42 @@ def verify_model(model: str | Path, target: str, eval_data: str | Path, *,
     if ds.y is None:
         raise DataError(eval_data, "has no labels (y)", hint="verify measures top-1 accuracy: "
                         "pass an .npz with x and y, or a folder with one sub-folder per class")
-    runner = verify.runner_for(data, prof)
-    outputs = verify.run_batched(runner, ds.x, None)
-    top1 = float(np.mean(outputs[0].reshape(ds.n, -1).argmax(axis=1) == ds.y))
-    latency = None
-    if measure_latency:
-        from edgeq.adapters.litert import LiteRTRunner
-
-        latency = LiteRTRunner(data, threads=prof.runtime.threads).latency_ms(ds.x[0])[0]
-    arena = runner.arena.total if getattr(runner, "arena", None) is not None else None
+    first, got = _evaluate_in_child(data, p, prof, ds.x, measure_latency)
+    top1 = float(np.mean(first.reshape(ds.n, -1).argmax(axis=1) == ds.y))
+    latency = got["latency_ms"]
+    arena = got["arena"]["total"] if got["arena"] else None
+    runtime = got["runtime"]
     digest = hashlib.sha256(np.ascontiguousarray(ds.x).tobytes()).hexdigest()
     summary = {"path": str(eval_data), "n": ds.n, "x_sha256": digest}
-    outcome = VerifyOutcome(str(p), prof.name, runner.runtime, ds.n, top1, latency, arena,
+    outcome = VerifyOutcome(str(p), prof.name, runtime, ds.n, top1, latency, arena,
                             len(data), summary, str(baseline) if baseline else None)
     if base is None:
         return outcome
     checks = _compare(outcome, base, max_drop, max_growth)
     return VerifyOutcome(**{**outcome.__dict__, "checks": tuple(checks)})
+
+
+def _evaluate_in_child(model: bytes, path: Path, target, x: np.ndarray,
+                       latency: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    """The user's model runs in a child process (edgeq.isolation): a model that crashes or
+    hangs the interpreter is a bad input (exit 2), not a dead CI job without a message."""
+    import tempfile
+
+    from edgeq.isolation import run_in_child
+
+    with tempfile.TemporaryDirectory(prefix="edgeq-verify-") as tmp:
+        x_path, out_path = Path(tmp) / "x.npy", Path(tmp) / "out.npz"
+        np.save(x_path, np.ascontiguousarray(x, dtype=np.float32))
+        got = run_in_child("evaluate", model, stage=f"{target.runtime.name} (evaluation)",
+                           source=path, args={
+                               "x_path": str(x_path), "out_path": str(out_path),
+                               "runtime": target.runtime.name,
+                               "threads": target.runtime.threads,
+                               "xnnpack": target.runtime.delegate == "xnnpack",
+                               "latency": latency})
+        with np.load(out_path, allow_pickle=False) as outs:
+            first = outs["arr_0"]
+    return first, got
 
 
 def _read_baseline(path: Path) -> dict[str, Any]:

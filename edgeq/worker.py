@@ -4,6 +4,8 @@ Run as `python -m edgeq.worker`; imports the interpreters, never TensorFlow. Tas
 
 - ``tflm_arena``: load the model in TFLite Micro and return the recording allocator's figures.
 - ``litert_invoke``: load it in LiteRT, allocate, run one invoke on zeros; return the I/O.
+- ``evaluate``: run it on the samples in ``x_path`` (.npy) with the target's interpreter, save
+  the outputs to ``out_path`` (.npz), and return the arena and host latency (`edgeq verify`).
 - ``crash`` / ``hang``: used by the tests to prove a crash or hang is contained.
 """
 
@@ -33,6 +35,31 @@ def _litert_invoke(model: bytes, args: dict[str, Any]) -> dict[str, Any]:
     return {"outputs": [list(o.shape) for o in outputs]}
 
 
+def _evaluate(model: bytes, args: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    from edgeq.adapters.litert import LiteRTRunner
+    from edgeq.adapters.tflm import TFLMRunner
+
+    x = np.load(args["x_path"], allow_pickle=False)
+    threads = int(args.get("threads", 1))
+    if args["runtime"] == "tflm":
+        runner: Any = TFLMRunner(model)
+    else:
+        runner = LiteRTRunner(model, threads=threads, xnnpack=bool(args.get("xnnpack", True)))
+    outputs = [np.concatenate(parts) for parts in zip(*(
+        runner.run(x[i:i + 64]) for i in range(0, len(x), 64)))]
+    np.savez(args["out_path"], *outputs)
+    latency = None
+    if args.get("latency"):
+        host = runner if isinstance(runner, LiteRTRunner) else LiteRTRunner(model, threads=threads)
+        latency = host.latency_ms(x[0])[0]
+    arena = getattr(runner, "arena", None)
+    return {"runtime": runner.runtime, "latency_ms": latency,
+            "arena": None if arena is None else {"total": arena.total, "head": arena.head,
+                                                 "tail": arena.tail}}
+
+
 def _crash(model: bytes, args: dict[str, Any]) -> None:
     import ctypes
 
@@ -46,7 +73,8 @@ def _hang(model: bytes, args: dict[str, Any]) -> None:
 
 
 TASKS: dict[str, Callable[[bytes, dict[str, Any]], Any]] = {
-    "tflm_arena": _tflm_arena, "litert_invoke": _litert_invoke, "crash": _crash, "hang": _hang,
+    "tflm_arena": _tflm_arena, "litert_invoke": _litert_invoke, "evaluate": _evaluate,
+    "crash": _crash, "hang": _hang,
 }
 
 

@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgeq.cli import main
@@ -33,6 +34,9 @@ def _env() -> dict[str, str]:
     return env
 
 
+FUZZ_COMMANDS = ("analyze", "inspect", "verify")
+
+
 def _mutants(seed: int):
     rng = random.Random(seed)
     sources = {name: (FIXTURES / "models" / f"{name}.tflite").read_bytes() for name in FUZZ_MODELS}
@@ -43,6 +47,27 @@ def _mutants(seed: int):
         yield name, kind, data, rng.choice(FUZZ_TARGETS)
 
 
+def _eval_data(tmp_path, name: str) -> str:
+    """Four labelled samples shaped like the original model's input, for `edgeq verify`."""
+    from edgeq.tflite_file import read_model_file
+
+    out = tmp_path / f"{name.replace('/', '_')}_eval.npz"
+    if not out.exists():
+        shape = read_model_file(FIXTURES / "models" / f"{name}.tflite").input_tensors[0].shape
+        x = np.random.default_rng(0).uniform(0, 1, (4, *shape[1:])).astype(np.float32)
+        np.savez(out, x=x, y=np.zeros(4, dtype=np.int64))
+    return str(out)
+
+
+def _command(command: str, path, target: str, eval_data: str) -> list[str]:
+    if command == "inspect":
+        return ["inspect", str(path), "--json"]
+    if command == "verify":
+        return ["verify", str(path), "--target", target, "--eval-data", eval_data,
+                "--no-latency", "--json"]
+    return ["analyze", str(path), "--target", target, "--json"]
+
+
 def _check_outcome(code: int, err: str, what: str) -> None:
     assert code in (0, 2, 3), f"{what}: exit {code}\n{err}"
     if code != 0:
@@ -51,20 +76,24 @@ def _check_outcome(code: int, err: str, what: str) -> None:
         assert "Traceback" not in err
 
 
-def test_fuzz_analyze_in_process(tmp_path, capsys):
-    """Mutated fixtures through `main()`; interpreters run in a child, so a native crash is an
-    exit-2 answer here, never a dead pytest."""
+def test_fuzz_analyze_inspect_verify_in_process(tmp_path, capsys):
+    """Mutated fixtures through `main()` with analyze, inspect and verify; interpreters run in
+    a child, so a native crash is an exit-2 answer here, never a dead pytest."""
     outcomes: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
+    commands: Counter[str] = Counter()
     start = time.monotonic()
     n = 0
+    pick = random.Random(FUZZ_SEED + 100)
     for n, (name, kind, data, target) in enumerate(_mutants(FUZZ_SEED), start=1):
         path = tmp_path / f"m{n % 8}.tflite"
         path.write_bytes(data)
+        command = pick.choice(FUZZ_COMMANDS)
+        commands[command] += 1
         capsys.readouterr()
-        code = main(["analyze", str(path), "--target", target, "--json"])
+        code = main(_command(command, path, target, _eval_data(tmp_path, name)))
         err = capsys.readouterr().err
-        _check_outcome(code, err, f"mutant {n} ({name}, {kind}, {target})")
+        _check_outcome(code, err, f"mutant {n} ({name}, {kind}, {command} {target})")
         outcomes[{0: "accepted", 3: "accepted (exit 3: does not fit/place)"}.get(
             code, "rejected")] += 1
         if "crashed" in err or "did not finish" in err:
@@ -74,19 +103,21 @@ def test_fuzz_analyze_in_process(tmp_path, capsys):
             break
     with capsys.disabled():
         print(f"\nfuzz: {n} mutants in {time.monotonic() - start:.1f} s: {dict(outcomes)}; "
-              f"kinds {dict(kinds)}")
+              f"kinds {dict(kinds)}; commands {dict(commands)}")
     assert outcomes["rejected"] > 0
 
 
-def test_fuzz_analyze_subprocess(tmp_path):
+def test_fuzz_subprocess(tmp_path):
     """A subset through real processes: a segfault would show as a negative return code."""
     for n, (name, kind, data, target) in enumerate(_mutants(FUZZ_SEED + 1), start=1):
         if n > 12:
             break
         path = tmp_path / f"s{n}.tflite"
         path.write_bytes(data)
-        proc = subprocess.run([sys.executable, "-m", "edgeq", "analyze", str(path), "--target",
-                               target], capture_output=True, text=True, timeout=120, env=_env())
+        command = FUZZ_COMMANDS[n % len(FUZZ_COMMANDS)]
+        proc = subprocess.run([sys.executable, "-m", "edgeq",
+                               *_command(command, path, target, _eval_data(tmp_path, name))],
+                              capture_output=True, text=True, timeout=120, env=_env())
         _check_outcome(proc.returncode, proc.stderr, f"mutant {n} ({name}, {kind}, {target})")
 
 
