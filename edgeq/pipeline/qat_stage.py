@@ -72,8 +72,13 @@ def run(target, loaded, bridged, calib, evaluation, train, float_outputs, ptq_re
                     settings, on_epoch=on_epoch)
     trained = from_keras_model(outcome.model, Path(loaded.path), loaded.format, loaded.loader, [])
     conv = quantize.converter_settings(target)
-    result = timed("convert QAT model", quantize.quantize_minmax, trained, target, calib, conv,
-                   progress=progress.task("converting the QAT model", calib.n))
+    if settings.skip:
+        result, float_ops = timed("convert QAT model", _convert_with_float_layers, trained,
+                                  target, calib, conv, settings.skip)
+    else:
+        result = timed("convert QAT model", quantize.quantize_minmax, trained, target, calib,
+                       conv, progress=progress.task("converting the QAT model", calib.n))
+        float_ops = []
     result = replace(result, method="qat", calibration="learned in training")
     section = {
         "ptq_baseline": {"calibration": ptq_result.calibration,
@@ -84,15 +89,57 @@ def run(target, loaded, bridged, calib, evaluation, train, float_outputs, ptq_re
         "bridge": {"from": loaded.loader, "rebuilt_in_tf_keras": bridged.bridged,
                    "max_abs_diff": bridged.max_abs_diff, "tolerance": TOLERANCE},
         "convert_seconds": round(result.seconds, 3),
+        "float_ops": float_ops,
     }
     notes = [*bridged.notes,
              f"QAT: {settings.epochs} epoch(s) from the float weights, best epoch "
              f"{outcome.best_epoch} on {outcome.val_n} held-out training samples; the converter "
              "takes the trained fake-quant ranges and reads --data only for what they leave open"]
+    if settings.skip:
+        notes.append(f"QAT: --qat-skip {', '.join(settings.skip)}: {len(float_ops)} op(s) kept "
+                     "in float in the converted model (the converter's node denylist)")
     if bridged.bridged:
         notes.append(f"QAT: Keras 3 model rebuilt in tf_keras for tfmot; float outputs agree "
                      f"within {bridged.max_abs_diff:.2e}")
     return result, section, notes
+
+
+def _convert_with_float_layers(trained, target: Target, calib: Dataset, conv,
+                               skip: tuple[str, ...]):
+    """Convert the QAT model with the ops of the skipped layers denylisted: they stay float in
+    the model (DEQUANTIZE/QUANTIZE around them), as the target's float fallback runs them.
+
+    Raises:
+        ConversionError: no op of a skipped layer could be found by name in the model."""
+    import time
+
+    from edgeq.adapters import tf_calibration
+    from edgeq.edgetpu.placement import keras_layer
+    from edgeq.errors import ConversionError
+    from edgeq.pipeline.quantize import QuantizeResult
+    from edgeq.tflite_file import read_model
+
+    t0 = time.perf_counter()
+    x = calib.x
+    calibrated = tf_calibration.calibrated_model(
+        trained.batch1_function, lambda: (x[i:i + 1] for i in range(len(x))), conv,
+        target_name=target.name)
+    info = read_model(calibrated)
+    names, ops = [], []
+    for op in info.ops:
+        layer = keras_layer(op, info, *trained.layer_scope())
+        if layer in skip and op.outputs:
+            names.append(info.tensors[op.outputs[0]].name)
+            ops.append({"index": op.index, "op": op.op, "layer": layer})
+    missing = sorted(set(skip) - {o["layer"] for o in ops})
+    if missing:
+        raise ConversionError("convert QAT model", f"no op of layer(s) {', '.join(missing)} "
+                              "found by name in the converted graph, so they cannot be kept "
+                              "float", hint="drop --qat-skip for them")
+    model = tf_calibration.quantize_calibrated(calibrated, conv, target_name=target.name,
+                                               denylist=tuple(names))
+    return QuantizeResult(model, "qat", "learned in training", len(x),
+                          time.perf_counter() - t0, ""), ops
 
 
 def side_by_side(section: dict, result, stages: list[dict]) -> list[dict]:

@@ -163,6 +163,15 @@ def test_layer_tfmot_cannot_quantize_is_named_with_the_options(tmp_path, capsys)
     assert code == 0, err
     report = json.loads((out / "report.json").read_text())
     assert report["method"] == "qat" and report["qat"]["training"]["skipped_layers"] == ["ln"]
+    # ... and stays float in the converted model: its ops are denylisted
+    float_ops = report["qat"]["float_ops"]
+    assert float_ops and {o["layer"] for o in float_ops} == {"ln"}
+    from edgeq.tflite_file import read_model_file
+
+    info = read_model_file(next(out.glob("*.tflite")))
+    assert "DEQUANTIZE" in info.op_names
+    floats = {t.name for t in info.float_op_tensors()}
+    assert any("/ln/" in n for n in floats), sorted(floats)[:10]
 
 
 def test_qat_input_errors_exit_2(tmp_path, capsys):
