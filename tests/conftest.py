@@ -24,6 +24,15 @@ def fixtures() -> Path:
 
 
 @pytest.fixture(scope="session")
+def mnist_xy(fixtures: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 MNIST digits as float32 (N, 28, 28, 1) in [0, 1] and int64 labels, shuffled
+    with a fixed seed (the file is sorted by class)."""
+    d = np.load(fixtures / "data" / "mnist_5k.npz")
+    order = np.random.default_rng(1).permutation(len(d["y"]))
+    return (d["x"][order][..., None] / 255.0).astype("float32"), d["y"][order].astype(np.int64)
+
+
+@pytest.fixture(scope="session")
 def mnist_model(fixtures: Path, tmp_path_factory) -> dict[str, Path]:
     """A Keras 3 CNN trained here on 4,000 MNIST digits; 1,000 others are held out."""
     import keras

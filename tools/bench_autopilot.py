@@ -53,6 +53,7 @@ def run_auto(path: Path, target: str, data: dict, out: Path, args, budget: float
         model=str(path), target=target, data=str(data["calib_npz"]),
         eval_data=str(data["test_npz"]), out=str(out), overwrite=True, method="auto",
         max_drop=budget, train_data=str(data["train_npz"]), epochs=args.epochs,
+        allow_unsafe=True,  # the transformer's PositionEmbedding is a class of this script
         measure_latency=False, calibration_samples=args.samples,
         preprocess=Preprocess(scale=stress.SCALE)))
     return {"report": res.report, "ok": res.ok, "seconds": time.perf_counter() - t0}
@@ -93,20 +94,16 @@ def table(records: list[dict]) -> list[str]:
              "(top-1) | winner | float ops (naive) | auto wall s (plain s) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in records:
-        stages = "; ".join(f"{s['name']} {_pct(s['accuracy'])}"
+        stages = "; ".join(f"{s['name']} {stress._pct(s['accuracy'])}"
                            + ("" if s["met_budget"] else " ✗") for s in r["stages"])
         naive = r["naive"]
         floats = "—" if r["float_ops"] is None else (
             f"{r['float_ops']} ({naive['float_ops']})" if naive else str(r["float_ops"]))
-        lines.append(f"| {r['model']} | {r['target']} | {r['budget']:g} | {_pct(r['float'])} | "
-                     f"{_pct(r['plain'])} | {stages} | {r['winner']['stage']}"
+        lines.append(f"| {r['model']} | {r['target']} | {r['budget']:g} | {stress._pct(r['float'])} | "
+                     f"{stress._pct(r['plain'])} | {stages} | {r['winner']['stage']}"
                      f"{'' if r['winner']['met_budget'] else ' (misses)'} | {floats} | "
                      f"{r['auto_seconds']:.1f} ({r['plain_seconds']:.1f}) |")
     return lines
-
-
-def _pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{100 * v:.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         if r["float_layers"]:
             print(f"- {r['model']} on {r['target']}: kept float {', '.join(r['float_layers'])} "
                   f"({r['float_ops']} ops); naive: {r['naive']['rule']} = "
-                  f"{r['naive']['float_ops']} ops, top-1 {_pct(r['naive']['accuracy'])}")
+                  f"{r['naive']['float_ops']} ops, top-1 {stress._pct(r['naive']['accuracy'])}")
     met = [r for r in records if r["winner"]["met_budget"]]
     print(f"budget met for {len(met)} of {len(records)} cases")
     if args.json:

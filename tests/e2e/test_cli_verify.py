@@ -41,12 +41,9 @@ def _depthwise_net(x, y):
 
 
 @pytest.fixture(scope="module")
-def models(fixtures, tmp_path_factory):
+def models(mnist_xy, tmp_path_factory):
     d = tmp_path_factory.mktemp("verify")
-    mnist = np.load(fixtures / "data" / "mnist_5k.npz")
-    order = np.random.default_rng(1).permutation(len(mnist["y"]))  # the file is sorted by class
-    x = (mnist["x"][order][..., None] / 255.0).astype("float32")
-    y = mnist["y"][order].astype(np.int64)
+    x, y = mnist_xy
     model = _depthwise_net(x[:4000], y[:4000])
     model.save(d / "dw.keras")
     np.savez(d / "calib.npz", x=x[4000:4300])

@@ -14,14 +14,11 @@ from edgeq.tflite_file import read_model_file
 
 
 @pytest.fixture(scope="module")
-def outlier(fixtures, tmp_path_factory):
+def outlier(mnist_xy, tmp_path_factory):
     import keras
 
     d = tmp_path_factory.mktemp("auto")
-    mnist = np.load(fixtures / "data" / "mnist_5k.npz")
-    order = np.random.default_rng(1).permutation(len(mnist["y"]))  # the file is sorted by class
-    x = (mnist["x"][order][..., None] / 255.0).astype("float32")
-    y = mnist["y"][order].astype(np.int64)
+    x, y = mnist_xy
     keras.utils.set_random_seed(0)
     L = keras.layers
     inp = keras.Input((28, 28, 1))
