@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgeq.data import Dataset
+from edgeq.errors import EdgeqError
 from edgeq.pipeline import calibrate, verify
 from edgeq.pipeline.ptq import PTQOutcome
 from edgeq.pipeline.quantize import QuantizeResult
@@ -103,11 +104,7 @@ def run(target: Target, budget: float, ptq: PTQOutcome, loaded, settings, evalua
         else:
             try:
                 result, qat_section, qat_notes = qat(_best(attempts).result)
-            except Exception as exc:  # QAT's own input errors: report, keep the PTQ result
-                from edgeq.errors import EdgeqError
-
-                if not isinstance(exc, EdgeqError):
-                    raise
+            except EdgeqError as exc:  # QAT's own refusals (layers, data): keep what we have
                 notes.append(f"auto: QAT not possible for this model ({exc})")
             else:
                 attempts.append(Attempt("qat", "QAT", result, timed("check QAT", measure,
