@@ -121,6 +121,16 @@ def _inner_only(shape: tuple[int, ...]) -> bool:
 
 # --- rules for every op ----------------------------------------------------------------------
 
+@_rule("QUANTIZE", status=UNSPECIFIED,
+       fix="give the model uint8/int8 input (inference_input_type; edgeq convert does) so "
+           "that the first op is already on the Edge TPU")
+def constraint_quantize_from_float(op: OpInfo, info: ModelInfo) -> str | None:
+    """Quantizing the model's float input runs on the CPU, before the Edge TPU subgraph"""
+    x = _input(op, info)
+    return f"input {_name(x)} is {x.dtype}" if x is not None and x.dtype.startswith("float") \
+        else None
+
+
 @_rule(status=DATA_TYPE, fix="quantize the model to full integer (int8 or uint8) throughout: "
        "edgeq convert MODEL --target coral --data CALIBRATION")
 def constraint_integer_tensors(op: OpInfo, info: ModelInfo) -> str | None:
@@ -128,6 +138,8 @@ def constraint_integer_tensors(op: OpInfo, info: ModelInfo) -> str | None:
     for t in _activations(op, info):
         if t.dtype in INTEGER_ACTIVATIONS:
             continue
+        if op.op == "QUANTIZE" and t.dtype.startswith("float"):
+            continue  # the float input's QUANTIZE: its own rule above
         if op.op in LSTM_OPS and t.dtype == "int16":
             continue  # the int8 LSTM kernel keeps its cell state in int16; the compiler maps it
         if op.op in ("RESHAPE", "SQUEEZE", "EXPAND_DIMS") and t.dtype == "int32":

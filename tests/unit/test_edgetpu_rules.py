@@ -134,6 +134,8 @@ def test_a_leading_float_quantize_stays_on_the_cpu_without_splitting():
     plan = placement.plan(info, ALLOWED, CAPS)
     assert [r.placement for r in plan.ops] == ["cpu", "tpu", "tpu"]
     assert plan.split is None
+    # the status real logs show for it (edgetpu-yolo v16, tetutaro v15 in tests/data/edgetpu)
+    assert plan.ops[0].status == rules.UNSPECIFIED
 
 
 def test_keras_layer_names_from_tensor_names():
