@@ -64,12 +64,15 @@ def check_compilable(info: ModelInfo, path: str = "model") -> None:
     Raises:
         TargetConstraintError: float compute or dynamic shapes (exit 3).
     """
-    for t in info.dynamic_tensors:
+    runtime_shape = _shape_computed_at_run_time(info)
+    if info.dynamic_tensors and runtime_shape is not None:
+        t = info.dynamic_tensors[0]
         raise TargetConstraintError(
             f"{path}: the Edge TPU compiler needs static shapes, but tensor {t.name or t.index} "
-            f"has shape signature {list(t.shape_signature)} (the compiler stops with 'Attempting "
-            "to use a delegate that only supports static-sized tensors with a graph that has "
-            "dynamic-sized tensors')",
+            f"has shape signature {list(t.shape_signature)} and op {runtime_shape.index} "
+            f"{runtime_shape.op} computes a shape at run time (the compiler stops with "
+            "'Attempting to use a delegate that only supports static-sized tensors with a "
+            "graph that has dynamic-sized tensors')",
             hint="convert with a fixed batch of 1 (edgeq convert does) or set the input shape "
                  "in the Keras model",
         )
@@ -86,6 +89,25 @@ def check_compilable(info: ModelInfo, path: str = "model") -> None:
                     hint="quantize to full integer with a representative data set: edgeq "
                          "convert MODEL --target coral --data CALIBRATION_DATA",
                 )
+
+
+def _shape_computed_at_run_time(info: ModelInfo) -> OpInfo | None:
+    """The first op whose output shape is only known when the model runs: a SHAPE op (TF2's
+    converter emits SHAPE/STRIDED_SLICE/PACK for a dynamic batch), or a reshape-like op fed a
+    computed shape. A -1 in the input's signature alone is not that: TFLite allocates batch 1
+    and every tensor is static, which the compiler accepts."""
+    for op in info.ops:
+        if op.op == "SHAPE":
+            return op
+        if op.op in _SHAPE_OPERAND and len(op.inputs) > 1 and 0 <= op.inputs[1] < len(
+                info.tensors) and info.tensors[op.inputs[1]].constant_bytes == 0:
+            return op
+    return None
+
+
+# Ops whose second input is the output shape (or size): a computed one makes it dynamic.
+_SHAPE_OPERAND = ("RESHAPE", "BROADCAST_TO", "FILL", "RESIZE_BILINEAR",
+                  "RESIZE_NEAREST_NEIGHBOR", "TILE")
 
 
 def plan(info: ModelInfo, allowed: tuple[str, ...], max_versions: dict[str, int],

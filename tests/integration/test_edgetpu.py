@@ -162,12 +162,15 @@ def test_keras_split_reported_in_text_and_json(splitting_models, tmp_path, capsy
 
 
 def _float_models(tmp_path):
+    """A float model with static shapes, and the same with a dynamic batch as
+    `from_keras_model` keeps it (the Flatten becomes SHAPE/STRIDED_SLICE/PACK/RESHAPE)."""
     import tensorflow as tf
 
-    model = tf.keras.Sequential([tf.keras.Input((8,)), tf.keras.layers.Dense(4)])
+    model = tf.keras.Sequential([tf.keras.Input((4, 2)), tf.keras.layers.Flatten(),
+                                 tf.keras.layers.Dense(4)])
     dynamic = tf.lite.TFLiteConverter.from_keras_model(model).convert()
     fn = tf.function(lambda x: model(x)).get_concrete_function(
-        tf.TensorSpec([1, 8], tf.float32))
+        tf.TensorSpec([1, 4, 2], tf.float32))
     static = tf.lite.TFLiteConverter.from_concrete_functions([fn], model).convert()
     (tmp_path / "dynamic.tflite").write_bytes(dynamic)
     (tmp_path / "float.tflite").write_bytes(static)

@@ -149,3 +149,20 @@ def test_keras_layer_names_from_tensor_names():
     assert placement.keras_layer(tf_keras.ops[0], tf_keras) == "leaky_re_lu"
     tf1 = named("MobilenetV2/Conv/Relu6")
     assert placement.keras_layer(tf1.ops[0], tf1) is None
+
+
+def test_a_dynamic_batch_alone_compiles_but_a_computed_shape_does_not():
+    import pytest
+
+    from edgeq.errors import TargetConstraintError
+
+    def with_signature(ops, extra=()):
+        tensors = [TensorInfo(0, "in", (1, 8), (-1, 8), "int8", (0.1,), (0,), 0, 0),
+                   t(1, (1, 8)), *extra]
+        return model(tensors, ops)
+
+    placement.check_compilable(with_signature([op(0, "RELU", [0], [1])]))
+    computed = with_signature([op(0, "SHAPE", [0], [2]), op(1, "RESHAPE", [0, 2], [1])],
+                              (t(2, (2,), "int32"),))
+    with pytest.raises(TargetConstraintError, match="computes a shape at run time"):
+        placement.check_compilable(computed)
