@@ -162,18 +162,21 @@ def test_keras_split_reported_in_text_and_json(splitting_models, tmp_path, capsy
 
 
 def _float_models(tmp_path):
-    """A float model with static shapes, and the same with a dynamic batch as
-    `from_keras_model` keeps it (the Flatten becomes SHAPE/STRIDED_SLICE/PACK/RESHAPE)."""
+    """A float model with static shapes, and the same with a dynamic batch whose flattening
+    reshape takes its shape from SHAPE/STRIDED_SLICE/PACK at run time, as TF's converter emits
+    for a Keras model with a dynamic batch. Plain TF ops: `tf.keras` may be tf_keras here."""
     import tensorflow as tf
 
-    model = tf.keras.Sequential([tf.keras.Input((4, 2)), tf.keras.layers.Flatten(),
-                                 tf.keras.layers.Dense(4)])
-    dynamic = tf.lite.TFLiteConverter.from_keras_model(model).convert()
-    fn = tf.function(lambda x: model(x)).get_concrete_function(
-        tf.TensorSpec([1, 4, 2], tf.float32))
-    static = tf.lite.TFLiteConverter.from_concrete_functions([fn], model).convert()
-    (tmp_path / "dynamic.tflite").write_bytes(dynamic)
-    (tmp_path / "float.tflite").write_bytes(static)
+    w = tf.constant(np.ones((8, 4), np.float32))
+
+    def flat_dense(x):
+        return tf.matmul(tf.reshape(x, tf.stack([tf.shape(x)[0], 8])), w)
+
+    for name, batch in (("dynamic", None), ("float", 1)):
+        fn = tf.function(flat_dense).get_concrete_function(
+            tf.TensorSpec([batch, 4, 2], tf.float32))
+        model = tf.lite.TFLiteConverter.from_concrete_functions([fn]).convert()
+        (tmp_path / f"{name}.tflite").write_bytes(model)
 
 
 def test_models_the_compiler_refuses_exit_3(tmp_path, capsys):
