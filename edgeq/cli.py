@@ -367,7 +367,11 @@ def main(argv: list[str] | None = None) -> int:
 
         if supervise.wanted(sys.argv[1:]):
             return supervise.run(sys.argv[1:])
+        supervise.guard_interrupts()
         code = _run(argv)
+        if supervise.interrupted() and code == ExitStatus.OK:  # swallowed by a callback late
+            _error("interrupted; no partial output was left (outputs are the old or the new set)")
+            code = 130
         # The work is done; a Ctrl-C during interpreter shutdown (TF's threads, garbage
         # collection) would only print a stray KeyboardInterrupt traceback.
         signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -50,8 +50,35 @@ def stage_limit(name: str) -> float:
         return DEFAULT_LIMIT_S
 
 
+_SWALLOWED: list[object] = []  # Ctrl-Cs that landed in a callback Python could not raise from
+
+
+def guard_interrupts() -> None:
+    """Ctrl-C raises KeyboardInterrupt wherever Python happens to be; inside a weakref or
+    __del__ callback (TensorFlow's garbage runs many) Python cannot raise it and prints
+    "Exception ignored in ..." with a traceback, and the run goes on as if nothing happened.
+    Record those instead: the next stage boundary (`mark`) raises them, and `interrupted()`
+    tells the CLI at the end."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+            _SWALLOWED.append(unraisable.exc_type)
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+
+
+def interrupted() -> bool:
+    return bool(_SWALLOWED)
+
+
 def mark(stage: str) -> None:
-    """Child side: tell the supervisor (if any) which stage starts now."""
+    """Child side: tell the supervisor (if any) which stage starts now; a Ctrl-C swallowed by
+    a callback during the last stage stops the run here."""
+    if _SWALLOWED:
+        raise KeyboardInterrupt
     fd = os.environ.get(STAGE_FD_ENV)
     if not fd:
         return

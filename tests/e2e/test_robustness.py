@@ -504,3 +504,30 @@ def test_an_image_that_does_not_decode_is_named(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
     with pytest.raises(DataError, match=r"image 'broken.png' could not be decoded"):
         load_dataset(tmp_path, InputSpec(shape=(8, 8, 1)))
+
+
+def test_a_ctrl_c_swallowed_by_a_callback_stops_at_the_next_stage(monkeypatch):
+    """Python cannot raise KeyboardInterrupt out of a weakref/__del__ callback; it prints
+    "Exception ignored" and goes on. The guard records it instead and the next stage raises."""
+    import gc
+    import weakref
+
+    from edgeq import supervise
+
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
+    monkeypatch.setattr(supervise, "_SWALLOWED", [])
+    supervise.guard_interrupts()
+
+    class Thing:
+        pass
+
+    def callback(ref):
+        raise KeyboardInterrupt  # what a Ctrl-C landing in this callback does
+
+    thing = Thing()
+    ref = weakref.ref(thing, callback)
+    del thing
+    gc.collect()
+    assert ref() is None and supervise.interrupted()
+    with pytest.raises(KeyboardInterrupt):
+        supervise.mark("quantize")
