@@ -372,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         if supervise.interrupted() and code == ExitStatus.OK:  # swallowed by a callback late
             _error("interrupted; no partial output was left (outputs are the old or the new set)")
             code = 130
+        supervise.report_exit(code)
         # The work is done; a Ctrl-C during interpreter shutdown (TF's threads, garbage
         # collection) would only print a stray KeyboardInterrupt traceback.
         signal.signal(signal.SIGINT, signal.SIG_IGN)

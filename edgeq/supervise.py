@@ -74,6 +74,20 @@ def interrupted() -> bool:
     return bool(_SWALLOWED)
 
 
+def report_exit(code: int) -> None:
+    """Child side: the command is over and has said what it had to; only interpreter shutdown
+    is left. A crash there (an interrupted `import tensorflow` can abort in its destructors)
+    must not turn into a second message from the supervisor."""
+    fd = os.environ.get(STAGE_FD_ENV)
+    if fd:
+        try:
+            os.write(int(fd), f"{_EXIT}\t{int(code)}\n".encode())
+        except (OSError, ValueError):
+            pass
+
+
+_EXIT = "\x00exit"  # not a stage name: the child's final status
+
 def mark(stage: str) -> None:
     """Child side: tell the supervisor (if any) which stage starts now; a Ctrl-C swallowed by
     a callback during the last stage stops the run here."""
@@ -111,6 +125,7 @@ def run(argv: list[str], command: list[str] | None = None) -> int:
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     stage, limit, started = "start", stage_limit("start"), time.monotonic()
     pending = b""
+    reported: int | None = None
     try:
         open_pipe = True
         while open_pipe:
@@ -134,6 +149,9 @@ def run(argv: list[str], command: list[str] | None = None) -> int:
             *lines, pending = pending.split(b"\n")
             for line in lines:
                 name, _, value = line.decode("utf-8", "replace").partition("\t")
+                if name == _EXIT:
+                    reported = int(value)
+                    continue
                 stage, started = name or stage, time.monotonic()
                 limit = float(value) if value else stage_limit(stage)
         code = child.wait()
@@ -143,6 +161,8 @@ def run(argv: list[str], command: list[str] | None = None) -> int:
             signal.signal(sig, handler)
     if code >= 0:
         return code
+    if reported is not None:  # it died in interpreter shutdown, after its own final word
+        return reported
     if interrupts:  # the child died of the signal before it could say so
         _error("interrupted; no partial output was left (outputs are the old or the new set)")
         return 130
