@@ -90,11 +90,7 @@ def analyze(model_path: str | Path, target_name: str, data: str | None = None) -
         raise ModelFileError(p, "analyze reads .tflite, .keras, .h5 or SavedModel directories",
                              hint="pass the model file")
     info = read_model(data_bytes, p)
-    if target.compiler is not None and target.compiler.name == "edgetpu_compiler":
-        from edgeq.edgetpu.placement import check_compilable
-
-        check_compilable(info, str(p))
-    placements = place_ops(info, target, *layer_scope)
+    placements = place_ops(info, target, *layer_scope, source=str(p))
     arena = None
     if target.runtime.name == "tflm" and not any(op.placement == "none" for op in placements):
         arena = measure_arena(data_bytes, p)

@@ -8,6 +8,7 @@ compiled graph by its output tensor names, which tells how many ops the custom o
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ class Inspection:
             "custom_ops": len(customs),
             "executable_bytes": [op.custom_options_bytes for op in customs],
             "cpu_ops": [{"index": i, "op": name} for i, name in self.cpu_ops],
-            "cpu_op_counts": _counts(name for _, name in self.cpu_ops),
+            "cpu_op_counts": dict(Counter(name for _, name in self.cpu_ops)),
         }
         placement = self.source_placement()
         if placement is not None:
@@ -66,7 +67,7 @@ class Inspection:
                 "source_ops_total": len(placement),
                 "ops_on_tpu": len(on_tpu),
                 "ops_on_cpu": len(placement) - len(on_tpu),
-                "replaced_ops": _counts(self.source.ops[i].op for i in on_tpu),
+                "replaced_ops": dict(Counter(self.source.ops[i].op for i in on_tpu)),
             }
         return out
 
@@ -100,10 +101,3 @@ def _beside(p: Path) -> Path | None:
 def _tensor(t) -> dict[str, Any]:
     q = {"scale": t.scales[0], "zero_point": t.zero_points[0]} if len(t.scales) == 1 else {}
     return {"name": t.name, "shape": list(t.shape), "dtype": t.dtype, **q}
-
-
-def _counts(names) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for n in names:
-        out[n] = out.get(n, 0) + 1
-    return out

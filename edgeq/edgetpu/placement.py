@@ -15,6 +15,7 @@ Three steps, as the compiler takes them:
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 from edgeq.edgetpu import rules
@@ -41,21 +42,19 @@ class EdgeTPUPlan:
     ops: tuple[EdgeTPUOp, ...]
     split: EdgeTPUOp | None  # the first op that broke the TPU subgraph, if any
     parameter_bytes: int  # constant data of the ops on the TPU
-    cache_bytes: int
 
-    @property
-    def streamed_bytes(self) -> int:
-        return max(0, self.parameter_bytes - self.cache_bytes)
 
-    def memory(self) -> dict[str, object]:
-        return {
-            "parameter_bytes": self.parameter_bytes,
-            "on_chip_cache_bytes": self.cache_bytes,
-            "estimated_on_chip_bytes": min(self.parameter_bytes, self.cache_bytes),
-            "estimated_streamed_bytes": self.streamed_bytes,
-            "note": "estimate: weights of the ops on the Edge TPU against the ~8 MiB on-chip "
-                    "cache; the compiler's own figures are lower because activations share it",
-        }
+def parameter_memory(parameter_bytes: int, cache_bytes: int = ON_CHIP_CACHE_BYTES
+                     ) -> dict[str, object]:
+    """The report's parameter-cache estimate for this many bytes of TPU weights."""
+    return {
+        "parameter_bytes": parameter_bytes,
+        "on_chip_cache_bytes": cache_bytes,
+        "estimated_on_chip_bytes": min(parameter_bytes, cache_bytes),
+        "estimated_streamed_bytes": max(0, parameter_bytes - cache_bytes),
+        "note": "estimate: weights of the ops on the Edge TPU against the ~8 MiB on-chip "
+                "cache; the compiler's own figures are lower because activations share it",
+    }
 
 
 def check_compilable(info: ModelInfo, path: str = "model") -> None:
@@ -140,7 +139,7 @@ def plan(info: ModelInfo, allowed: tuple[str, ...], max_versions: dict[str, int]
                             "only one Edge TPU subgraph", cause.fix if cause else None, layer)
         records.append(rec)
     params = _parameter_bytes(info, tpu)
-    return EdgeTPUPlan(tuple(records), split, params, ON_CHIP_CACHE_BYTES)
+    return EdgeTPUPlan(tuple(records), split, params)
 
 
 def partition(info: ModelInfo, supported: set[int]) -> list[list[int]]:
@@ -249,14 +248,11 @@ def summarize(records, info: ModelInfo, source: str = "prediction") -> dict[str,
     the split point with its layer and fix, CPU ops in order and the parameter memory."""
     tpu = {r.index for r in records if r.placement == "tpu"}
     cpu = [r for r in records if r.placement != "tpu"]
-    counts: dict[str, int] = {}
-    for r in cpu:
-        counts[r.op] = counts.get(r.op, 0) + 1
+    counts = dict(Counter(r.op for r in cpu))
     first_tpu = min(tpu) if tpu else None
     split = next((r for r in cpu if first_tpu is not None and r.index > first_tpu
                   and r.status != rules.SUBGRAPH), None)
-    params = _parameter_bytes(info, tpu)
-    memory = EdgeTPUPlan((), None, params, ON_CHIP_CACHE_BYTES).memory()
+    memory = parameter_memory(_parameter_bytes(info, tpu))
     return {
         "source": source,
         "ops_total": len(records),

@@ -203,7 +203,7 @@ def _sensitivity(target: Target, ptq: PTQOutcome, loaded, settings, evaluation: 
     rows.sort(key=lambda r: (-r["gain_pp"], -(r["sqnr_db"] if r["sqnr_db"] is not None
                                                else float("inf"))))
     return {"rows": rows, "subset": subset.n, "base_top1": base.quantized,
-            "ops_total": len(calibrated.ops)}
+            "ops_total": len(calibrated.ops), "calibrated": calibrated}
 
 
 def _partial_float(target: Target, ptq: PTQOutcome, settings, sens: dict, budget: float,
@@ -213,7 +213,8 @@ def _partial_float(target: Target, ptq: PTQOutcome, settings, sens: dict, budget
     rows = [r for r in sens["rows"] if r["gain_pp"] > 0] or sens["rows"][:1]
     attempts: list[Attempt] = []
     chosen: list[dict] = []
-    calibrated = read_model(ptq.stats.calibrated)
+    calibrated = sens["calibrated"]
+    ops: tuple[int, ...] = ()
     for r in rows:
         chosen.append(r)
         ops = tuple(sorted({k for c in chosen for k in c["island"]}))
@@ -227,14 +228,14 @@ def _partial_float(target: Target, ptq: PTQOutcome, settings, sens: dict, budget
             break
     naive = _naive(target, ptq, settings, sens, measure, budget)
     return {"attempts": attempts, "chosen": [_layer_row(c) for c in chosen],
-            "float_ops": len({k for c in chosen for k in c["island"]}), "naive": naive}
+            "float_ops": len(ops), "naive": naive}
 
 
 def _naive(target, ptq, settings, sens, measure, budget) -> dict[str, Any]:
     """Every op of the most sensitive op's type in float: what a person picking "all the
     attention / all the dense layers" would do."""
     top = sens["rows"][0]
-    calibrated = read_model(ptq.stats.calibrated)
+    calibrated = sens["calibrated"]
     ops = tuple(sorted({k for op in calibrated.ops if op.op == top["op"]
                         for k in island(calibrated, op.index)}))
     result = _denylisted(ptq, settings, target, _names(calibrated, ops))

@@ -28,14 +28,15 @@ class OpPlacement:
 
 
 def place_ops(info: ModelInfo, target: Target, layer_names: tuple[str, ...] = (),
-              model_name: str | None = None) -> tuple[OpPlacement, ...]:
+              model_name: str | None = None, *, source: str = "model"
+              ) -> tuple[OpPlacement, ...]:
     """One record per op, in execution order.
 
     Raises:
         TargetConstraintError: the target's compiler would refuse the whole model (exit 3).
     """
     if target.compiler is not None and target.compiler.name == "edgetpu_compiler":
-        return edgetpu_placements(info, target, layer_names, model_name)
+        return edgetpu_placements(info, target, layer_names, model_name, source=source)
     home = target.runtime.placement
     fallback = target.runtime.fallback_placement
     # A compiler that maps one subgraph (the Edge TPU's) sends every op after the first op it
@@ -61,10 +62,11 @@ def place_ops(info: ModelInfo, target: Target, layer_names: tuple[str, ...] = ()
 
 
 def edgetpu_placements(info: ModelInfo, target: Target, layer_names: tuple[str, ...] = (),
-                       model_name: str | None = None) -> tuple[OpPlacement, ...]:
+                       model_name: str | None = None, *, source: str = "model"
+                       ) -> tuple[OpPlacement, ...]:
     from edgeq.edgetpu import placement
 
-    placement.check_compilable(info)
+    placement.check_compilable(info, source)
     plan = placement.plan(info, target.ops.allowed, dict(target.ops.max_versions), layer_names,
                           model_name)
     return tuple(OpPlacement(r.index, r.op, r.placement, r.reason, r.layer, r.fix, r.status)
