@@ -1,9 +1,11 @@
 """Where the Edge TPU compiler puts each op, predicted from the .tflite alone.
 
 Three steps, as the compiler takes them:
-1. whole-model checks that make the compiler refuse the model ("Model not quantized", dynamic
-   tensors) -> TargetConstraintError (exit 3);
-2. per-op rules (`rules.py`): can this op map at all;
+1. whole-model checks that make the compiler refuse the model (dynamic tensors; after
+   placement, a model with nothing integer to map: "Model not quantized")
+   -> TargetConstraintError (exit 3);
+2. per-op rules (`rules.py`): can this op map at all; float and custom ops beside integer
+   ones are CPU ops, not a reason to refuse the model;
 3. partitioning: the compiler delegates ONE Edge TPU subgraph. It partitions the graph the
    way TFLite's delegate API does (`PartitionGraphIntoIndependentNodeSubsets`: alternating
    runs of supported and unsupported nodes, each run taking every node whose inputs are
@@ -35,6 +37,7 @@ class EdgeTPUOp:
     reason: str
     fix: str | None
     layer: str | None  # the Keras layer the op came from, when the tensor names tell
+    rule: str | None = None  # the rules.py constraint(s) or "single_subgraph": why on the CPU
 
 
 @dataclass(frozen=True)
@@ -58,10 +61,10 @@ def parameter_memory(parameter_bytes: int, cache_bytes: int = ON_CHIP_CACHE_BYTE
 
 
 def check_compilable(info: ModelInfo, path: str = "model") -> None:
-    """Raise what the compiler itself would refuse the whole model for.
+    """Raise what the compiler refuses the whole model for before it maps any op.
 
     Raises:
-        TargetConstraintError: float compute or dynamic shapes (exit 3).
+        TargetConstraintError: shapes computed at run time (exit 3).
     """
     runtime_shape = _shape_computed_at_run_time(info)
     if info.dynamic_tensors and runtime_shape is not None:
@@ -75,19 +78,51 @@ def check_compilable(info: ModelInfo, path: str = "model") -> None:
             hint="convert with a fixed batch of 1 (edgeq convert does) or set the input shape "
                  "in the Keras model",
         )
-    for op in info.ops:
-        if op.op in _BOUNDARY_OPS:
-            continue
-        for i in (*op.inputs, *op.outputs):
-            if 0 <= i < len(info.tensors) and info.tensors[i].dtype in ("float32", "float16"):
-                t = info.tensors[i]
-                raise TargetConstraintError(
-                    f"{path}: the Edge TPU compiler refuses this model with 'Model not "
-                    f"quantized': op {op.index} {op.op} computes in {t.dtype} (tensor "
-                    f"{t.name or i}); the Edge TPU runs only full-integer 8-bit models",
-                    hint="quantize to full integer with a representative data set: edgeq "
-                         "convert MODEL --target coral --data CALIBRATION_DATA",
-                )
+
+
+def check_mappable(plan: EdgeTPUPlan, info: ModelInfo, path: str = "model") -> None:
+    """Raise when not one op of the model can go to the Edge TPU.
+
+    Float or custom ops beside integer ones do not make the compiler refuse a model: they stay
+    on the CPU and the integer ops map (SSD post-processing, the PoseNet decoder, MoveNet's
+    float tail in fixtures/device_truth/edgetpu). Only a model with no integer compute at all
+    gets the whole-model verdict: "Model not quantized" (google-coral/edgetpu#168; the
+    published compiled float models yolov5n-fp16 and LeNet float have nothing mapped).
+
+    Raises:
+        TargetConstraintError: nothing maps (exit 3).
+    """
+    if any(r.placement == "tpu" for r in plan.ops):
+        return
+    floating = next(((op, info.tensors[i]) for op in info.ops for i in (*op.inputs, *op.outputs)
+                     if 0 <= i < len(info.tensors) and info.tensors[i].constant_bytes == 0
+                     and info.tensors[i].dtype in ("float32", "float16")), None)
+    if floating is not None and not any(
+            _integer_compute(op, info) for op in info.ops if op.op not in _BOUNDARY_OPS):
+        op, t = floating
+        raise TargetConstraintError(
+            f"{path}: the Edge TPU compiler refuses this model with 'Model not quantized': no "
+            f"op computes in 8-bit integers (op {op.index} {op.op} computes in {t.dtype}, "
+            f"tensor {t.name or t.index}); the Edge TPU runs only full-integer 8-bit ops",
+            hint="quantize to full integer with a representative data set: edgeq "
+                 "convert MODEL --target coral --data CALIBRATION_DATA",
+        )
+    if plan.ops:
+        first = plan.ops[0]
+        raise TargetConstraintError(
+            f"{path}: no op of this model can run on the Edge TPU; the first, op {first.index} "
+            f"{first.op}: {first.reason}",
+            hint=first.fix or "use ops from the supported-ops table (edgeq targets coral "
+                              "--supported-ops)",
+        )
+
+
+def _integer_compute(op: OpInfo, info: ModelInfo) -> bool:
+    """The op computes on 8-bit integer activations (what the Edge TPU can run)."""
+    acts = [info.tensors[i] for i in (*op.inputs, *op.outputs)
+            if 0 <= i < len(info.tensors) and info.tensors[i].constant_bytes == 0]
+    return bool(acts) and any(t.dtype in rules.INTEGER_ACTIVATIONS for t in acts) and not any(
+        t.dtype in ("float32", "float16") for t in acts)
 
 
 def _shape_computed_at_run_time(info: ModelInfo) -> OpInfo | None:
@@ -128,7 +163,8 @@ def plan(info: ModelInfo, allowed: tuple[str, ...], max_versions: dict[str, int]
         if own:
             first = own[0]
             rec = EdgeTPUOp(op.index, op.op, "cpu", first.status,
-                            "; ".join(f.message for f in own), first.fix, layer)
+                            "; ".join(f.message for f in own), first.fix, layer,
+                            ",".join(f.constraint for f in own))
             if split is None and _after_tpu(op, info, tpu):
                 split = rec
         else:
@@ -136,7 +172,8 @@ def plan(info: ModelInfo, allowed: tuple[str, ...], max_versions: dict[str, int]
             where = f" after {cause.op} (op {cause.index})" if cause else ""
             rec = EdgeTPUOp(op.index, op.op, "cpu", rules.SUBGRAPH,
                             f"supported, but it runs{where} on the CPU and the compiler maps "
-                            "only one Edge TPU subgraph", cause.fix if cause else None, layer)
+                            "only one Edge TPU subgraph", cause.fix if cause else None, layer,
+                            "single_subgraph")
         records.append(rec)
     params = _parameter_bytes(info, tpu)
     return EdgeTPUPlan(tuple(records), split, params)
@@ -259,7 +296,8 @@ def summarize(records, info: ModelInfo, source: str = "prediction") -> dict[str,
         "ops_on_tpu": len(tpu),
         "ops_on_cpu": len(cpu),
         "cpu_op_counts": counts,
-        "cpu_ops": [{"index": r.index, "op": r.op, "status": r.status} for r in cpu],
+        "cpu_ops": [{"index": r.index, "op": r.op, "status": r.status,
+                     **({"rule": r.rule} if getattr(r, "rule", None) else {})} for r in cpu],
         "split": None if split is None else {
             "index": split.index, "op": split.op, "layer": split.layer, "status": split.status,
             "reason": split.reason, "fix": split.fix,

@@ -193,9 +193,18 @@ def constraint_concat_constants(op: OpInfo, info: ModelInfo) -> str | None:
 @_rule("CONV_2D", "DEPTHWISE_CONV_2D", status=UNSPECIFIED,
        fix="use the same dilation_rate for both spatial axes")
 def constraint_same_dilation(op: OpInfo, info: ModelInfo) -> str | None:
-    """Convolutions must use the same dilation in x and y"""
+    """Convolutions must use the same dilation in x and y (an axis where the kernel is 1 wide
+    has no dilation to speak of)"""
     h, w = op.option("dilationHFactor", 1), op.option("dilationWFactor", 1)
-    return f"dilation {h}x{w}" if h != w else None
+    if h == w:
+        return None
+    # Evidence: the TCN pair in fixtures/device_truth/edgetpu (fredriktegnell/edgetpu-tcn,
+    # compiler 16 log) maps Conv1D-as-Conv2D with dilation 2x1 and 4x1 on a [k, 1] kernel.
+    kernel = _input(op, info, 1)
+    if kernel is not None and len(kernel.shape) == 4:
+        if 1 in (kernel.shape[1], kernel.shape[2]):  # [out, kh, kw, in] (depthwise: [1, ...])
+            return None
+    return f"dilation {h}x{w}"
 
 
 @_rule("FULLY_CONNECTED", status=UNSPECIFIED,
@@ -345,9 +354,102 @@ def constraint_strided_slice_unit(op: OpInfo, info: ModelInfo) -> str | None:
     return None
 
 
+# --- size limits (the docs' "may not map for large tensors"; bounds from real compiles) -----
+# The compiler leaves an otherwise supported op on the CPU when its tensors are too large for
+# the Edge TPU's on-chip layout, with the status "otherwise supported, but not mapped due to
+# some unspecified limitation". Coral's table says so for RESHAPE ("certain reshapes may not
+# map for large tensors") and the resizes ("depending on input/output size"). No limit is
+# published; each constant below lies between the largest case that mapped and the smallest
+# that did not in compiler-16 output (fixtures/device_truth), and the bracket is stated so that
+# a new compile can narrow it.
+
+# Elements in the two innermost dimensions (x * z of the [y, x, z] layout) of any activation.
+# Mapped: RESHAPE -> [1, 1200, 85] (102,000; yolov5n-int8 pair; yolov5 160 logs), FC on
+# [1, 94400] (TCN pair). Not mapped: [1, 2352, 85] (199,920; yolov5s-224 log, RESHAPE,
+# CONCATENATION, QUANTIZE "unspecified"), [1, 4800, 85] (408,000; yolov5n-int8 pair),
+# [1, 80, 8400] / [1, 144, 8400] (yolov8n pair and log). The yolov8n log reports the
+# [1, 4, 8400, 16] SOFTMAX/CONV_2D (134,400) as cut off, not as too large: hence above that.
+MAX_ROW_ELEMENTS = 160 * 1024
+# TRANSPOSE: total elements. Mapped: [1, 20, 20, 144] (57,600; yolov8n pair), [1, 24, 24, 144]
+# (82,944; yolov8n/s 192 logs, all mapped). Not mapped: [1, 784, 3, 85] (199,920; yolov5s-224
+# log), [1, 40, 40, 144] (230,400; yolov8n pair and log).
+MAX_TRANSPOSE_ELEMENTS = 128 * 1024
+# RESHAPE: total elements. Mapped: [1, 40, 40, 255] -> [1, 1600, 3, 85] (408,000; yolov5n-int8
+# pair). Not mapped: [1, 80, 80, 255] -> [1, 6400, 3, 85] (1,632,000; same pair).
+MAX_RESHAPE_ELEMENTS = 1024 * 1024
+# Resizes: output elements. Mapped: RESIZE_NEAREST_NEIGHBOR -> [1, 80, 80, 128] (819,200;
+# yolov8n pair), RESIZE_BILINEAR -> [1, 128, 128, 32] (google-coral/edgetpu#31). Not mapped:
+# RESIZE_BILINEAR 33 -> 513 to [1, 513, 513, 19] (5,000,211; deeplab mobilenet-edgetpu slim
+# pair), -> [1, 512, 512, 32] (edgetpu#31).
+MAX_RESIZE_OUTPUT_ELEMENTS = 2 * 1024 * 1024
+
+
+def _elements(t: TensorInfo) -> int:
+    n = 1
+    for d in t.shape:
+        n *= max(int(d), 1)
+    return n
+
+
+def _row(t: TensorInfo) -> int:
+    inner = [max(int(d), 1) for d in t.shape[-2:]]
+    return inner[0] * inner[1] if len(inner) == 2 else (inner[0] if inner else 1)
+
+
+@_rule(status=UNSPECIFIED,
+       fix="keep each activation's last two dimensions small (e.g. [1, N, 85] with N in the "
+           "thousands is too wide): split the tensor, or do this reshaping/post-processing "
+           "on the host")
+def constraint_row_size(op: OpInfo, info: ModelInfo) -> str | None:
+    """An activation's two innermost dimensions may hold at most 163,840 elements (larger
+    tensors are not mapped, e.g. a detection head's [1, 4800, 85])"""
+    for t in _activations(op, info):
+        if _row(t) > MAX_ROW_ELEMENTS:
+            return f"tensor {_name(t)} has shape {_shape(t)}"
+    return None
+
+
+@_rule("TRANSPOSE", status=UNSPECIFIED,
+       fix="transpose smaller tensors, keep the layout NHWC through the model, or move the "
+           "transpose to the host")
+def constraint_transpose_size(op: OpInfo, info: ModelInfo) -> str | None:
+    """A transpose maps only up to 131,072 elements"""
+    x = _input(op, info)
+    if x is not None and _elements(x) > MAX_TRANSPOSE_ELEMENTS:
+        return f"input {_name(x)} has shape {_shape(x)}"
+    return None
+
+
+@_rule("RESHAPE", status=UNSPECIFIED,
+       fix="reshape smaller tensors, or do this reshaping on the host from the model's output")
+def constraint_reshape_size(op: OpInfo, info: ModelInfo) -> str | None:
+    """A reshape maps only up to 1,048,576 elements ("certain reshapes may not map for large
+    tensors")"""
+    x = _input(op, info)
+    if x is not None and _elements(x) > MAX_RESHAPE_ELEMENTS:
+        return f"input {_name(x)} has shape {_shape(x)}"
+    return None
+
+
+@_rule("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", status=UNSPECIFIED,
+       fix="resize to a smaller output on the Edge TPU and upscale the rest on the host "
+           "(e.g. argmax at low resolution, then resize the label map)")
+def constraint_resize_output_size(op: OpInfo, info: ModelInfo) -> str | None:
+    """A resize maps only up to an output of 2,097,152 elements"""
+    out = _output(op, info)
+    if out is not None and _elements(out) > MAX_RESIZE_OUTPUT_ELEMENTS:
+        return f"output {_name(out)} has shape {_shape(out)}"
+    return None
+
+
 def op_findings(op: OpInfo, info: ModelInfo, allowed: tuple[str, ...],
                 max_versions: dict[str, int]) -> list[Finding]:
     """Every reason the Edge TPU compiler would leave ``op`` on the CPU; empty when it maps."""
+    if op.op.startswith("CUSTOM:"):
+        # Real logs give custom ops this status (SSD post-processing, PosenetDecoderOp).
+        return [Finding("op_table", DATA_TYPE,
+                        f"{op.op} is a custom op: the Edge TPU runs builtin ops only",
+                        replacement(op.op))]
     if allowed and op.op not in allowed:
         return [Finding("op_table", NOT_SUPPORTED,
                         f"{op.op} is not in the Edge TPU's supported-ops table",

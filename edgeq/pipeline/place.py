@@ -22,6 +22,7 @@ class OpPlacement:
     layer: str | None = None  # the Keras layer the op came from, when known
     fix: str | None = None  # what to change so that it runs on the accelerator
     status: str | None = None  # the compiler's own status string (Edge TPU per-op table)
+    rule: str | None = None  # the placement rule that kept it off the accelerator (Edge TPU)
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -69,8 +70,9 @@ def edgetpu_placements(info: ModelInfo, target: Target, layer_names: tuple[str, 
     placement.check_compilable(info, source)
     plan = placement.plan(info, target.ops.allowed, dict(target.ops.max_versions), layer_names,
                           model_name)
-    return tuple(OpPlacement(r.index, r.op, r.placement, r.reason, r.layer, r.fix, r.status)
-                 for r in plan.ops)
+    placement.check_mappable(plan, info, source)
+    return tuple(OpPlacement(r.index, r.op, r.placement, r.reason, r.layer, r.fix, r.status,
+                             r.rule) for r in plan.ops)
 
 
 def check_placeable(records: tuple[OpPlacement, ...], target: Target) -> None:

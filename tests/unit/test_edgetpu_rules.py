@@ -70,8 +70,9 @@ def test_fc_keep_num_dims_and_version():
 
 
 def test_resize_needs_a_whole_factor():
-    def resize(n_in, n_out, corners):
-        tensors = [t(0, (1, n_in, n_in, 8)), t(1, (2,), "int32", 8), t(2, (1, n_out, n_out, 8))]
+    def resize(n_in, n_out, corners, depth=4):
+        tensors = [t(0, (1, n_in, n_in, depth)), t(1, (2,), "int32", 8),
+                   t(2, (1, n_out, n_out, depth))]
         return model(tensors, [op(0, "RESIZE_BILINEAR", [0, 1], [2], alignCorners=corners,
                                   halfPixelCenters=False)], values={1: (n_out, n_out)})
 
@@ -79,6 +80,46 @@ def test_resize_needs_a_whole_factor():
     assert findings(resize(33, 513, True)) == []  # (513 - 1) / (33 - 1) = 16
     assert "1 -> 33" in findings(resize(1, 33, True))[0].message
     assert findings(resize(8, 12, False))
+    # A whole factor, but an output too large to map (the deeplab slim pair's 33 -> 513 x 19).
+    (f,) = findings(resize(33, 513, True, depth=19))
+    assert f.constraint == "resize_output_size" and "[1, 513, 513, 19]" in f.message
+
+
+def test_size_limits_bracket_the_real_compiles():
+    """Each size limit sits between a shape that mapped and one that did not (rules.py)."""
+    def reshape(shape_in, shape_out):
+        tensors = [t(0, shape_in), t(1, (len(shape_out),), "int32", 4 * len(shape_out)),
+                   t(2, shape_out)]
+        return findings(model(tensors, [op(0, "RESHAPE", [0, 1], [2])],
+                              values={1: tuple(shape_out)}))
+
+    def transpose(shape_in, perm):
+        shape_out = tuple(shape_in[p] for p in perm)
+        tensors = [t(0, shape_in), t(1, (4,), "int32", 16), t(2, shape_out)]
+        return findings(model(tensors, [op(0, "TRANSPOSE", [0, 1], [2])], values={1: perm}))
+
+    assert reshape((1, 400, 3, 85), (1, 1200, 85)) == []  # yolov5n: mapped
+    assert reshape((1, 40, 40, 255), (1, 1600, 3, 85)) == []  # yolov5n: mapped
+    (f,) = reshape((1, 1600, 3, 85), (1, 4800, 85))  # yolov5n: CPU
+    assert f.constraint == "row_size" and "[1, 4800, 85]" in f.message
+    (f,) = reshape((1, 80, 80, 255), (1, 6400, 3, 85))  # yolov5n: CPU
+    assert f.constraint == "reshape_size"
+    assert transpose((1, 24, 24, 144), (0, 3, 1, 2)) == []  # yolov8 192: mapped
+    (f,) = transpose((1, 40, 40, 144), (0, 3, 1, 2))  # yolov8n 640: CPU
+    assert f.constraint == "transpose_size" and f.status == rules.UNSPECIFIED
+
+
+def test_dilation_on_a_one_wide_kernel_axis_does_not_count():
+    def conv(kernel_hw, dilation):
+        kh, kw = kernel_hw
+        tensors = [t(0, (1, 32, 8, 4)), t(1, (4, kh, kw, 4), const=16 * kh * kw),
+                   t(2, (4,), "int32", 16), t(3, (1, 32, 8, 4))]
+        return findings(model(tensors, [op(0, "CONV_2D", [0, 1, 2], [3],
+                                           dilationHFactor=dilation[0],
+                                           dilationWFactor=dilation[1])]))
+
+    assert conv((3, 1), (4, 1)) == []  # a temporal conv (the TCN pair): mapped
+    assert "dilation 2x1" in conv((3, 3), (2, 1))[0].message
 
 
 def test_op_version_caps_come_from_the_profile():
