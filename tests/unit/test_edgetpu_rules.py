@@ -99,6 +99,8 @@ def test_size_limits_bracket_the_real_compiles():
         return findings(model(tensors, [op(0, "TRANSPOSE", [0, 1], [2])], values={1: perm}))
 
     assert reshape((1, 400, 3, 85), (1, 1200, 85)) == []  # yolov5n: mapped
+    assert reshape((1, 2034, 1, 91), (1, 2034, 91)) == []  # SSDLite-MobileDet scores: mapped
+    assert reshape((1, 784, 3, 85), (1, 2352, 85))  # yolov5s-224 log: not mapped
     assert reshape((1, 40, 40, 255), (1, 1600, 3, 85)) == []  # yolov5n: mapped
     (f,) = reshape((1, 1600, 3, 85), (1, 4800, 85))  # yolov5n: CPU
     assert f.constraint == "row_size" and "[1, 4800, 85]" in f.message
