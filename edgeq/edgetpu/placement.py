@@ -64,8 +64,17 @@ def check_compilable(info: ModelInfo, path: str = "model") -> None:
     """Raise what the compiler refuses the whole model for before it maps any op.
 
     Raises:
-        TargetConstraintError: shapes computed at run time (exit 3).
+        TargetConstraintError: an already compiled model, or shapes computed at run time
+            (exit 3).
     """
+    compiled = next((op for op in info.ops if op.op == "CUSTOM:edgetpu-custom-op"), None)
+    if compiled is not None:
+        raise TargetConstraintError(
+            f"{path}: op {compiled.index} is an edgetpu-custom-op: this model was already "
+            "compiled by edgetpu_compiler, and the compiler does not take its own output",
+            hint=f"analyze the model before compilation, or run 'edgeq inspect {path}' to "
+                 "see which ops the compiled model runs on the Edge TPU and the CPU",
+        )
     runtime_shape = _shape_computed_at_run_time(info)
     if info.dynamic_tensors and runtime_shape is not None:
         t = info.dynamic_tensors[0]

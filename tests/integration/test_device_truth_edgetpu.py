@@ -70,3 +70,10 @@ def test_custom_and_float_ops_stay_on_the_cpu_beside_integer_ones(fixtures, caps
     floats = [o for o in ops if "integer_tensors" in o.get("rule", "")]
     assert floats and all(o["status"] == "Operation is working on an unsupported data type"
                           for o in floats)
+
+
+def test_an_already_compiled_model_is_named_as_such(fixtures, capsys):
+    compiled = fixtures / "models" / "coral" / "mobilenet_v1_0.25_128_quant_edgetpu.tflite"
+    assert main(["analyze", str(compiled), "--target", "coral"]) == 3
+    err = capsys.readouterr().err
+    assert "edgetpu-custom-op" in err and "edgeq inspect" in err and "Traceback" not in err
