@@ -317,15 +317,14 @@ def constraint_resize_factor(op: OpInfo, info: ModelInfo) -> str | None:
 
 
 @_rule("SOFTMAX", status=UNSPECIFIED,
-       fix="apply Softmax to a [1, N] vector (Flatten/Reshape first) or on the host")
-def constraint_softmax_1d(op: OpInfo, info: ModelInfo) -> str | None:
-    """Softmax maps only on a 1-D input of at most 16,000 elements"""
+       fix="apply Softmax over a shorter axis, or on the host")
+def constraint_softmax_axis(op: OpInfo, info: ModelInfo) -> str | None:
+    """Softmax maps with at most 16,000 elements along its (innermost) axis"""
+    # Coral's table says "1-D input only", but compiler 16 maps YOLOv8's DFL softmax on
+    # [1, 4, 525, 16] and [1, 4, 756, 16] (jveitchmichaelis/edgetpu-yolo yolov8n/s 160 and 192
+    # logs in fixtures/device_truth/edgetpu_logs: every op mapped). The newest compiler wins.
     x = _input(op, info)
-    if x is None:
-        return None
-    if not _inner_only(x.shape):
-        return f"input {_name(x)} has shape {_shape(x)}"
-    if x.shape and x.shape[-1] > SOFTMAX_MAX_ELEMENTS:
+    if x is not None and x.shape and x.shape[-1] > SOFTMAX_MAX_ELEMENTS:
         return f"{x.shape[-1]} elements"
     return None
 

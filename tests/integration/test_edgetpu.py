@@ -100,7 +100,7 @@ def test_supported_ops_table_comes_from_the_constraint_functions(capsys):
     assert code == 0
     rows = {r["op"]: r for r in json.loads(out)}
     assert "LEAKY_RELU" not in rows and "UNIDIRECTIONAL_SEQUENCE_LSTM" in rows
-    softmax = next(r for r in RULES if r.name == "softmax_1d")
+    softmax = next(r for r in RULES if r.name == "softmax_axis")
     assert softmax.message in rows["SOFTMAX"]["limitations"]
     assert rows["FULLY_CONNECTED"]["max_version"] == 4
     every = rows["(every op)"]["limitations"]
