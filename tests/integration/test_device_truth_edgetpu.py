@@ -77,3 +77,23 @@ def test_an_already_compiled_model_is_named_as_such(fixtures, capsys):
     assert main(["analyze", str(compiled), "--target", "coral"]) == 3
     err = capsys.readouterr().err
     assert "edgetpu-custom-op" in err and "edgeq inspect" in err and "Traceback" not in err
+
+
+def test_log_reader_on_every_published_compiler_log(fixtures):
+    """198 real edgetpu_compiler logs (compiler 1.0 to 16): the per-op table read back gives
+    the manifest's TPU/CPU counts and CPU ops."""
+    from edgeq.edgetpu.compiler import parse_log
+
+    root = fixtures / "device_truth" / "edgetpu_logs"
+    logs = json.loads((root / "manifest.json").read_text())["logs"]
+    assert len(logs) >= 198
+    for entry in logs:
+        log = parse_log((root / entry["stored"]).read_text(errors="replace"))
+        cpu: Counter = Counter()
+        for op, n, status in log.rows:
+            if status != "Mapped to Edge TPU":
+                cpu[op] += n
+        assert sum(n for _, n, s in log.rows if s == "Mapped to Edge TPU") == entry[
+            "log_ops_tpu"], entry["stored"]
+        assert dict(cpu) == entry["log_cpu_op_counts"], entry["stored"]
+        assert log.version == entry["compiler_version"], entry["stored"]
