@@ -392,6 +392,13 @@ def _elements(t: TensorInfo) -> int:
     return n
 
 
+def _input_over(op: OpInfo, info: ModelInfo, limit: int) -> str | None:
+    x = _input(op, info)
+    if x is not None and _elements(x) > limit:
+        return f"input {_name(x)} has shape {_shape(x)}"
+    return None
+
+
 def _row(t: TensorInfo) -> int:
     inner = [max(int(d), 1) for d in t.shape[-2:]]
     return inner[0] * inner[1] if len(inner) == 2 else (inner[0] if inner else 1)
@@ -415,10 +422,7 @@ def constraint_row_size(op: OpInfo, info: ModelInfo) -> str | None:
            "transpose to the host")
 def constraint_transpose_size(op: OpInfo, info: ModelInfo) -> str | None:
     """A transpose maps only up to 131,072 elements"""
-    x = _input(op, info)
-    if x is not None and _elements(x) > MAX_TRANSPOSE_ELEMENTS:
-        return f"input {_name(x)} has shape {_shape(x)}"
-    return None
+    return _input_over(op, info, MAX_TRANSPOSE_ELEMENTS)
 
 
 @_rule("RESHAPE", status=UNSPECIFIED,
@@ -426,10 +430,7 @@ def constraint_transpose_size(op: OpInfo, info: ModelInfo) -> str | None:
 def constraint_reshape_size(op: OpInfo, info: ModelInfo) -> str | None:
     """A reshape maps only up to 1,048,576 elements ("certain reshapes may not map for large
     tensors")"""
-    x = _input(op, info)
-    if x is not None and _elements(x) > MAX_RESHAPE_ELEMENTS:
-        return f"input {_name(x)} has shape {_shape(x)}"
-    return None
+    return _input_over(op, info, MAX_RESHAPE_ELEMENTS)
 
 
 @_rule("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", status=UNSPECIFIED,
