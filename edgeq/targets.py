@@ -130,6 +130,16 @@ class Export:
 
 
 @dataclass(frozen=True)
+class Emulator:
+    """How `edgeq emulate` runs the model on QEMU: the core the firmware is built for (the QEMU
+    machine follows from it, edgeq.emulator.cores) and the device clock that turns the
+    estimated cycles into milliseconds."""
+
+    core: str = _key("str", "cortex-m4", "cortex-m7", "cortex-m55")
+    clock_hz: int = _key("int", minimum=1)
+
+
+@dataclass(frozen=True)
 class Target:
     """One loaded, merged and validated profile."""
 
@@ -146,6 +156,7 @@ class Target:
     runtime: Runtime
     compiler: Compiler | None
     export: Export = Export()
+    emulator: Emulator | None = None
 
     def allows_op(self, op: str) -> bool:
         """Whether the target runs builtin ``op`` (placement rules are checked elsewhere)."""
@@ -172,13 +183,13 @@ class Target:
 
 _TABLES: dict[str, type] = {
     "quantization": Quantization, "shapes": Shapes, "ops": Ops, "memory": Memory,
-    "runtime": Runtime, "compiler": Compiler, "export": Export,
+    "runtime": Runtime, "compiler": Compiler, "export": Export, "emulator": Emulator,
 }
 _TOP: dict[str, _Key] = {
     "schema_version": _Key("int"), "name": _Key("str"), "description": _Key("str"),
     "device": _Key("str"), "extends": _Key("str", required=False),
     "abstract": _Key("bool", required=False),
-    **{table: _Key("table", required=table not in ("compiler", "export")) for table in _TABLES},
+    **{table: _Key("table", required=table not in ("compiler", "export", "emulator")) for table in _TABLES},
 }
 # Identity keys belong to one file; a child never inherits them from its parent.
 _OWN_KEYS = ("schema_version", "name", "extends", "abstract")
@@ -351,7 +362,7 @@ def _find_parent(name: str, child: Path, bundled: Path) -> Path:
 
 
 def _build(merged: Mapping[str, Any], path: Path, parents: tuple[str, ...]) -> Target:
-    parts: dict[str, Any] = {"compiler": None, "export": Export()}
+    parts: dict[str, Any] = {"compiler": None, "export": Export(), "emulator": None}
     for table in _TABLES.keys() & merged.keys():
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in merged[table].items()}
         if "max_versions" in values:

@@ -1,0 +1,278 @@
+"""`edgeq emulate`: the model's real firmware (TFLite Micro + CMSIS-NN, built by
+arm-none-eabi-gcc from edgeq's `embed` output) on an emulated Cortex-M (QEMU), compared byte
+for byte with the TFLite Micro Python interpreter, with top-1 on the emulated device and an
+estimate of its cycles from counted instructions.
+
+Results are values: `emulate()` returns an `EmulatorResult`; nothing here prints."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeq.data import InputSpec, Preprocess, load_dataset
+from edgeq.emulator import cores
+from edgeq.emulator.costmodel import cost_model
+from edgeq.errors import ConversionError, DataError, ModelFileError, TargetConstraintError, UsageError
+from edgeq.tflite_file import ModelInfo, TensorInfo, read_model
+
+SYNTHETIC_SAMPLES = 8  # without --eval-data: this many seeded random inputs
+_NAME = "g_model"
+
+
+@dataclass(frozen=True)
+class OpCost:
+    index: int
+    op: str
+    instructions: int  # mean over the samples
+    estimated_cycles: int
+    share: float  # of the instructions inside Invoke()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "op": self.op, "instructions": self.instructions,
+                "estimated_cycles": self.estimated_cycles, "share": round(self.share, 4)}
+
+
+@dataclass(frozen=True)
+class EmulatorResult:
+    model: str
+    target: str
+    core: str
+    machine: str
+    cpu: str
+    clock_hz: int
+    samples: int
+    inputs: str  # "eval-data PATH" or "synthetic (seed 0)"
+    instructions_per_inference: int  # mean over the samples, inside Invoke()
+    instructions_min: int
+    instructions_max: int
+    estimated_cycles: int
+    estimated_ms: float
+    cpi: float
+    cost_model_calibrated: bool
+    cost_model_basis: str
+    outputs_identical: bool
+    mismatched_samples: int
+    first_mismatch: int | None  # sample index
+    max_abs_diff: float  # in output units (quantized steps for integer outputs)
+    top1: dict[str, float] | None  # device, interpreter, agreement: only with labels
+    agreement: float  # device top-1 class == interpreter top-1 class, over all samples
+    arena_bytes: int  # used on the device build (32-bit), TFLM's arena_used_bytes()
+    arena_declared: int  # the arena the firmware declares: `edgeq embed`'s recommendation
+    arena_host: int  # the TFLM Python interpreter's recording allocator (64-bit host)
+    firmware_text_bytes: int
+    firmware_ram_bytes: int
+    build_seconds: float
+    build_cached: bool
+    objects_compiled: int
+    run_seconds: float
+    per_op: tuple[OpCost, ...]  # every op, in execution order (empty when not available)
+    top_ops: tuple[OpCost, ...]  # the most expensive ops
+    toolchain: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report's `emulator` section."""
+        return {
+            "model": self.model, "target": self.target, "core": self.core,
+            "machine": self.machine, "cpu": self.cpu, "clock_hz": self.clock_hz,
+            "samples": self.samples, "inputs": self.inputs,
+            "instructions_per_inference": self.instructions_per_inference,
+            "instructions_min": self.instructions_min, "instructions_max": self.instructions_max,
+            "estimated_cycles": self.estimated_cycles,
+            "estimated_ms": round(self.estimated_ms, 3),
+            "estimate": {
+                "cycles_per_instruction": self.cpi, "calibrated": self.cost_model_calibrated,
+                "basis": self.cost_model_basis,
+                "note": "an estimate: exact instruction counts from QEMU times one per-core "
+                        "CPI fitted to published MLPerf Tiny results; no caches, wait states "
+                        "or pipeline are modelled",
+            },
+            "outputs_identical": self.outputs_identical,
+            "mismatched_samples": self.mismatched_samples,
+            "first_mismatch": self.first_mismatch,
+            "max_abs_diff": self.max_abs_diff,
+            "top1": self.top1, "agreement": round(self.agreement, 6),
+            "arena_bytes": self.arena_bytes, "arena_declared": self.arena_declared,
+            "arena_host": self.arena_host,
+            "firmware_text_bytes": self.firmware_text_bytes,
+            "firmware_ram_bytes": self.firmware_ram_bytes,
+            "build_seconds": round(self.build_seconds, 2), "build_cached": self.build_cached,
+            "objects_compiled": self.objects_compiled,
+            "run_seconds": round(self.run_seconds, 2),
+            "top_ops": [o.to_dict() for o in self.top_ops],
+            "per_op": [o.to_dict() for o in self.per_op],
+            "toolchain": dict(self.toolchain),
+        }
+
+
+def emulate(model: str | Path, target: str, *, eval_data: str | Path | None = None,
+            preprocess: Preprocess | None = None, eval_samples: int | None = None,
+            tflm_tree: str | Path | None = None, clock_hz: int | None = None,
+            jobs: int | None = None, top_ops: int = 5) -> EmulatorResult:
+    """Build `model` (.tflite) into firmware for `target`'s core, run it on QEMU over the
+    evaluation inputs (or seeded random ones) and compare with the TFLM interpreter.
+
+    Raises:
+        InputError: a bad model, data or TFLM tree; a missing tool (with its install line).
+        TargetConstraintError: the target has no emulator, or an op TFLM cannot run.
+        ConversionError: the firmware did not build or run.
+    """
+    from edgeq.emulator.build import build_firmware
+    from edgeq.emulator.plugin import plugin_path
+    from edgeq.emulator.qemu import run_firmware
+    from edgeq.emulator.toolchain import find_toolchain, resolve_tree
+    from edgeq.embed import embed_model
+    from edgeq.targets import list_targets, load_target
+
+    prof = load_target(target)
+    if prof.emulator is None:
+        able = ", ".join(t.name for t in list_targets() if t.emulator is not None)
+        raise TargetConstraintError(f"target '{prof.name}' has no emulator",
+                                    hint=f"edgeq emulates the targets with an [emulator] "
+                                    f"table: {able}")
+    if eval_samples is not None and eval_samples < 1:
+        raise UsageError("--eval-samples must be at least 1")
+    core = cores.CORES[prof.emulator.core]
+    clock = clock_hz or prof.emulator.clock_hz
+    p = Path(model)
+    if not p.is_file():
+        raise ModelFileError(p, "not found", hint="pass the .tflite file to emulate")
+    data = p.read_bytes()
+    info = read_model(data, p)
+    from edgeq.pipeline.place import check_placeable, place_ops
+
+    check_placeable(place_ops(info, prof), prof)
+    tool = find_toolchain()
+    tree = resolve_tree(tflm_tree)
+
+    x, labels, source = _inputs(info, eval_data, preprocess, eval_samples)
+    n = x.shape[0]
+    reference, host_arena = _reference(data, info, x)
+    embedded = embed_model(data, _NAME, source=str(p), arena=host_arena)
+    sample_bytes = x.shape[1]
+    fw = build_firmware(embedded.files, _NAME, embedded.arena_size, sample_bytes, core, tool,
+                        tree, jobs=jobs)
+    run = run_firmware(fw, core, tool, plugin_path(tool), x.tobytes(), n, sample_bytes)
+
+    out_bytes = int(run.report.get("output_bytes", 0))
+    if out_bytes != reference.shape[1] or len(run.outputs) != n * out_bytes:
+        raise ConversionError("emulator run (QEMU)", f"the firmware wrote {len(run.outputs)} "
+                              f"output bytes, expected {n} x {reference.shape[1]}")
+    device = np.frombuffer(run.outputs, dtype=np.uint8).reshape(n, out_bytes)
+    differs = np.any(device != reference, axis=1)
+    first = int(np.argmax(differs)) if differs.any() else None
+    out0 = info.output_tensors[0]
+    dev0, ref0 = _first_output(device, out0), _first_output(reference, out0)
+    max_diff = float(np.max(np.abs(dev0.astype(np.float64) - ref0.astype(np.float64)))) \
+        if differs.any() else 0.0
+    dev_cls, ref_cls = dev0.argmax(axis=1), ref0.argmax(axis=1)
+    top1 = None
+    if labels is not None:
+        top1 = {"device": float(np.mean(dev_cls == labels)),
+                "interpreter": float(np.mean(ref_cls == labels)),
+                "labels": int(labels.shape[0])}
+
+    cm = cost_model(core.name)
+    mean_insns = float(run.invoke_insns.mean())
+    per_op = _per_op(info, run.op_insns, cm)
+    return EmulatorResult(
+        model=str(p), target=prof.name, core=core.name, machine=core.machine, cpu=core.cpu,
+        clock_hz=clock, samples=n, inputs=source,
+        instructions_per_inference=int(round(mean_insns)),
+        instructions_min=int(run.invoke_insns.min()), instructions_max=int(run.invoke_insns.max()),
+        estimated_cycles=cm.cycles(mean_insns), estimated_ms=cm.ms(mean_insns, clock),
+        cpi=cm.cpi, cost_model_calibrated=cm.calibrated, cost_model_basis=cm.basis,
+        outputs_identical=not differs.any(), mismatched_samples=int(differs.sum()),
+        first_mismatch=first, max_abs_diff=max_diff, top1=top1,
+        agreement=float(np.mean(dev_cls == ref_cls)),
+        arena_bytes=int(run.report.get("arena_used", 0)), arena_declared=fw.arena_size,
+        arena_host=host_arena.total, firmware_text_bytes=fw.text_bytes,
+        firmware_ram_bytes=fw.ram_bytes, build_seconds=fw.build_seconds,
+        build_cached=fw.cached, objects_compiled=fw.compiled, run_seconds=run.run_seconds,
+        per_op=per_op, top_ops=tuple(sorted(per_op, key=lambda o: -o.instructions)[:top_ops]),
+        toolchain={"gcc": tool.gcc_version, "qemu": tool.qemu_version, "tflm_tree": tree.source,
+                   "tflm_tree_sha256": tree.digest, "firmware": fw.key},
+    )
+
+
+def _dtype(t: TensorInfo) -> np.dtype:
+    return np.dtype(t.dtype)
+
+
+def _first_output(raw: np.ndarray, t: TensorInfo) -> np.ndarray:
+    n_bytes = int(np.prod(t.shape)) * _dtype(t).itemsize
+    return np.ascontiguousarray(raw[:, :n_bytes]).view(_dtype(t)).reshape(raw.shape[0], -1)
+
+
+def _inputs(info: ModelInfo, eval_data: str | Path | None, preprocess: Preprocess | None,
+            eval_samples: int | None) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """(samples, bytes) uint8 of every input tensor's raw bytes, labels, and where they came
+    from. Evaluation data is quantized with the model input's own scale and zero point."""
+    ins = info.input_tensors
+    if eval_data is None:
+        rng = np.random.default_rng(0)
+        n = eval_samples or SYNTHETIC_SAMPLES
+        parts = []
+        for t in ins:
+            dt = _dtype(t)
+            shape = (n, *t.shape[1:])
+            if np.issubdtype(dt, np.integer):
+                lim = np.iinfo(dt)
+                parts.append(rng.integers(lim.min, int(lim.max) + 1, size=shape).astype(dt))
+            else:
+                parts.append(rng.standard_normal(shape).astype(dt))
+        raw = np.concatenate([a.reshape(n, -1).view(np.uint8) for a in parts], axis=1)
+        return np.ascontiguousarray(raw), None, f"synthetic: {n} seeded random inputs (seed 0)"
+    if len(ins) != 1:
+        raise UsageError(f"--eval-data feeds one input; this model has {len(ins)}",
+                         hint="leave out --eval-data to compare on seeded random inputs")
+    t = ins[0]
+    spec = InputSpec(shape=tuple(t.shape[1:]), dtype="float32", name=t.name)
+    ds = load_dataset(eval_data, spec, preprocess or Preprocess(), role="evaluation")
+    if eval_samples is not None:
+        ds = ds.spread(eval_samples)
+    if ds.n == 0:
+        raise DataError(eval_data, "holds no samples")
+    from edgeq.adapters.io_quant import quantize
+
+    detail = {"dtype": t.dtype, "quantization_parameters": {
+        "scales": list(t.scales), "zero_points": list(t.zero_points)}}
+    q = quantize(ds.x, detail).reshape(ds.n, -1)
+    raw = np.ascontiguousarray(q).view(np.uint8).reshape(ds.n, -1)
+    return raw, ds.y, f"eval-data {eval_data}: {ds.n} samples"
+
+
+def _reference(model: bytes, info: ModelInfo, x: np.ndarray):
+    """The TFLM Python interpreter's raw output bytes for each sample, and its arena."""
+    from edgeq.adapters.native import capture_fds
+    from edgeq.adapters.tflm import TFLMRunner
+
+    runner = TFLMRunner(model)  # measures the host arena; its interpreter is reused below
+    interp = runner._interp
+    outs = []
+    with capture_fds((1, 2)):
+        for row in x:
+            at = 0
+            for k, t in enumerate(info.input_tensors):
+                dt = _dtype(t)
+                size = int(np.prod(t.shape)) * dt.itemsize
+                interp.set_input(row[at:at + size].view(dt).reshape(t.shape), k)
+                at += size
+            interp.invoke()
+            outs.append(b"".join(np.ascontiguousarray(interp.get_output(k)).tobytes()
+                                 for k in range(len(info.outputs))))
+    ref = np.frombuffer(b"".join(outs), dtype=np.uint8).reshape(x.shape[0], -1)
+    return ref, runner.arena
+
+
+def _per_op(info: ModelInfo, op_insns: np.ndarray | None, cm) -> tuple[OpCost, ...]:
+    if op_insns is None or op_insns.shape[1] != len(info.ops):
+        return ()
+    mean = op_insns.mean(axis=0)
+    total = float(mean.sum()) or 1.0
+    return tuple(OpCost(i, op.op, int(round(m)), cm.cycles(m), float(m) / total)
+                 for i, (op, m) in enumerate(zip(info.ops, mean)))

@@ -1,0 +1,42 @@
+"""Renders an emulator result for the terminal (the CLI's side; the library never prints)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def print_emulation(result: Any, found_checks: list[Any] | None = None) -> None:
+    console = Console()
+    r = result
+    same = ("[green]byte-identical[/] to the TFLM interpreter" if r.outputs_identical else
+            f"[red]{r.mismatched_samples} of {r.samples} samples differ[/] from the TFLM "
+            f"interpreter (first: sample {r.first_mismatch}, max |diff| {r.max_abs_diff:g})")
+    console.print(f"[bold]{r.model}[/] on {r.core} (QEMU {r.machine}, TFLite Micro + CMSIS-NN): "
+                  f"{r.samples} samples, outputs {same}")
+    if r.top1 is not None:
+        console.print(f"  top-1 on the emulated device {100 * r.top1['device']:.2f}% "
+                      f"(interpreter {100 * r.top1['interpreter']:.2f}%, "
+                      f"{r.top1['labels']} labels)")
+    console.print(f"  top-1 class agreement with the interpreter {100 * r.agreement:.2f}%")
+    console.print(f"  {r.instructions_per_inference:,} instructions per inference -> estimated "
+                  f"{r.estimated_cycles:,} cycles = {r.estimated_ms:.2f} ms at "
+                  f"{r.clock_hz / 1e6:g} MHz [dim](estimate: CPI {r.cpi}, "
+                  f"{'calibrated' if r.cost_model_calibrated else 'uncalibrated'})[/]")
+    console.print(f"  arena {r.arena_bytes:,} B used on the device (declared {r.arena_declared:,}"
+                  f" B; host interpreter {r.arena_host:,} B); firmware {r.firmware_text_bytes:,} "
+                  f"B code+constants, {r.firmware_ram_bytes:,} B RAM")
+    built = "from the cache" if r.build_cached else f"{r.objects_compiled} files compiled"
+    console.print(f"  build {r.build_seconds:.1f} s ({built}), QEMU run {r.run_seconds:.1f} s")
+    if r.top_ops:
+        table = Table(title="most expensive ops (estimated)", title_justify="left")
+        for col in ("#", "op", "instructions", "est. cycles", "share"):
+            table.add_column(col, justify="right" if col != "op" else "left")
+        for o in r.top_ops:
+            table.add_row(str(o.index), o.op, f"{o.instructions:,}", f"{o.estimated_cycles:,}",
+                          f"{100 * o.share:.1f}%")
+        console.print(table)
+    for c in found_checks or []:
+        console.print(f"  {'[green]ok[/]' if c.ok else '[red]FAIL[/]'} {c.detail}")
