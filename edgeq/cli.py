@@ -153,6 +153,11 @@ def cli(debug: bool) -> None:
 @click.option("--allow-unsafe", is_flag=True, help="Load Lambda layers (runs code from the file).")
 @click.option("--no-latency", is_flag=True, help="Skip the host latency measurement.")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+@click.option("--emulate", "emulate_", is_flag=True,
+              help="Also run the model's TFLite Micro firmware on QEMU (Cortex-M targets): "
+              "report.json gets an emulator section (see edgeq emulate).")
+@click.option("--tflm-tree", type=click.Path(),
+              help="--emulate: TFLite Micro tree with CMSIS-NN [$EDGEQ_TFLM_TREE].")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout instead of a table.")
 def convert(model: str, target: str, data: str, eval_data: str | None, out: str | None,
             method: str, train_data: str | None, epochs: int, lr: float | None,
@@ -162,7 +167,8 @@ def convert(model: str, target: str, data: str, eval_data: str | None, out: str 
             diagnostics: bool, html: bool, calibration_samples: int,
             eval_samples: int | None,
             input_scale: str | None, mean: str | None, std: str | None, max_drop: float | None,
-            labels: str | None, allow_unsafe: bool, no_latency: bool, overwrite: bool, as_json: bool) -> None:
+            labels: str | None, allow_unsafe: bool, no_latency: bool, overwrite: bool,
+            emulate_: bool, tflm_tree: str | None, as_json: bool) -> None:
     """Convert MODEL (.keras, .h5 or SavedModel dir) to a full-integer TFLite model for a target,
     verify it on the target's runtime and write the model and report.json/report.md (and
     report.html with --html)."""
@@ -182,14 +188,43 @@ def convert(model: str, target: str, data: str, eval_data: str | None, out: str 
     )
     from edgeq.console import RichProgress, print_report
 
+    if emulate_:  # fail on a missing tool or tree before the conversion, not after it
+        from edgeq.emulator.toolchain import find_toolchain, resolve_tree
+
+        find_toolchain()
+        resolve_tree(tflm_tree)
     with RichProgress(enabled=not as_json) as progress:
         result = api.convert(opts, progress)
+    emulated = _emulate_converted(result, target, eval_data or data, opts, tflm_tree) \
+        if emulate_ else None
     if as_json:
-        click.echo(result.report.to_json(), nl=False)
+        click.echo(result.report.to_json() if emulated is None else emulated[1], nl=False)
     else:
         print_report(result.report, result.files)
+        if emulated is not None:
+            from edgeq.emulator.render import print_emulation
+
+            print_emulation(emulated[0])
     if result.gate_error is not None:
         raise result.gate_error
+
+
+def _emulate_converted(result, target: str, eval_data: str, opts, tflm_tree: str | None):
+    """convert --emulate: the converted model on the emulator; its section goes into the
+    report.json just written. Returns the result and the new report text."""
+    from edgeq.emulator.emulate import emulate as run_emulation
+    from edgeq.outputs import write_outputs
+
+    model = next(p for n, p in result.files.items()
+                 if n.endswith(".tflite") and not n.endswith("_edgetpu.tflite"))
+    emu = run_emulation(model, target, eval_data=eval_data, preprocess=opts.preprocess,
+                        eval_samples=opts.eval_samples, tflm_tree=tflm_tree)
+    path = result.files["report.json"]
+    report = json.loads(path.read_text())
+    report["emulator"] = emu.to_dict()
+    text = json.dumps(report, indent=2) + "\n"
+    write_outputs(path.parent, {path.name: text.encode()}, overwrite=True)
+    return emu, text
 
 
 @cli.command(epilog=ANALYZE_EXAMPLES)

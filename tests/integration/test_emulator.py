@@ -1,0 +1,148 @@
+"""The device emulator on real parts: TFLite Micro + CMSIS-NN firmware built with
+arm-none-eabi-gcc from edgeq's embed output and the TFLM tree in ../shared/third_party, run on
+qemu-system-arm (mps2-an386, Cortex-M4). Outputs are checked against the TFLM Python
+interpreter, never against figures written here. Skips (with the install line) only where the
+toolchain is absent. The build cache is the user's (EDGEQ_CACHE or ~/.cache/edgeq): the first
+run on a machine compiles what the models need, later runs reuse it."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from edgeq.cli import main
+from edgeq.errors import MissingDependencyError
+from tests.conftest import EXAMPLE, FIXTURES
+
+pytestmark = pytest.mark.slow
+
+TREE = FIXTURES.parent / "third_party" / "tflm_tree_cmsis_nn.tar.gz"
+HELLO = FIXTURES / "models" / "tflm" / "hello_world_int8.tflite"
+
+
+@pytest.fixture(scope="module")
+def toolchain():
+    from edgeq.emulator.toolchain import find_toolchain
+
+    try:
+        return find_toolchain()
+    except MissingDependencyError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def tree(toolchain):
+    if not TREE.is_file():
+        pytest.fail(f"TFLM tree archive not found at {TREE}")
+    return str(TREE)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory, tree):
+    """The bundled digits CNN converted for cortex-m4 with --emulate (convert's stage)."""
+    out = tmp_path_factory.mktemp("digits") / "out"
+    code = main(["convert", str(EXAMPLE / "digits_cnn.keras"), "--target", "cortex-m4",
+                 "--data", str(EXAMPLE / "digits_calibration.npz"),
+                 "--eval-data", str(EXAMPLE / "digits_eval.npz"), "--input-scale", "1/16",
+                 "--out", str(out), "--no-latency", "--emulate", "--tflm-tree", tree])
+    assert code == 0
+    return out
+
+
+def _interpreter_top1(model_path, eval_npz, scale):
+    """Top-1 of the TFLM Python interpreter on the same int8 inputs the emulator got."""
+    from edgeq.adapters.tflm import TFLMRunner
+
+    d = np.load(eval_npz)
+    x = d["x"].astype(np.float32) * np.float32(scale)
+    x = x.reshape(len(x), *np.load(eval_npz)["x"].shape[1:])
+    runner = TFLMRunner(model_path.read_bytes())
+    from edgeq.tflite_file import read_model
+
+    shape = read_model(model_path.read_bytes()).input_tensors[0].shape[1:]
+    out = runner.run(x.reshape(len(x), *shape))[0]
+    return float(np.mean(out.reshape(len(x), -1).argmax(axis=1) == d["y"])), len(x)
+
+
+def test_convert_emulate_digits_matches_the_interpreter(digits):
+    report = json.loads((digits / "report.json").read_text())
+    emu = report["emulator"]
+    assert {"machine", "cpu", "clock_hz", "samples", "instructions_per_inference",
+            "estimated_cycles", "estimated_ms", "outputs_identical", "mismatched_samples",
+            "top1", "arena_bytes", "build_seconds", "run_seconds"} <= set(emu)
+    assert emu["machine"] == "mps2-an386" and emu["cpu"] == "cortex-m4"
+    assert emu["outputs_identical"] is True and emu["mismatched_samples"] == 0
+    top1, n = _interpreter_top1(digits / "digits_cnn_int8.tflite",
+                                EXAMPLE / "digits_eval.npz", 1 / 16)
+    assert emu["samples"] == n == emu["top1"]["labels"]
+    assert emu["top1"]["device"] == pytest.approx(top1)
+    assert emu["top1"]["interpreter"] == pytest.approx(top1)
+    assert emu["agreement"] == 1.0
+    # the estimate is the counted instructions times the documented CPI
+    cpi = emu["estimate"]["cycles_per_instruction"]
+    assert emu["estimated_cycles"] == round(emu["instructions_per_inference"] * cpi)
+    assert emu["estimated_ms"] == pytest.approx(
+        emu["estimated_cycles"] / emu["clock_hz"] * 1000, rel=1e-3)
+    # per op: one entry per op of the model, summing to (a little less than) the Invoke total
+    assert [o["op"] for o in emu["per_op"]] == [op["op"] for op in report["ops"]]
+    total = sum(o["instructions"] for o in emu["per_op"])
+    assert 0.9 * emu["instructions_per_inference"] < total <= emu["instructions_per_inference"]
+    assert emu["instructions_min"] <= emu["instructions_per_inference"] <= emu["instructions_max"]
+    # the device arena (32-bit) fits in what embed declared
+    assert 0 < emu["arena_bytes"] <= emu["arena_declared"]
+
+
+def test_emulate_is_cached_and_deterministic(tree, tmp_path, capsys):
+    args = ["emulate", str(HELLO), "--target", "cortex-m4", "--tflm-tree", tree,
+            "--eval-samples", "5", "--json"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)["emulator"]
+    assert main(args) == 0
+    second = json.loads(capsys.readouterr().out)["emulator"]
+    assert second["build_cached"] is True and second["objects_compiled"] == 0
+    timing = {"build_seconds", "run_seconds", "build_cached", "objects_compiled"}
+    assert {k: v for k, v in first.items() if k not in timing} == \
+        {k: v for k, v in second.items() if k not in timing}
+    assert first["outputs_identical"] is True and first["samples"] == 5
+    assert first["top1"] is None  # synthetic inputs have no labels
+    assert first["inputs"].startswith("synthetic")
+
+
+def test_emulate_gate_on_cycles(tree, tmp_path, capsys):
+    report = tmp_path / "base.json"
+    args = ["emulate", str(HELLO), "-t", "cortex-m4", "--tflm-tree", tree]
+    assert main([*args, "--report", str(report)]) == 0
+    capsys.readouterr()
+    assert main([*args, "--baseline", str(report), "--max-growth", "0"]) == 0
+    capsys.readouterr()
+    base = json.loads(report.read_text())
+    base["emulator"]["estimated_cycles"] = base["emulator"]["estimated_cycles"] // 2
+    report.write_text(json.dumps(base))
+    assert main([*args, "--baseline", str(report), "--max-growth", "10"]) == 4
+    assert "estimated cycles" in capsys.readouterr().err
+
+
+def test_missing_tools_and_tree_say_how_to_fix(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no compiler, no QEMU
+    assert main(["emulate", str(HELLO), "-t", "cortex-m4", "--tflm-tree", str(TREE)]) == 2
+    err = capsys.readouterr().err
+    assert "arm-none-eabi-gcc" in err and "apt-get install" in err and "qemu-system-arm" in err
+    monkeypatch.undo()
+    monkeypatch.delenv("EDGEQ_TFLM_TREE", raising=False)
+    try:
+        from edgeq.emulator.toolchain import find_toolchain
+
+        find_toolchain()
+    except MissingDependencyError:
+        pytest.skip("toolchain absent: the tree message is checked where it is installed")
+    assert main(["emulate", str(HELLO), "-t", "cortex-m4"]) == 2
+    err = capsys.readouterr().err
+    assert "--tflm-tree" in err and "EDGEQ_TFLM_TREE" in err and "create_tflm_tree.py" in err
+
+
+def test_target_without_emulator_exits_3(capsys):
+    assert main(["emulate", str(HELLO), "-t", "coral", "--tflm-tree", str(TREE)]) == 3
+    assert "no emulator" in capsys.readouterr().err
