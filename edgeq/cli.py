@@ -288,11 +288,17 @@ def inspect(model: str, source: str | None, as_json: bool) -> None:
 @click.option("--report", "report_path", type=click.Path(),
               help="Write this run's figures as JSON (usable as the next --baseline).")
 @click.option("--no-latency", is_flag=True, help="Skip the host latency measurement.")
+@click.option("--emulate", "emulate_", is_flag=True,
+              help="Also run the firmware on QEMU (Cortex-M targets) and gate on the emulated "
+              "device's top-1 (--max-drop) and estimated cycles (--max-growth).")
+@click.option("--tflm-tree", type=click.Path(),
+              help="--emulate: TFLite Micro tree with CMSIS-NN [$EDGEQ_TFLM_TREE].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verify(model: str, target: str, eval_data: str, baseline: str | None,
            max_drop: float | None, max_growth: float | None, eval_samples: int | None,
            input_scale: str | None, mean: str | None, std: str | None,
-           report_path: str | None, no_latency: bool, as_json: bool) -> None:
+           report_path: str | None, no_latency: bool, emulate_: bool, tflm_tree: str | None,
+           as_json: bool) -> None:
     """Measure a .tflite MODEL on the target's runtime (TFLite Micro for microcontrollers) and,
     with --baseline, fail with exit 4 when it got worse: a CI regression gate."""
     from pathlib import Path
@@ -305,7 +311,21 @@ def verify(model: str, target: str, eval_data: str, baseline: str | None,
                            max_growth=max_growth,
                            preprocess=Preprocess.parse(input_scale, mean, std),
                            eval_samples=eval_samples, measure_latency=not no_latency)
-    body = json.dumps(outcome.to_dict(), indent=2) + "\n"
+    emulated = None
+    if emulate_:
+        import dataclasses
+
+        from edgeq.emulator.gate import emulate_checked
+
+        emulated, found = emulate_checked(
+            model, target, eval_data, baseline=baseline, max_drop=max_drop,
+            max_growth=max_growth, preprocess=Preprocess.parse(input_scale, mean, std),
+            eval_samples=eval_samples, tflm_tree=tflm_tree)
+        outcome = dataclasses.replace(outcome, checks=(*outcome.checks, *found))
+    payload = outcome.to_dict()
+    if emulated is not None:
+        payload["emulator"] = emulated.to_dict()
+    body = json.dumps(payload, indent=2) + "\n"
     if report_path:
         out = Path(report_path)
         write_outputs(out.parent, {out.name: body.encode()},
@@ -316,6 +336,10 @@ def verify(model: str, target: str, eval_data: str, baseline: str | None,
         from edgeq.console import print_verify
 
         print_verify(outcome)
+        if emulated is not None:
+            from edgeq.emulator.render import print_emulation
+
+            print_emulation(emulated)
     if outcome.error() is not None:
         raise outcome.error()
 

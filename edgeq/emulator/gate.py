@@ -72,3 +72,29 @@ def checks(now: EmulatorResult, base: dict[str, Any], max_drop: float | None,
 def error(found: list[Check], baseline: str) -> RegressionError | None:
     failures = [c.detail for c in found if not c.ok]
     return RegressionError(failures, baseline) if failures else None
+
+
+def baseline_section(path: str | Path | None) -> dict[str, Any] | None:
+    """The baseline's emulator section, or None when there is no baseline or it has none (then
+    the emulated figures are reported but not compared)."""
+    if path is None:
+        return None
+    try:
+        return read_baseline(path)
+    except InputError:
+        return None
+
+
+def emulate_checked(model: str | Path, target: str, eval_data: str | Path, *,
+                    baseline: str | Path | None, max_drop: float | None,
+                    max_growth: float | None, preprocess: Any = None,
+                    eval_samples: int | None = None, tflm_tree: str | Path | None = None
+                    ) -> tuple[EmulatorResult, list[Check]]:
+    """verify --emulate and assert_no_regression(emulate=True): the emulator run and its
+    checks against the baseline's emulator section (none when the baseline has none)."""
+    from edgeq.emulator.emulate import emulate
+
+    result = emulate(model, target, eval_data=eval_data, preprocess=preprocess,
+                     eval_samples=eval_samples, tflm_tree=tflm_tree)
+    base = baseline_section(baseline)
+    return result, (checks(result, base, max_drop, max_growth) if base is not None else [])

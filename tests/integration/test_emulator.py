@@ -146,3 +146,33 @@ def test_missing_tools_and_tree_say_how_to_fix(tmp_path, monkeypatch, capsys):
 def test_target_without_emulator_exits_3(capsys):
     assert main(["emulate", str(HELLO), "-t", "coral", "--tflm-tree", str(TREE)]) == 3
     assert "no emulator" in capsys.readouterr().err
+
+
+def test_verify_emulate_gates_on_the_emulated_device(digits, tree, tmp_path, capsys):
+    model = digits / "digits_cnn_int8.tflite"
+    args = ["verify", str(model), "--target", "cortex-m4",
+            "--eval-data", str(EXAMPLE / "digits_eval.npz"), "--input-scale", "1/16",
+            "--baseline", str(digits / "report.json"), "--max-drop", "0", "--max-growth", "0",
+            "--no-latency", "--emulate", "--tflm-tree", tree, "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    checks = {c["metric"]: c for c in out["checks"]}
+    assert checks["emulator.top1"]["ok"] and checks["emulator.estimated_cycles"]["ok"]
+    base = json.loads((digits / "report.json").read_text())["emulator"]
+    assert out["emulator"]["estimated_cycles"] == base["estimated_cycles"]
+
+    from edgeq.testing import assert_no_regression
+
+    worse = json.loads((digits / "report.json").read_text())
+    worse["emulator"]["top1"]["device"] = 1.0 + 0.01  # a baseline the model cannot reach
+    (tmp_path / "worse.json").write_text(json.dumps(worse))
+    with pytest.raises(AssertionError, match="emulated-device top-1"):
+        assert_no_regression(model, target="cortex-m4", eval_data=EXAMPLE / "digits_eval.npz",
+                             baseline=tmp_path / "worse.json", max_drop=0.5,
+                             preprocess=_scale(1 / 16), emulate=True, tflm_tree=tree)
+
+
+def _scale(s):
+    from edgeq.data import Preprocess
+
+    return Preprocess(scale=s)
