@@ -251,10 +251,12 @@ def _reference(model: bytes, info: ModelInfo, x: np.ndarray):
     from edgeq.adapters.native import capture_fds
     from edgeq.adapters.tflm import TFLMRunner
 
-    runner = TFLMRunner(model)  # measures the host arena; its interpreter is reused below
-    interp = runner._interp
+    arena = TFLMRunner(model).arena  # the host figure; also rejects models TFLM cannot load
+    from tflite_micro.python.tflite_micro import runtime
+
     outs = []
     with capture_fds((1, 2)):
+        interp = runtime.Interpreter.from_bytes(model, arena_size=max(10 * len(model), 8 << 20))
         for row in x:
             at = 0
             for k, t in enumerate(info.input_tensors):
@@ -266,7 +268,7 @@ def _reference(model: bytes, info: ModelInfo, x: np.ndarray):
             outs.append(b"".join(np.ascontiguousarray(interp.get_output(k)).tobytes()
                                  for k in range(len(info.outputs))))
     ref = np.frombuffer(b"".join(outs), dtype=np.uint8).reshape(x.shape[0], -1)
-    return ref, runner.arena
+    return ref, arena
 
 
 def _per_op(info: ModelInfo, op_insns: np.ndarray | None, cm) -> tuple[OpCost, ...]:

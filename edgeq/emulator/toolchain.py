@@ -121,7 +121,10 @@ def _unpack(archive: Path) -> Path:
     tmp.mkdir(parents=True)
     try:
         with tarfile.open(archive) as tar:
-            tar.extractall(tmp, filter="data")
+            try:
+                tar.extractall(tmp, filter="data")  # no links or paths out of tmp
+            except TypeError:  # Python before 3.10.12 / 3.11.4: no filters
+                tar.extractall(tmp)
     except (tarfile.TarError, OSError) as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise InputError(f"TFLM tree archive '{archive}': cannot unpack: {exc}",
