@@ -176,3 +176,21 @@ def _scale(s):
     from edgeq.data import Preprocess
 
     return Preprocess(scale=s)
+
+
+def test_firmware_links_only_what_the_model_needs(tree, toolchain):
+    """hello_world has only FULLY_CONNECTED: its firmware's library holds that kernel and the
+    framework, not the convolution or pooling kernels."""
+    from edgeq.embed import embed_model
+    from edgeq.emulator.build import build_firmware
+    from edgeq.emulator.cores import CORES
+    from edgeq.emulator.toolchain import resolve_tree
+
+    embedded = embed_model(HELLO.read_bytes(), "g_model")
+    fw = build_firmware(embedded.files, "g_model", embedded.arena_size, 1, CORES["cortex-m4"],
+                        toolchain, resolve_tree(tree))
+    library = json.loads((fw.elf.parent / "firmware.json").read_text())["library"]
+    assert any(p.endswith("kernels/cmsis_nn/fully_connected.cc") for p in library)
+    assert not any(p.endswith(("/conv.cc", "/pooling.cc", "/depthwise_conv.cc"))
+                   for p in library)
+    assert fw.elf.is_file() and fw.marks_addr > 0 and fw.mark_fn[1] > fw.mark_fn[0]
