@@ -100,7 +100,7 @@ def build_firmware(embedded: dict[str, bytes], name: str, arena_size: int, sampl
     start = time.perf_counter()
     ckey = config_key(tool, tree, core)
     sources = firmware_sources()
-    h = hashlib.sha256(f"{ckey}\0{name}\0{sample_bytes}\0{MARKS}".encode())
+    h = hashlib.sha256(f"{ckey}\0{name}\0{arena_size}\0{sample_bytes}\0{MARKS}".encode())
     for fname in sorted(embedded):
         h.update(fname.encode() + b"\0" + embedded[fname])
     for fname in sorted(sources):

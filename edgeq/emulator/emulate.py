@@ -21,6 +21,11 @@ from edgeq.errors import ConversionError, DataError, ModelFileError, TargetConst
 from edgeq.tflite_file import ModelInfo, TensorInfo, read_model
 
 SYNTHETIC_SAMPLES = 8  # without --eval-data: this many seeded random inputs
+# The firmware's arena is larger than embed's recommendation, so that a recommendation that is
+# too small for the device's kernels (CMSIS-NN's scratch buffers differ per core) is reported
+# as a finding next to what the device used, instead of stopping the run.
+_ARENA_HEADROOM = 64 << 10
+_ARENA_CAP = 3 << 20  # the mps boards' RAM is 4 MiB (code and stack live elsewhere or above)
 _NAME = "g_model"
 
 
@@ -62,7 +67,8 @@ class EmulatorResult:
     top1: dict[str, float] | None  # device, interpreter, agreement: only with labels
     agreement: float  # device top-1 class == interpreter top-1 class, over all samples
     arena_bytes: int  # used on the device build (32-bit), TFLM's arena_used_bytes()
-    arena_declared: int  # the arena the firmware declares: `edgeq embed`'s recommendation
+    arena_declared: int  # `edgeq embed`'s recommended kTensorArenaSize
+    arena_fits: bool  # the device build's arena (+16 B alignment slack) fits in arena_declared
     arena_host: int  # the TFLM Python interpreter's recording allocator (64-bit host)
     firmware_text_bytes: int
     firmware_ram_bytes: int
@@ -97,6 +103,7 @@ class EmulatorResult:
             "max_abs_diff": self.max_abs_diff,
             "top1": self.top1, "agreement": round(self.agreement, 6),
             "arena_bytes": self.arena_bytes, "arena_declared": self.arena_declared,
+            "arena_fits_declared": self.arena_fits,
             "arena_host": self.arena_host,
             "firmware_text_bytes": self.firmware_text_bytes,
             "firmware_ram_bytes": self.firmware_ram_bytes,
@@ -154,7 +161,9 @@ def emulate(model: str | Path, target: str, *, eval_data: str | Path | None = No
     reference, host_arena = _reference(data, info, x)
     embedded = embed_model(data, _NAME, source=str(p), arena=host_arena)
     sample_bytes = x.shape[1]
-    fw = build_firmware(embedded.files, _NAME, embedded.arena_size, sample_bytes, core, tool,
+    device_arena = min(max(2 * embedded.arena_size, embedded.arena_size + _ARENA_HEADROOM),
+                       max(_ARENA_CAP, embedded.arena_size))
+    fw = build_firmware(embedded.files, _NAME, device_arena, sample_bytes, core, tool,
                         tree, jobs=jobs)
     run = run_firmware(fw, core, tool, plugin_path(tool), x.tobytes(), n, sample_bytes)
 
@@ -189,7 +198,8 @@ def emulate(model: str | Path, target: str, *, eval_data: str | Path | None = No
         outputs_identical=not differs.any(), mismatched_samples=int(differs.sum()),
         first_mismatch=first, max_abs_diff=max_diff, top1=top1,
         agreement=float(np.mean(dev_cls == ref_cls)),
-        arena_bytes=int(run.report.get("arena_used", 0)), arena_declared=fw.arena_size,
+        arena_bytes=int(run.report.get("arena_used", 0)), arena_declared=embedded.arena_size,
+        arena_fits=int(run.report.get("arena_used", 0)) + 16 <= embedded.arena_size,
         arena_host=host_arena.total, firmware_text_bytes=fw.text_bytes,
         firmware_ram_bytes=fw.ram_bytes, build_seconds=fw.build_seconds,
         build_cached=fw.cached, objects_compiled=fw.compiled, run_seconds=run.run_seconds,

@@ -80,8 +80,8 @@ def run_firmware(fw: Firmware, core: Core, tool: Toolchain, plugin: Path, inputs
 
 
 _HINTS = {
-    "allocate_tensors": "the tensor arena `edgeq embed` recommends is too small for the device "
-                        "build (CMSIS-NN scratch buffers): please report it",
+    "allocate_tensors": "the model does not fit the emulated board's RAM (the arena is capped "
+                        "at 3 MiB)",
     "hard_fault": "the firmware crashed on the emulated core; rerun with --debug",
 }
 

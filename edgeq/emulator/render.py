@@ -28,6 +28,10 @@ def print_emulation(result: Any, found_checks: list[Any] | None = None) -> None:
     console.print(f"  arena {r.arena_bytes:,} B used on the device (declared {r.arena_declared:,}"
                   f" B; host interpreter {r.arena_host:,} B); firmware {r.firmware_text_bytes:,} "
                   f"B code+constants, {r.firmware_ram_bytes:,} B RAM")
+    if not r.arena_fits:
+        console.print(f"  [red]the device build needs {r.arena_bytes + 16:,} B of arena: more "
+                      f"than the {r.arena_declared:,} B `edgeq embed` recommends[/] (its "
+                      "optimized kernels' scratch buffers); declare at least that much")
     built = "from the cache" if r.build_cached else f"{r.objects_compiled} files compiled"
     console.print(f"  build {r.build_seconds:.1f} s ({built}), QEMU run {r.run_seconds:.1f} s")
     if r.top_ops:
