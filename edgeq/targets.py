@@ -189,7 +189,8 @@ _TOP: dict[str, _Key] = {
     "schema_version": _Key("int"), "name": _Key("str"), "description": _Key("str"),
     "device": _Key("str"), "extends": _Key("str", required=False),
     "abstract": _Key("bool", required=False),
-    **{table: _Key("table", required=table not in ("compiler", "export", "emulator")) for table in _TABLES},
+    **{table: _Key("table", required=table not in ("compiler", "export", "emulator"))
+       for table in _TABLES},
 }
 # Identity keys belong to one file; a child never inherits them from its parent.
 _OWN_KEYS = ("schema_version", "name", "extends", "abstract")

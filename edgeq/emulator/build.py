@@ -45,7 +45,8 @@ _CORE_DIRS = ("tensorflow/lite/micro", "tensorflow/lite/micro/arena_allocator",
 _CORE_SKIP = {"fake_micro_context.cc", "mock_micro_graph.cc", "test_helpers.cc",
               "test_helper_custom_ops.cc", "recording_micro_allocator.cc", "hexdump.cc",
               "micro_time.cc", "system_setup.cc", "micro_profiler.cc"}
-_CORE_EXTRA = ("tensorflow/lite/micro/kernels/kernel_util.cc", "tensorflow/lite/kernels/kernel_util.cc",
+_CORE_EXTRA = ("tensorflow/lite/micro/kernels/kernel_util.cc",
+               "tensorflow/lite/kernels/kernel_util.cc",
                "tensorflow/lite/kernels/internal/quantization_util.cc")
 # Parsing these headers (flatbuffers' schema, above all) is most of a TFLM file's compile time;
 # precompiled once per build, they make each file about 3x faster to compile.
@@ -124,7 +125,8 @@ def build_firmware(embedded: dict[str, bytes], name: str, arena_size: int, sampl
         for fname, data in {**embedded, **sources}.items():
             (work / "src" / fname).write_bytes(data)
         app = b.compile_app(work, name, arena_size, sample_bytes)
-        wanted = set(_core_sources(tree.root)) | set(_kernel_sources(tree.root, embedded[f"{name}_ops.h"]))
+        wanted = set(_core_sources(tree.root))
+        wanted |= set(_kernel_sources(tree.root, embedded[f"{name}_ops.h"]))
         elf, used = b.link(work, app, wanted)
         meta = _symbols(tool, elf)
         meta.update(arena_size=arena_size, objects=len(used), config_key=ckey, key=fkey,
@@ -214,7 +216,8 @@ def _register_index(root: Path) -> dict[str, list[str]]:
 
 class _Builder:
     def __init__(self, tool: Toolchain, tree: Tree, core: C.Core, objdir: Path, jobs: int):
-        self.tool, self.root, self.core, self.objdir, self.jobs = tool, tree.root, core, objdir, jobs
+        self.tool, self.root, self.core = tool, tree.root, core
+        self.objdir, self.jobs = objdir, jobs
         self.includes = [f"-I{tree.root / i}" if i else f"-I{tree.root}" for i in _INCLUDES]
         self.compiled = 0
         self.work = objdir

@@ -7,7 +7,6 @@ Results are values: `emulate()` returns an `EmulatorResult`; nothing here prints
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,8 @@ import numpy as np
 from edgeq.data import InputSpec, Preprocess, load_dataset
 from edgeq.emulator import cores
 from edgeq.emulator.costmodel import cost_model
-from edgeq.errors import ConversionError, DataError, ModelFileError, TargetConstraintError, UsageError
+from edgeq.errors import (ConversionError, DataError, ModelFileError, TargetConstraintError,
+                          UsageError)
 from edgeq.tflite_file import ModelInfo, TensorInfo, read_model
 
 SYNTHETIC_SAMPLES = 8  # without --eval-data: this many seeded random inputs
