@@ -32,7 +32,7 @@ from edgeq.emulator.toolchain import Toolchain, Tree, cache_dir
 from edgeq.errors import ConversionError
 
 # Bump when the firmware sources or the build recipe change in a way the hashes do not see.
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 MARKS = 4096  # words in edgeq_marks[] (main.cc's EDGEQ_MARKS)
 _STAGE = "emulator firmware build"
 _FIRMWARE_FILES = ("main.cc", "startup.c", "mps2.ld", "mps3.ld", "edgeq_sections.ld")
@@ -219,6 +219,9 @@ class _Builder:
         self.tool, self.root, self.core = tool, tree.root, core
         self.objdir, self.jobs = objdir, jobs
         self.includes = [f"-I{tree.root / i}" if i else f"-I{tree.root}" for i in _INCLUDES]
+        # __FILE__ (TFLM's error messages) must not carry where the tree or the cache is: the
+        # same inputs give the same firmware bytes on any machine.
+        self.prefix_map = [f"-ffile-prefix-map={tree.root}=tflm"]
         self.compiled = 0
         self.work = objdir
         self._sources: list[Path] | None = None
@@ -231,8 +234,8 @@ class _Builder:
     def _command(self, src: Path, obj: Path, extra: list[str]) -> list[str]:
         is_c = src.suffix == ".c"
         return [self.tool.gcc if is_c else self.tool.gxx, *self.core.flags, self._opt(str(src)),
-                *C.DEFINES, *C.COMMON, *(C.C if is_c else C.CXX), *self.includes, *extra,
-                "-c", str(src), "-o", str(obj)]
+                *C.DEFINES, *C.COMMON, *(C.C if is_c else C.CXX), *self.prefix_map,
+                *self.includes, *extra, "-c", str(src), "-o", str(obj)]
 
     def _pch(self, opt: str) -> list[str]:
         """Builds the precompiled header for C++ at `opt`; the flags that use it."""
@@ -243,7 +246,7 @@ class _Builder:
             header.write_text("".join(f'#include "{h}"\n' for h in _PCH_HEADERS
                                       if (self.root / h).is_file()))
             cmd = [self.tool.gxx, *self.core.flags, opt, *C.DEFINES, *C.COMMON, *C.CXX,
-                   *self.includes, "-x", "c++-header", str(header), "-o", str(header) + ".gch"]
+                   *self.prefix_map, *self.includes, "-x", "c++-header", str(header), "-o", str(header) + ".gch"]
             if subprocess.run(cmd, capture_output=True).returncode != 0:
                 return []  # compile without it
         return ["-include", str(header), "-Winvalid-pch"]
@@ -282,7 +285,7 @@ class _Builder:
 
     def compile_app(self, work: Path, name: str, arena: int, sample_bytes: int) -> list[Path]:
         src = work / "src"
-        extra = [f"-I{src}", f'-DEDGEQ_MODEL_HEADER="{name}.h"',
+        extra = [f"-ffile-prefix-map={work}=fw", f"-I{src}", f'-DEDGEQ_MODEL_HEADER="{name}.h"',
                  f'-DEDGEQ_OPS_HEADER="{name}_ops.h"', f"-DEDGEQ_MODEL_ARRAY={name}",
                  f"-DEDGEQ_OP_COUNT={name}_op_count", f"-DEDGEQ_REGISTER_OPS={name}_register_ops",
                  f"-DEDGEQ_ARENA_SIZE={arena}", f"-DEDGEQ_MAX_SAMPLE_BYTES={max(sample_bytes, 1)}",
