@@ -223,8 +223,28 @@ def _emulate_converted(result, target: str, eval_data: str, opts, tflm_tree: str
     report = json.loads(path.read_text())
     report["emulator"] = emu.to_dict()
     text = json.dumps(report, indent=2) + "\n"
-    write_outputs(path.parent, {path.name: text.encode()}, overwrite=True)
+    md = result.files.get("report.md")
+    outputs = {path.name: text.encode()}
+    if md is not None:
+        outputs[md.name] = md.read_bytes() + _emulator_markdown(emu).encode()
+    write_outputs(path.parent, outputs, overwrite=True)
     return emu, text
+
+
+def _emulator_markdown(emu) -> str:
+    same = "byte-identical to" if emu.outputs_identical else \
+        f"{emu.mismatched_samples} of {emu.samples} samples differ from"
+    top1 = "" if emu.top1 is None else \
+        f"- top-1 on the emulated device: {100 * emu.top1['device']:.2f}%\n"
+    return (f"\n## Emulated device ({emu.core}, QEMU {emu.machine})\n\n"
+            f"- TFLite Micro + CMSIS-NN firmware, {emu.samples} samples: outputs {same} the "
+            "TFLM interpreter's\n" + top1 +
+            f"- {emu.instructions_per_inference:,} instructions per inference; estimated "
+            f"{emu.estimated_cycles:,} cycles = {emu.estimated_ms:.2f} ms at "
+            f"{emu.clock_hz / 1e6:g} MHz (an estimate: CPI {emu.cpi}, "
+            f"{'calibrated' if emu.cost_model_calibrated else 'uncalibrated'})\n"
+            f"- arena on the device: {emu.arena_bytes:,} B (embed recommends "
+            f"{emu.arena_declared:,} B)\n")
 
 
 @cli.command(epilog=ANALYZE_EXAMPLES)

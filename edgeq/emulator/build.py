@@ -121,19 +121,23 @@ def build_firmware(embedded: dict[str, bytes], name: str, arena_size: int, sampl
         b = _Builder(tool, tree, core, objdir, jobs or _default_jobs())
         work = fwdir.with_name(fkey + f".tmp{os.getpid()}")
         shutil.rmtree(work, ignore_errors=True)
-        (work / "src").mkdir(parents=True)
-        for fname, data in {**embedded, **sources}.items():
-            (work / "src" / fname).write_bytes(data)
-        app = b.compile_app(work, name, arena_size, sample_bytes)
-        wanted = set(_core_sources(tree.root))
-        wanted |= set(_kernel_sources(tree.root, embedded[f"{name}_ops.h"]))
-        elf, used = b.link(work, app, wanted)
-        meta = _symbols(tool, elf)
-        meta.update(arena_size=arena_size, objects=len(used), config_key=ckey, key=fkey,
-                    library=sorted(used))
-        (work / "firmware.json").write_text(json.dumps(meta, indent=1))
-        shutil.rmtree(fwdir, ignore_errors=True)
-        os.replace(work, fwdir)
+        try:
+            (work / "src").mkdir(parents=True)
+            for fname, data in {**embedded, **sources}.items():
+                (work / "src" / fname).write_bytes(data)
+            app = b.compile_app(work, name, arena_size, sample_bytes)
+            wanted = set(_core_sources(tree.root))
+            wanted |= set(_kernel_sources(tree.root, embedded[f"{name}_ops.h"]))
+            elf, used = b.link(work, app, wanted)
+            meta = _symbols(tool, elf)
+            meta.update(arena_size=arena_size, objects=len(used), config_key=ckey, key=fkey,
+                        library=sorted(used))
+            (work / "firmware.json").write_text(json.dumps(meta, indent=1))
+            shutil.rmtree(fwdir, ignore_errors=True)
+            os.replace(work, fwdir)
+        except BaseException:  # a failed or interrupted build leaves no half-built firmware
+            shutil.rmtree(work, ignore_errors=True)
+            raise
         return _firmware(fwdir, meta, cached=False, compiled=b.compiled,
                          seconds=time.perf_counter() - start)
 

@@ -195,3 +195,10 @@ def test_firmware_links_only_what_the_model_needs(tree, toolchain):
     assert not any(p.endswith(("/conv.cc", "/pooling.cc", "/depthwise_conv.cc"))
                    for p in library)
     assert fw.elf.is_file() and fw.marks_addr > 0 and fw.mark_fn[1] > fw.mark_fn[0]
+
+
+def test_convert_emulate_summarises_in_report_md(digits):
+    md = (digits / "report.md").read_text()
+    emu = json.loads((digits / "report.json").read_text())["emulator"]
+    assert "## Emulated device (cortex-m4, QEMU mps2-an386)" in md
+    assert f"{emu['instructions_per_inference']:,} instructions per inference" in md
