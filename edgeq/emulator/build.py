@@ -91,8 +91,8 @@ def firmware_sources() -> dict[str, bytes]:
 
 
 def build_firmware(embedded: dict[str, bytes], name: str, arena_size: int, sample_bytes: int,
-                   core: C.Core, tool: Toolchain, tree: Tree, *, jobs: int | None = None
-                   ) -> Firmware:
+                   core: C.Core, tool: Toolchain, tree: Tree, *, jobs: int | None = None,
+                   preserve: bool = False) -> Firmware:
     """The firmware ELF for the model `embed` wrote as `embedded` (NAME.h, NAME.cc, NAME_ops.h).
 
     Raises:
@@ -101,7 +101,8 @@ def build_firmware(embedded: dict[str, bytes], name: str, arena_size: int, sampl
     start = time.perf_counter()
     ckey = config_key(tool, tree, core)
     sources = firmware_sources()
-    h = hashlib.sha256(f"{ckey}\0{name}\0{arena_size}\0{sample_bytes}\0{MARKS}".encode())
+    h = hashlib.sha256(
+        f"{ckey}\0{name}\0{arena_size}\0{sample_bytes}\0{MARKS}\0{preserve}".encode())
     for fname in sorted(embedded):
         h.update(fname.encode() + b"\0" + embedded[fname])
     for fname in sorted(sources):
@@ -125,7 +126,7 @@ def build_firmware(embedded: dict[str, bytes], name: str, arena_size: int, sampl
             (work / "src").mkdir(parents=True)
             for fname, data in {**embedded, **sources}.items():
                 (work / "src" / fname).write_bytes(data)
-            app = b.compile_app(work, name, arena_size, sample_bytes)
+            app = b.compile_app(work, name, arena_size, sample_bytes, preserve)
             wanted = set(_core_sources(tree.root))
             wanted |= set(_kernel_sources(tree.root, embedded[f"{name}_ops.h"]))
             elf, used = b.link(work, app, wanted)
@@ -287,13 +288,14 @@ class _Builder:
             self.compiled += len(todo)
         return objs
 
-    def compile_app(self, work: Path, name: str, arena: int, sample_bytes: int) -> list[Path]:
+    def compile_app(self, work: Path, name: str, arena: int, sample_bytes: int,
+                    preserve: bool = False) -> list[Path]:
         src = work / "src"
         extra = [f"-ffile-prefix-map={work}=fw", f"-I{src}", f'-DEDGEQ_MODEL_HEADER="{name}.h"',
                  f'-DEDGEQ_OPS_HEADER="{name}_ops.h"', f"-DEDGEQ_MODEL_ARRAY={name}",
                  f"-DEDGEQ_OP_COUNT={name}_op_count", f"-DEDGEQ_REGISTER_OPS={name}_register_ops",
                  f"-DEDGEQ_ARENA_SIZE={arena}", f"-DEDGEQ_MAX_SAMPLE_BYTES={max(sample_bytes, 1)}",
-                 f"-DEDGEQ_MARKS={MARKS}"]
+                 f"-DEDGEQ_MARKS={MARKS}", f"-DEDGEQ_PRESERVE={int(preserve)}"]
         objs = []
         jobs = [(src / "main.cc", work / "main.o"), (src / "startup.c", work / "startup.o"),
                 (src / f"{name}.cc", work / "model.o")]

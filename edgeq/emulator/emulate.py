@@ -43,6 +43,21 @@ class OpCost:
 
 
 @dataclass(frozen=True)
+class OpMismatch:
+    """An op whose output differs between the device and the interpreter (same input)."""
+
+    index: int  # in execution order (subgraph 0)
+    op: str
+    tensor: str
+    differing_bytes: int
+    bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "op": self.op, "tensor": self.tensor,
+                "differing_bytes": self.differing_bytes, "bytes": self.bytes}
+
+
+@dataclass(frozen=True)
 class EmulatorResult:
     model: str
     target: str
@@ -79,6 +94,12 @@ class EmulatorResult:
     per_op: tuple[OpCost, ...]  # every op, in execution order (empty when not available)
     top_ops: tuple[OpCost, ...]  # the most expensive ops
     toolchain: dict[str, str] = field(default_factory=dict)
+    # Every op's outputs compared on one sample (the first that differs): filled when outputs
+    # differ, or when asked (locate_ops=True). The first entry is the op that causes it.
+    op_outputs_compared: int = 0
+    mismatch_ops: tuple[OpMismatch, ...] = ()
+    mismatch_sample: int | None = None
+    locate_note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The report's `emulator` section."""
@@ -113,13 +134,18 @@ class EmulatorResult:
             "top_ops": [o.to_dict() for o in self.top_ops],
             "per_op": [o.to_dict() for o in self.per_op],
             "toolchain": dict(self.toolchain),
+            "op_outputs_compared": self.op_outputs_compared,
+            "mismatch_ops": [m.to_dict() for m in self.mismatch_ops],
+            "mismatch_sample": self.mismatch_sample,
+            "locate_note": self.locate_note,
         }
 
 
 def emulate(model: str | Path, target: str, *, eval_data: str | Path | None = None,
             preprocess: Preprocess | None = None, eval_samples: int | None = None,
             tflm_tree: str | Path | None = None, clock_hz: int | None = None,
-            jobs: int | None = None, top_ops: int = 5) -> EmulatorResult:
+            jobs: int | None = None, top_ops: int = 5, locate_ops: bool = False
+            ) -> EmulatorResult:
     """Build `model` (.tflite) into firmware for `target`'s core, run it on QEMU over the
     evaluation inputs (or seeded random ones) and compare with the TFLM interpreter.
 
@@ -185,6 +211,15 @@ def emulate(model: str | Path, target: str, *, eval_data: str | Path | None = No
                 "interpreter": float(np.mean(ref_cls == labels)),
                 "labels": int(labels.shape[0])}
 
+    compared, mismatch_ops, note, where = 0, (), "", None
+    if differs.any() or locate_ops:
+        where = first if first is not None else 0
+        try:
+            compared, mismatch_ops = _locate(data, info, x[where], embedded.files, core, tool,
+                                             tree, jobs)
+        except ConversionError as exc:  # e.g. every tensor kept does not fit the board's RAM
+            note = f"could not compare the ops' outputs: {exc.message}"
+
     cm = cost_model(core.name)
     mean_insns = float(run.invoke_insns.mean())
     per_op = _per_op(info, run.op_insns, cm)
@@ -206,7 +241,69 @@ def emulate(model: str | Path, target: str, *, eval_data: str | Path | None = No
         per_op=per_op, top_ops=tuple(sorted(per_op, key=lambda o: -o.instructions)[:top_ops]),
         toolchain={"gcc": tool.gcc_version, "qemu": tool.qemu_version, "tflm_tree": tree.source,
                    "tflm_tree_sha256": tree.digest, "firmware": fw.key},
+        op_outputs_compared=compared, mismatch_ops=mismatch_ops, mismatch_sample=where,
+        locate_note=note,
     )
+
+
+def _locate(model: bytes, info: ModelInfo, row: np.ndarray, embedded: dict[str, bytes],
+            core: cores.Core, tool: Any, tree: Any, jobs: int | None
+            ) -> tuple[int, tuple[OpMismatch, ...]]:
+    """Runs one sample on firmware that keeps every tensor (TFLM's preserve_all_tensors) and
+    on the interpreter in the same mode, and compares every op's outputs in execution order."""
+    from edgeq.emulator.build import build_firmware
+    from edgeq.emulator.plugin import plugin_path
+    from edgeq.emulator.qemu import run_firmware
+
+    fw = build_firmware(embedded, _NAME, _ARENA_CAP, row.shape[0], core, tool, tree, jobs=jobs,
+                        preserve=True)
+    run = run_firmware(fw, core, tool, plugin_path(tool), row.tobytes(), 1, row.shape[0])
+    device, at = [], 0
+    blob = run.op_tensors
+    while at + 4 <= len(blob):
+        n = int.from_bytes(blob[at:at + 4], "little")
+        device.append(blob[at + 4:at + 4 + n])
+        at += 4 + n
+    reference = _reference_op_outputs(model, info, row)
+    if len(device) != len(reference):
+        raise ConversionError("emulator run (QEMU)", f"the firmware dumped {len(device)} op "
+                              f"outputs, the interpreter has {len(reference)}")
+    found = []
+    for (k, tensor, ref), dev in zip(reference, device):
+        a = np.frombuffer(dev, dtype=np.uint8)
+        b = np.frombuffer(ref, dtype=np.uint8)
+        if a.shape != b.shape or np.any(a != b):
+            diff = int(np.sum(a != b)) if a.shape == b.shape else max(a.size, b.size)
+            found.append(OpMismatch(k, info.ops[k].op, tensor, diff, b.size))
+    return len(reference), tuple(found)
+
+
+def _reference_op_outputs(model: bytes, info: ModelInfo, row: np.ndarray
+                          ) -> list[tuple[int, str, bytes]]:
+    from edgeq.adapters.native import capture_fds
+    from tflite_micro.python.tflite_micro import runtime
+
+    out = []
+    with capture_fds((1, 2)):
+        interp = runtime.Interpreter.from_bytes(
+            model, arena_size=max(10 * len(model), 8 << 20),
+            intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
+        at = 0
+        for k, t in enumerate(info.input_tensors):
+            dt = _dtype(t)
+            size = int(np.prod(t.shape)) * dt.itemsize
+            interp.set_input(row[at:at + size].view(dt).reshape(t.shape), k)
+            at += size
+        interp.invoke()
+        for k, op in enumerate(info.ops):
+            for idx in op.outputs:
+                if idx < 0:
+                    out.append((k, "", b""))
+                    continue
+                d = interp.GetTensor(idx, 0)
+                out.append((k, info.tensors[idx].name,
+                            np.ascontiguousarray(d["tensor_data"]).tobytes()))
+    return out
 
 
 def _dtype(t: TensorInfo) -> np.dtype:

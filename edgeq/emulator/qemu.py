@@ -34,6 +34,7 @@ class Run:
     total_insns: int  # the whole run, boot and I/O included
     run_seconds: float
     command: tuple[str, ...]
+    op_tensors: bytes = b""  # ops.bin: firmware built with preserve=True only
 
 
 def run_firmware(fw: Firmware, core: Core, tool: Toolchain, plugin: Path, inputs: bytes,
@@ -74,9 +75,11 @@ def run_firmware(fw: Firmware, core: Core, tool: Toolchain, plugin: Path, inputs
             raise ConversionError(_STAGE, f"the firmware stopped: {why}", hint=_HINTS.get(why))
         out_path = d / "out.bin"
         outputs = out_path.read_bytes() if out_path.is_file() else b""
+        ops_path = d / "ops.bin"
+        op_tensors = ops_path.read_bytes() if ops_path.is_file() else b""
         invoke, ops, total = _parse_counts(counts.read_text() if counts.is_file() else "",
                                            samples)
-    return Run(outputs, report, invoke, ops, total, seconds, cmd)
+    return Run(outputs, report, invoke, ops, total, seconds, cmd, op_tensors)
 
 
 _HINTS = {

@@ -21,6 +21,15 @@ def print_emulation(result: Any, found_checks: list[Any] | None = None) -> None:
                       f"(interpreter {100 * r.top1['interpreter']:.2f}%, "
                       f"{r.top1['labels']} labels)")
     console.print(f"  top-1 class agreement with the interpreter {100 * r.agreement:.2f}%")
+    if r.mismatch_ops:
+        m = r.mismatch_ops[0]
+        console.print(f"  [red]first op whose output differs (sample {r.mismatch_sample}): "
+                      f"#{m.index} {m.op} -> {m.tensor} ({m.differing_bytes} of {m.bytes} "
+                      f"bytes)[/]; {len(r.mismatch_ops)} of the ops differ in all")
+    elif not r.outputs_identical and r.op_outputs_compared:
+        console.print(f"  every op's output matched on sample {r.mismatch_sample}")
+    if r.locate_note:
+        console.print(f"  {r.locate_note}")
     console.print(f"  {r.instructions_per_inference:,} instructions per inference -> estimated "
                   f"{r.estimated_cycles:,} cycles = {r.estimated_ms:.2f} ms at "
                   f"{r.clock_hz / 1e6:g} MHz [dim](estimate: CPI {r.cpi}, "

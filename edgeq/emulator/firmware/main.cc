@@ -7,6 +7,8 @@
 //             (each sample: every input tensor's bytes, in input order)
 //   out.bin : samples x (every output tensor's bytes, in output order)
 //   stdout  : "EDGEQ key=value" lines (arena, tensor sizes, status)
+//   ops.bin : only when built with EDGEQ_PRESERVE=1 (TFLM keeps every tensor): per sample, per
+//             op of subgraph 0 in execution order, per output: u32 length, then its bytes
 // Instruction counting: edgeq_mark(k) stores to edgeq_marks[k]; the QEMU plugin records the
 // executed-instruction count at each such store (k=0 before Invoke, 1 after, 2+2i / 3+2i
 // around the i-th op of that Invoke).
@@ -16,6 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "tensorflow/lite/micro/memory_helpers.h"
 #include "tensorflow/lite/micro/micro_interpreter.h"
 #include "tensorflow/lite/micro/micro_mutable_op_resolver.h"
 #include "tensorflow/lite/micro/micro_profiler_interface.h"
@@ -23,6 +26,10 @@
 
 #include EDGEQ_MODEL_HEADER
 #include EDGEQ_OPS_HEADER
+
+#ifndef EDGEQ_PRESERVE
+#define EDGEQ_PRESERVE 0
+#endif
 
 #ifndef EDGEQ_MARKS
 #define EDGEQ_MARKS 4096
@@ -91,7 +98,7 @@ int main() {
   if (EDGEQ_REGISTER_OPS(resolver) != kTfLiteOk) return fail("register_ops");
   static MarkProfiler profiler;
   static tflite::MicroInterpreter interpreter(model, resolver, tensor_arena, EDGEQ_ARENA_SIZE,
-                                              nullptr, &profiler);
+                                              nullptr, &profiler, EDGEQ_PRESERVE != 0);
   if (interpreter.AllocateTensors() != kTfLiteOk) return fail("allocate_tensors");
   printf("EDGEQ arena_size=%u\n", static_cast<unsigned>(EDGEQ_ARENA_SIZE));
   printf("EDGEQ arena_used=%u\n", static_cast<unsigned>(interpreter.arena_used_bytes()));
@@ -111,6 +118,10 @@ int main() {
   if (header[3] != in_bytes) return fail("input_size_mismatch");
   int out = open("out.bin", O_WRONLY | O_CREAT | O_TRUNC | O_BINARY, 0644);
   if (out < 0) return fail("open_out");
+#if EDGEQ_PRESERVE
+  int ops = open("ops.bin", O_WRONLY | O_CREAT | O_TRUNC | O_BINARY, 0644);
+  if (ops < 0) return fail("open_ops");
+#endif
 
   const uint32_t samples = header[2];
   for (uint32_t s = 0; s < samples; ++s) {
@@ -131,7 +142,25 @@ int main() {
       TfLiteTensor* t = interpreter.output(i);
       if (!write_all(out, t->data.raw, t->bytes)) return fail("write_output");
     }
+#if EDGEQ_PRESERVE
+    const auto* operators = model->subgraphs()->Get(0)->operators();
+    for (size_t k = 0; k < operators->size(); ++k) {
+      const auto* outs = operators->Get(k)->outputs();
+      for (size_t j = 0; j < outs->size(); ++j) {
+        const int index = outs->Get(j);
+        TfLiteEvalTensor* t = index >= 0 ? interpreter.GetTensor(index) : nullptr;
+        size_t n = 0;
+        if (t == nullptr || tflite::TfLiteEvalTensorByteLength(t, &n) != kTfLiteOk) n = 0;
+        uint32_t len = static_cast<uint32_t>(n);
+        if (!write_all(ops, &len, sizeof(len))) return fail("write_ops");
+        if (n && !write_all(ops, t->data.raw, n)) return fail("write_ops");
+      }
+    }
+#endif
   }
+#if EDGEQ_PRESERVE
+  close(ops);
+#endif
   close(out);
   close(in);
   printf("EDGEQ samples=%u\n", static_cast<unsigned>(samples));
