@@ -28,6 +28,7 @@ from edgeq.errors import (
     TargetConstraintError,
     UsageError,
 )
+from edgeq.kernel_limits import check_scales
 from edgeq.recipes import Recipe, decode
 from edgeq.outputs import check_free, write_outputs
 from edgeq.report import Report
@@ -263,6 +264,10 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
                                                       quantized, qat_settings, timed, progress)
         extra_notes += notes
     info = _check_converted(quantized.model, opts.model)
+    # The runtimes abort (SIGABRT) on some scales (edgeq.kernel_limits): name them before the
+    # verify stage runs the model in this process.
+    check_scales(info, f"{opts.model} (converted)",
+                 "tflm" if target.runtime.name == "tflm" else "litert")
     placements = timed("place ops", place.place_ops, info, target, *loaded.layer_scope())
     place.check_placeable(placements, target)
     compiled = timed("compile", compile_stage.compile_for_target, quantized.model, target,

@@ -191,7 +191,7 @@ def embed_model(
     if arena is None:
         from edgeq.adapters.tflm import TFLMRunner
 
-        arena = TFLMRunner(model).arena
+        arena = TFLMRunner(model, source=str(source)).arena
     arena_size = recommended_arena(arena.total)
     stamp = _Stamp(Path(str(source)).name, hashlib.sha256(model).hexdigest())
     files = {

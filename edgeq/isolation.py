@@ -38,11 +38,20 @@ def run_in_child(task: str, model: bytes, *, stage: str, source: str | Path,
     """Run `edgeq.worker` task `task` on `model` in a child process and return its result.
 
     Raises:
+        KernelLimitError: the model has scales the task's interpreter aborts on (exit 3).
         ModelFileError: (user_file) the child crashed, hung, or its interpreter rejected the
             model: the file is what was wrong (exit 2), and the stage is named.
         ConversionError: the same for a model edgeq made itself (exit 1).
         EdgeqError: what the worker raised, of the same class when it is one edgeq knows.
     """
+    runtime = {"tflm_arena": "tflm", "litert_invoke": "litert"}.get(task) or (args or {}).get(
+        "runtime")
+    if runtime is not None:  # name the scales the kernels abort on, rather than a SIGABRT
+        from edgeq.kernel_limits import check_scales
+        from edgeq.tflite_file import read_model
+
+        check_scales(read_model(model, source), str(source),
+                     "tflm" if runtime == "tflm" else "litert")
     limit = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
     request = json.dumps({"task": task, "args": args or {}}).encode() + b"\n" + bytes(model)
     env = dict(os.environ)
@@ -79,6 +88,8 @@ def _rebuild(err: dict[str, Any], stage: str, source: str | Path, user_file: boo
     kind, message = err.get("type", ""), str(err.get("message", ""))
     if kind == "MissingDependencyError":
         return errors.MissingDependencyError(message, "reinstall edgeq with its dependencies")
+    if kind == "KernelLimitError":  # named by edgeq.kernel_limits inside the child: exit 3
+        return errors.TargetConstraintError(message, hint=err.get("hint"))
     if user_file:  # the interpreter refused the file: a bad input, not an edgeq failure
         return ModelFileError(source, f"{stage} rejected it: {message}",
                               hint="check that the target's runtime supports this model")

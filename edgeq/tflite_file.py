@@ -16,6 +16,8 @@ from edgeq.tflite_check import check_model
 
 _SMALL_CONSTANT_BYTES = 64
 _INT_TYPES = {2: 4, 4: 8, 9: 1, 7: 2}  # TensorType INT32, INT64, INT8, INT16 -> bytes
+_ITEM_BYTES = {"int8": 1, "uint8": 1, "int16": 2, "float16": 2, "int32": 4, "float32": 4,
+               "int64": 8, "bool": 1}
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,14 @@ class ModelInfo:
         """Float32 tensors that ops compute on (a full-integer model has none inside)."""
         used = {i for op in self.ops for i in (*op.inputs, *op.outputs) if i >= 0}
         return tuple(self.tensors[i] for i in sorted(used) if self.tensors[i].dtype == "float32")
+
+
+def activation_bytes(shape: tuple[int, ...], dtype: str) -> int:
+    """The bytes a tensor of this shape and dtype occupies in an interpreter's memory."""
+    count = 1
+    for d in shape:
+        count *= max(d, 1)
+    return count * _ITEM_BYTES.get(dtype, 4)
 
 
 @functools.lru_cache(maxsize=1)

@@ -89,7 +89,8 @@ def main() -> int:
         result = {"result": TASKS[request["task"]](model, request.get("args", {}))}
     except Exception as exc:  # every failure goes back to the parent as data
         result = {"error": {"type": type(exc).__name__, "message": getattr(exc, "message", None)
-                            or (str(exc).strip().splitlines() or [""])[0][:500]}}
+                            or (str(exc).strip().splitlines() or [""])[0][:500],
+                            "hint": getattr(exc, "hint", None)}}
     with os.fdopen(answer_fd, "w") as out:
         out.write(json.dumps(result) + "\n")
     return 0

@@ -39,8 +39,12 @@ class LiteRTRunner:
 
     runtime = "litert"
 
-    def __init__(self, model: bytes, *, threads: int = 1, xnnpack: bool = True) -> None:
+    def __init__(self, model: bytes, *, threads: int = 1, xnnpack: bool = True,
+                 source: str = "model") -> None:
+        from edgeq.kernel_limits import check_scales
+
         mod = _interpreter_module()
+        check_scales(read_model(model, source), source, "litert")  # LiteRT aborts on these
         resolver = (
             mod.OpResolverType.AUTO if xnnpack else mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         )
