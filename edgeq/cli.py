@@ -13,6 +13,7 @@ import warnings
 import click
 
 from edgeq import __version__
+from edgeq.entry import INTERRUPTED
 from edgeq.errors import EdgeqError
 from edgeq.status import ExitStatus
 
@@ -368,10 +369,10 @@ def main(argv: list[str] | None = None) -> int:
         if supervise.wanted(sys.argv[1:]):
             return supervise.run(sys.argv[1:])
         supervise.guard_interrupts()
-        code = _run(argv)
+        code = _run(argv, program=True)
         if supervise.interrupted() and code == ExitStatus.OK:  # swallowed by a callback late
-            _error("interrupted; no partial output was left (outputs are the old or the new set)")
-            code = 130
+            _error(INTERRUPTED)
+            code = int(ExitStatus.INTERRUPTED)
         supervise.report_exit(code)
         # The work is done; a Ctrl-C during interpreter shutdown (TF's threads, garbage
         # collection) would only print a stray KeyboardInterrupt traceback.
@@ -380,8 +381,12 @@ def main(argv: list[str] | None = None) -> int:
     return _run(argv)
 
 
-def _run(argv: list[str] | None) -> int:
+def _run(argv: list[str] | None, program: bool = False) -> int:
     try:
+        if program:  # the start-up imports are done: Ctrl-C may now unwind the work cleanly
+            from edgeq.entry import arm
+
+            arm()
         cli.main(args=argv, prog_name="edgeq", standalone_mode=False)
     except click.exceptions.Exit as exc:  # --help, --version
         return int(exc.exit_code)
@@ -389,16 +394,16 @@ def _run(argv: list[str] | None) -> int:
         exc.show()
         return int(ExitStatus.BAD_INPUT)
     except click.exceptions.Abort:
-        _error("interrupted; no partial output was left")
-        return 130
+        _error(INTERRUPTED)
+        return int(ExitStatus.INTERRUPTED)
     except EdgeqError as exc:
         if _State.debug:
             traceback.print_exc()
         _error(str(exc))
         return int(exc.exit_status)
     except KeyboardInterrupt:
-        _error("interrupted; no partial output was left (outputs are the old or the new set)")
-        return 130
+        _error(INTERRUPTED)
+        return int(ExitStatus.INTERRUPTED)
     except Exception as exc:  # a bug: say so plainly; the traceback is one flag away
         if _State.debug:
             traceback.print_exc()
