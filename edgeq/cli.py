@@ -48,6 +48,8 @@ Examples:
   edgeq verify model_int8.tflite --target cortex-m4 --eval-data test.npz --report new.json
   edgeq verify model_int8.tflite --target cortex-m4 --eval-data test.npz \\
       --baseline release/report.json --max-drop 0.5 --max-growth 10
+  edgeq verify model_int8.tflite --target arm-cpu --eval-data test.npz \\
+      --baseline release/report.json --max-latency-growth 25
 """
 
 EMBED_EXAMPLES = """
@@ -235,9 +237,14 @@ def inspect(model: str, source: str | None, as_json: bool) -> None:
 @click.option("--eval-data", required=True, type=click.Path(),
               help="Labelled data (.npz x, y or a class-folder image directory).")
 @click.option("--baseline", type=click.Path(), help="report.json to compare with.")
-@click.option("--max-drop", type=float, help="Fail (exit 4) if top-1 fell more than PP points.")
+@click.option("--max-drop", type=float,
+              help="With --baseline: fail (exit 4) if top-1 fell more than PP points [0].")
 @click.option("--max-growth", type=float,
-              help="Fail (exit 4) if size, arena or host latency grew more than PCT percent.")
+              help="With --baseline: fail (exit 4) if model size or TFLM arena grew more than "
+                   "PCT percent [0].")
+@click.option("--max-latency-growth", type=float, metavar="PCT",
+              help="With --baseline: also gate on host latency; off by default, as host "
+                   "timings vary between runs (~20% for microsecond models).")
 @click.option("--eval-samples", type=int, help="Use N samples spread through the data [all].")
 @click.option("--input-scale", help="Multiply raw inputs by this (e.g. 1/255) before --mean/--std.")
 @click.option("--mean", help="Subtract per-channel mean(s).")
@@ -247,7 +254,8 @@ def inspect(model: str, source: str | None, as_json: bool) -> None:
 @click.option("--no-latency", is_flag=True, help="Skip the host latency measurement.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verify(model: str, target: str, eval_data: str, baseline: str | None,
-           max_drop: float | None, max_growth: float | None, eval_samples: int | None,
+           max_drop: float | None, max_growth: float | None,
+           max_latency_growth: float | None, eval_samples: int | None,
            input_scale: str | None, mean: str | None, std: str | None,
            report_path: str | None, no_latency: bool, as_json: bool) -> None:
     """Measure a .tflite MODEL on the target's runtime (TFLite Micro for microcontrollers) and,
@@ -259,7 +267,7 @@ def verify(model: str, target: str, eval_data: str, baseline: str | None,
     from edgeq.regression import verify_model
 
     outcome = verify_model(model, target, eval_data, baseline=baseline, max_drop=max_drop,
-                           max_growth=max_growth,
+                           max_growth=max_growth, max_latency_growth=max_latency_growth,
                            preprocess=Preprocess.parse(input_scale, mean, std),
                            eval_samples=eval_samples, measure_latency=not no_latency)
     body = json.dumps(outcome.to_dict(), indent=2) + "\n"

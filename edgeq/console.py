@@ -247,5 +247,3 @@ def print_verify(outcome: Any) -> None:
     for c in outcome.checks:
         mark = "[green]ok[/]" if c.ok else "[red]FAIL[/]"
         console.print(f"  {mark} {c.detail}")
-    if outcome.baseline and not outcome.checks:
-        console.print("  no limits given (--max-drop, --max-growth): nothing was compared")
