@@ -146,6 +146,10 @@ def cli(debug: bool) -> None:
               help="Class names, one per line (android-arm64 writes them as labels.txt).")
 @click.option("--allow-unsafe", is_flag=True, help="Load Lambda layers (runs code from the file).")
 @click.option("--no-latency", is_flag=True, help="Skip the host latency measurement.")
+@click.option("--strict-data", is_flag=True,
+              help="Stop (exit 2) on data warnings: data sets that disagree with each other or "
+                   "with the model's first layer, raw 0..255 floats, constant or repeated "
+                   "samples.")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout instead of a table.")
 def convert(model: str, target: str, data: str, eval_data: str | None, out: str | None,
@@ -156,7 +160,8 @@ def convert(model: str, target: str, data: str, eval_data: str | None, out: str 
             diagnostics: bool, html: bool, calibration_samples: int,
             eval_samples: int | None,
             input_scale: str | None, mean: str | None, std: str | None, max_drop: float | None,
-            labels: str | None, allow_unsafe: bool, no_latency: bool, overwrite: bool, as_json: bool) -> None:
+            labels: str | None, allow_unsafe: bool, no_latency: bool, strict_data: bool,
+            overwrite: bool, as_json: bool) -> None:
     """Convert MODEL (.keras, .h5 or SavedModel dir) to a full-integer TFLite model for a target,
     verify it on the target's runtime and write the model and report.json/report.md (and
     report.html with --html)."""
@@ -172,7 +177,7 @@ def convert(model: str, target: str, data: str, eval_data: str | None, out: str 
         calibration_samples=calibration_samples, eval_samples=eval_samples, max_drop=max_drop,
         labels=labels, overwrite=overwrite, allow_unsafe=allow_unsafe, measure_latency=not no_latency,
         train_data=train_data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-        qat_skip=tuple(qat_skip), strategy=strategy,
+        qat_skip=tuple(qat_skip), strategy=strategy, strict_data=strict_data,
     )
     from edgeq.console import RichProgress, print_report
 
@@ -252,24 +257,29 @@ def inspect(model: str, source: str | None, as_json: bool) -> None:
 @click.option("--report", "report_path", type=click.Path(),
               help="Write this run's figures as JSON (usable as the next --baseline).")
 @click.option("--no-latency", is_flag=True, help="Skip the host latency measurement.")
+@click.option("--strict-data", is_flag=True,
+              help="Stop (exit 2) when the data looks wrong for the model's input.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verify(model: str, target: str, eval_data: str, baseline: str | None,
            max_drop: float | None, max_growth: float | None,
            max_latency_growth: float | None, eval_samples: int | None,
            input_scale: str | None, mean: str | None, std: str | None,
-           report_path: str | None, no_latency: bool, as_json: bool) -> None:
+           report_path: str | None, no_latency: bool, strict_data: bool, as_json: bool) -> None:
     """Measure a .tflite MODEL on the target's runtime (TFLite Micro for microcontrollers) and,
     with --baseline, fail with exit 4 when it got worse: a CI regression gate."""
     from pathlib import Path
 
     from edgeq.data import Preprocess
-    from edgeq.outputs import write_outputs
+    from edgeq.outputs import check_file_path, write_outputs
     from edgeq.regression import verify_model
 
+    if report_path:
+        check_file_path(Path(report_path), "--report")
     outcome = verify_model(model, target, eval_data, baseline=baseline, max_drop=max_drop,
                            max_growth=max_growth, max_latency_growth=max_latency_growth,
                            preprocess=Preprocess.parse(input_scale, mean, std),
-                           eval_samples=eval_samples, measure_latency=not no_latency)
+                           eval_samples=eval_samples, measure_latency=not no_latency,
+                           strict_data=strict_data)
     body = json.dumps(outcome.to_dict(), indent=2) + "\n"
     if report_path:
         out = Path(report_path)
@@ -299,8 +309,9 @@ def embed(model: str, out: str, name: str, target: str | None, overwrite: bool) 
 
     from edgeq.embed import embed_model
     from edgeq.errors import ModelFileError
-    from edgeq.outputs import check_free, write_outputs
+    from edgeq.outputs import check_free, check_out_dir, write_outputs
 
+    check_out_dir(Path(out))
     p = Path(model)
     if not p.is_file():
         raise ModelFileError(p, "not found", hint="pass the .tflite file to embed")

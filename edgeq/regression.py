@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from edgeq.data import InputSpec, Preprocess, load_dataset
-from edgeq.errors import DataError, EdgeqError, ModelFileError, UsageError
+from edgeq.errors import DataError, EdgeqError, InputError, ModelFileError, UsageError
 from edgeq.status import ExitStatus
 from edgeq.targets import load_target
 from edgeq.tflite_file import read_model
@@ -106,7 +106,7 @@ def verify_model(model: str | Path, target: str, eval_data: str | Path, *,
                  baseline: str | Path | None = None, max_drop: float | None = None,
                  max_growth: float | None = None, max_latency_growth: float | None = None,
                  preprocess: Preprocess | None = None, eval_samples: int | None = None,
-                 measure_latency: bool = True) -> VerifyOutcome:
+                 measure_latency: bool = True, strict_data: bool = False) -> VerifyOutcome:
     """Measure ``model`` (.tflite) on ``target``'s runtime over ``eval_data`` and, with a
     baseline, check it: top-1 may drop ``max_drop`` points (default 0), size and arena may
     grow ``max_growth`` percent (default 0), host latency ``max_latency_growth`` percent (only
@@ -145,13 +145,17 @@ def verify_model(model: str | Path, target: str, eval_data: str | Path, *,
     if ds.y is None:
         raise DataError(eval_data, "has no labels (y)", hint="verify measures top-1 accuracy: "
                         "pass an .npz with x and y, or a folder with one sub-folder per class")
+    warnings = _data_warnings(ds, inp, preprocess or Preprocess())
+    if warnings and strict_data:
+        raise InputError("data sanity (--strict-data): " + " | ".join(warnings),
+                         hint="fix the data, or drop --strict-data to go on with warnings")
     first, got = _evaluate_in_child(data, p, prof, ds.x, measure_latency)
     top1 = float(np.mean(first.reshape(ds.n, -1).argmax(axis=1) == ds.y))
     latency = got["latency_ms"]
     arena = got["arena"]["total"] if got["arena"] else None
     runtime = got["runtime"]
     digest = hashlib.sha256(np.ascontiguousarray(ds.x).tobytes()).hexdigest()
-    summary = {"path": str(eval_data), "n": ds.n, "x_sha256": digest}
+    summary = {"path": str(eval_data), "n": ds.n, "x_sha256": digest, "warnings": warnings}
     outcome = VerifyOutcome(str(p), prof.name, runtime, ds.n, top1, latency, arena,
                             len(data), summary, str(baseline) if baseline else None)
     if base is None:
@@ -159,6 +163,19 @@ def verify_model(model: str | Path, target: str, eval_data: str | Path, *,
     checks = _compare(outcome, base, 0.0 if max_drop is None else max_drop,
                       0.0 if max_growth is None else max_growth, max_latency_growth)
     return VerifyOutcome(**{**outcome.__dict__, "checks": tuple(checks)})
+
+
+def _data_warnings(ds, inp, preprocess: Preprocess) -> list[str]:
+    """The evaluation data against what the model's integer input can represent
+    (edgeq.data_check): data far outside it saturates, and top-1 then means little."""
+    from edgeq import data_check
+
+    expectation = None
+    if inp.is_quantized and len(inp.scales) == 1:
+        expectation = data_check.expect_quantized_input(inp.scales[0], inp.zero_points[0],
+                                                        inp.dtype)
+    return data_check.check([("evaluation", ds)], expectation,
+                            identity_preprocess=preprocess.is_identity())
 
 
 def _evaluate_in_child(model: bytes, path: Path, target, x: np.ndarray,
