@@ -13,9 +13,8 @@ import warnings
 import click
 
 from edgeq import __version__
-from edgeq.entry import INTERRUPTED
 from edgeq.errors import EdgeqError
-from edgeq.status import ExitStatus
+from edgeq.status import INTERRUPTED, ExitStatus
 
 CONVERT_EXAMPLES = """
 \b

@@ -8,38 +8,55 @@ written yet, so there is nothing to clean up. Once armed, a Ctrl-C raises Keyboa
 again, so that the work under way unwinds (temporary files removed, outputs old or new, see
 `edgeq.outputs`) and the CLI reports it as exit 130.
 
-Importing this module changes nothing; `main` does, and only the program calls it.
+Importing this module installs that handler, so only the program imports it (the console
+script and `python -m edgeq`); the library and the tests never do.
 """
 
-from __future__ import annotations
+# Before any other import: _signal is built into the interpreter, so there is nothing to wait
+# for, and a Ctrl-C from here on is handled (`signal` itself imports enum and functools).
+import _signal
 
-import os
-import signal
-import sys
 
-INTERRUPTED = "interrupted; no partial output was left (outputs are the old or the new set)"
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a Ctrl-C
-# Written by a supervised child (edgeq.supervise) on its stage pipe as soon as a Ctrl-C would
-# stop it cleanly; before that the supervisor kills it instead of forwarding the signal.
-READY = "\x00ready"
-STAGE_FD_ENV = "EDGEQ_STAGE_FD"
+def _leave_now(signum, frame):  # noqa: ANN001 - a signal handler
+    # Self-contained: it may run before the imports below. sys is built in and os was loaded
+    # by the interpreter's start-up, so neither import waits. The words are
+    # edgeq.status.INTERRUPTED's (tests/e2e/test_robustness.py checks the line).
+    import os
+    import sys
+
+    try:
+        sys.stderr.write("edgeq: error: interrupted; no partial output was left (outputs are "
+                         "the old or the new set)\n")
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:  # a closed pipe or a second Ctrl-C must not stop the exit
+        pass
+    os._exit(130)
+
+
+# Not when SIGINT is ignored (nohup, a background job): it stays ignored.
+if _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+    _signal.signal(_signal.SIGINT, _leave_now)
+
+import os  # noqa: E402 - after the handler, on purpose
+import signal  # noqa: E402
+import sys  # noqa: E402
+
+from edgeq.status import INTERRUPTED, ExitStatus  # noqa: E402
 
 
 def main() -> int:
     """Run the command line; the process's exit status."""
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        # Not when SIGINT is ignored (nohup, a background job): keep it ignored.
-        signal.signal(signal.SIGINT, _leave_now)
     _tell_supervisor()
     try:
         from edgeq.cli import main as cli_main
 
         code = cli_main()
     except KeyboardInterrupt:  # between arming and the CLI's own handler, or after it
-        leave(EXIT_INTERRUPTED, INTERRUPTED)
+        leave(ExitStatus.INTERRUPTED, INTERRUPTED)
     # The work is done and reported; a Ctrl-C now would only interrupt interpreter shutdown.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if code == EXIT_INTERRUPTED:
+    if code == ExitStatus.INTERRUPTED:
         # An interrupted `import tensorflow` can abort in its destructors at shutdown and print
         # a second, misleading message; the run is over, so skip them.
         leave(code)
@@ -61,14 +78,12 @@ def leave(code: int, message: str | None = None) -> None:
             stream.flush()
     except BaseException:  # a closed pipe or a second Ctrl-C must not stop the exit
         pass
-    os._exit(code)
-
-
-def _leave_now(signum: int, frame: object) -> None:
-    leave(EXIT_INTERRUPTED, INTERRUPTED)
+    os._exit(int(code))
 
 
 def _tell_supervisor() -> None:
+    from edgeq.supervise import READY, STAGE_FD_ENV
+
     fd = os.environ.get(STAGE_FD_ENV)
     if fd:
         try:

@@ -89,6 +89,9 @@ def report_exit(code: int) -> None:
 
 
 _EXIT = "\x00exit"  # not a stage name: the child's final status
+# Written by the child (edgeq.entry) as soon as a Ctrl-C would stop it cleanly; before that the
+# supervisor kills it instead of forwarding the signal.
+READY = "\x00ready"
 
 def mark(stage: str) -> None:
     """Child side: tell the supervisor (if any) which stage starts now; a Ctrl-C swallowed by
@@ -106,7 +109,7 @@ def mark(stage: str) -> None:
 
 def run(argv: list[str], command: list[str] | None = None) -> int:
     """Parent side: run `edgeq ARGV` (or `command`, for tests) in a child; its exit status."""
-    from edgeq.entry import INTERRUPTED, READY
+    from edgeq.status import INTERRUPTED
 
     interrupts: list[int] = []
     child: subprocess.Popen | None = None
