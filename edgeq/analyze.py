@@ -6,7 +6,7 @@ tensor arena measured by TFLM's recording allocator, checked against the budgets
 Micro target the placement is what TFLM runs: QUANTIZE/DEQUANTIZE at the edges of an integer
 model (float I/O, as openmv, MLTK and MCUNet ship models) and float kernels inside run on the
 MCU core, and the notes say what float I/O costs. Scales TFLM aborts on are named first
-(edgeq.kernel_limits). A Keras model is converted first (full-integer, calibrated on --data
+(edgeq.formats.kernel_limits). A Keras model is converted first (full-integer, calibrated on --data
 or, for sizing before training, on synthetic inputs: op placement and memory do not depend on
 the calibration ranges).
 """
@@ -21,7 +21,7 @@ from edgeq.errors import ConversionError, ModelFileError
 from edgeq.pipeline.gate import Memory, check_memory, largest_tensors
 from edgeq.pipeline.place import ETHOS_U_OP, OpPlacement, place_ops
 from edgeq.targets import Target, load_target
-from edgeq.tflite_file import ModelInfo, activation_bytes, read_model
+from edgeq.formats.tflite import ModelInfo, activation_bytes, read_model
 
 
 @dataclass(frozen=True)
@@ -156,14 +156,14 @@ def _convert_first(p: Path, target: Target, data: str | None,
 def _runnable(model: bytes, info: ModelInfo, p: Path, synthetic: bool,
               notes: list[str]) -> bytes:
     """The model TFLite Micro can load for the arena measurement, checked for the scales its
-    kernels abort on (edgeq.kernel_limits).
+    kernels abort on (edgeq.formats.kernel_limits).
 
     A user's model (a .tflite, or Keras calibrated on --data) with such scales is refused by
     name (exit 3). A Keras model converted on synthetic inputs for sizing gets its offending
     scales raised instead: they come from the synthetic calibration (an untrained network
     drives its logits to ~1e-8), and the arena depends on shapes, not scale values.
     """
-    from edgeq.kernel_limits import check_scales, scale_problems, with_safe_scales
+    from edgeq.formats.kernel_limits import check_scales, scale_problems, with_safe_scales
 
     if not synthetic:
         check_scales(info, str(p), "tflm")
@@ -203,10 +203,10 @@ def float_io_notes(info: ModelInfo, placements: tuple[OpPlacement, ...]) -> list
 
 
 def measure_arena(model: bytes, source: str | Path) -> Any:
-    """TFLite Micro's arena for a user's model, measured in a child process (edgeq.isolation):
+    """TFLite Micro's arena for a user's model, measured in a child process (edgeq.process.isolation):
     a model that crashes or hangs the interpreter is a bad input (exit 2), not a dead edgeq."""
     from edgeq.adapters.tflm import ArenaUsage
-    from edgeq.isolation import run_in_child
+    from edgeq.process.isolation import run_in_child
 
     got = run_in_child("tflm_arena", model, stage="TFLite Micro (arena measurement)",
                        source=source)

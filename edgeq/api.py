@@ -29,13 +29,13 @@ from edgeq.errors import (
     TargetConstraintError,
     UsageError,
 )
-from edgeq.kernel_limits import check_scales
+from edgeq.formats.kernel_limits import check_scales
 from edgeq.recipes import Recipe, decode
 from edgeq.outputs import check_free, check_out_dir, write_outputs
 from edgeq.report import Report
-from edgeq.supervise import mark
+from edgeq.process.supervise import mark
 from edgeq.targets import Target, load_target
-from edgeq.tflite_file import ModelInfo, read_model
+from edgeq.formats.tflite import ModelInfo, read_model
 
 METHODS = ("ptq", "auto", "qat")
 CALIBRATIONS = ("minmax", "percentile", "entropy", "mse", "auto")
@@ -280,7 +280,7 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
                                                       quantized, qat_settings, timed, progress)
         extra_notes += notes
     info = _check_converted(quantized.model, opts.model)
-    # The runtimes abort (SIGABRT) on some scales (edgeq.kernel_limits): name them before the
+    # The runtimes abort (SIGABRT) on some scales (edgeq.formats.kernel_limits): name them before the
     # verify stage runs the model in this process.
     check_scales(info, f"{opts.model} (converted)",
                  "tflm" if target.runtime.name == "tflm" else "litert")

@@ -378,11 +378,11 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit status (the script wrapper exits with it).
 
     Called without ``argv`` (the `edgeq` script, `python -m edgeq`), commands that run native
-    conversion code in-process run under a supervisor process (edgeq.supervise) that turns a
+    conversion code in-process run under a supervisor process (edgeq.process.supervise) that turns a
     crash or hang into one error line; called with ``argv`` (tests, scripts), in this process.
     """
     if argv is None:
-        from edgeq import supervise
+        from edgeq.process import supervise
 
         if supervise.wanted(sys.argv[1:]):
             return supervise.run(sys.argv[1:])

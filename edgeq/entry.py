@@ -82,7 +82,7 @@ def leave(code: int, message: str | None = None) -> None:
 
 
 def _tell_supervisor() -> None:
-    from edgeq.supervise import READY, STAGE_FD_ENV
+    from edgeq.process.supervise import READY, STAGE_FD_ENV
 
     fd = os.environ.get(STAGE_FD_ENV)
     if fd:

@@ -138,7 +138,7 @@ class BudgetExceededError(TargetConstraintError):
 
 
 class KernelLimitError(TargetConstraintError):
-    """Quantization scales the runtime's kernels abort on (edgeq.kernel_limits), found before
+    """Quantization scales the runtime's kernels abort on (edgeq.formats.kernel_limits), found before
     any interpreter runs the model."""
 
     def __init__(self, source: str | Path, message: str, *, hint: str | None = None) -> None:

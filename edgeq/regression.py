@@ -28,7 +28,7 @@ from edgeq.data import InputSpec, Preprocess, load_dataset
 from edgeq.errors import DataError, EdgeqError, InputError, ModelFileError, UsageError
 from edgeq.status import ExitStatus
 from edgeq.targets import load_target
-from edgeq.tflite_file import read_model
+from edgeq.formats.tflite import read_model
 
 SCHEMA = "edgeq-verify/1"
 
@@ -180,11 +180,11 @@ def _data_warnings(ds, inp, preprocess: Preprocess) -> list[str]:
 
 def _evaluate_in_child(model: bytes, path: Path, target, x: np.ndarray,
                        latency: bool) -> tuple[np.ndarray, dict[str, Any]]:
-    """The user's model runs in a child process (edgeq.isolation): a model that crashes or
+    """The user's model runs in a child process (edgeq.process.isolation): a model that crashes or
     hangs the interpreter is a bad input (exit 2), not a dead CI job without a message."""
     import tempfile
 
-    from edgeq.isolation import run_in_child
+    from edgeq.process.isolation import run_in_child
 
     with tempfile.TemporaryDirectory(prefix="edgeq-verify-") as tmp:
         x_path, out_path = Path(tmp) / "x.npy", Path(tmp) / "out.npz"

@@ -14,5 +14,5 @@ class ExitStatus(enum.IntEnum):
     INTERRUPTED = 130  # Ctrl-C (SIGINT): 128 + 2, as shells report it; outputs old or new
 
 
-# The one line a Ctrl-C ends with, wherever it lands (edgeq.entry, edgeq.cli, edgeq.supervise).
+# The one line a Ctrl-C ends with, wherever it lands (edgeq.entry, edgeq.cli, edgeq.process.supervise).
 INTERRUPTED = "interrupted; no partial output was left (outputs are the old or the new set)"

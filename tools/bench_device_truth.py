@@ -34,7 +34,7 @@ def edgetpu_pair(plain: Path, compiled: Path) -> dict[str, Any]:
     from edgeq.edgetpu.compiler import compiled_placement
     from edgeq.errors import TargetConstraintError
     from edgeq.targets import load_target
-    from edgeq.tflite_file import read_model_file
+    from edgeq.formats.tflite import read_model_file
 
     target = load_target("coral")
     info, out = read_model_file(plain), read_model_file(compiled)

@@ -15,7 +15,7 @@ import numpy as np
 from edgeq.adapters.io_quant import dequantize, quantize
 from edgeq.adapters.native import capture_fds
 from edgeq.errors import ConversionError, MissingDependencyError
-from edgeq.tflite_file import ModelInfo, read_model
+from edgeq.formats.tflite import ModelInfo, read_model
 
 
 def _interpreter_module() -> Any:
@@ -41,7 +41,7 @@ class LiteRTRunner:
 
     def __init__(self, model: bytes, *, threads: int = 1, xnnpack: bool = True,
                  source: str = "model") -> None:
-        from edgeq.kernel_limits import check_scales
+        from edgeq.formats.kernel_limits import check_scales
 
         mod = _interpreter_module()
         check_scales(read_model(model, source), source, "litert")  # LiteRT aborts on these

@@ -67,8 +67,8 @@ class TFLMRunner:
     runtime = "tflm"
 
     def __init__(self, model: bytes, *, source: str = "model") -> None:
-        from edgeq.kernel_limits import check_scales
-        from edgeq.tflite_file import read_model
+        from edgeq.formats.kernel_limits import check_scales
+        from edgeq.formats.tflite import read_model
 
         rt = _runtime()
         info = read_model(model, source)
@@ -110,7 +110,7 @@ class TFLMRunner:
 def first_arena_size(info: Any) -> int:
     """Every activation tensor 16-byte aligned, plus room for TFLM's per-tensor and per-op
     structs (about 100 B each on a 64-bit host), doubled for kernel scratch."""
-    from edgeq.tflite_file import activation_bytes
+    from edgeq.formats.tflite import activation_bytes
 
     acts = sum(-(-activation_bytes(t.shape, t.dtype) // 16) * 16
                for t in info.tensors if t.constant_bytes == 0)

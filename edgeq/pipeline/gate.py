@@ -8,7 +8,7 @@ from edgeq.adapters.tflm import ArenaUsage
 from edgeq.errors import AccuracyGateError, BudgetExceededError
 from edgeq.pipeline.verify import Accuracy
 from edgeq.targets import Target
-from edgeq.tflite_file import ModelInfo, activation_bytes
+from edgeq.formats.tflite import ModelInfo, activation_bytes
 
 
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 from edgeq.errors import UnsupportedOpsError
 from edgeq.targets import Target
-from edgeq.tflite_file import ModelInfo, OpInfo
+from edgeq.formats.tflite import ModelInfo, OpInfo
 
 # The custom op Vela replaces each run of NPU ops with: the NPU's command stream, which only an
 # Ethos-U driver can run (TFLite Micro on a plain Cortex-M or on the host has no kernel for it).

@@ -49,7 +49,7 @@ def _mutants(seed: int):
 
 def _eval_data(tmp_path, name: str) -> str:
     """Four labelled samples shaped like the original model's input, for `edgeq verify`."""
-    from edgeq.tflite_file import read_model_file
+    from edgeq.formats.tflite import read_model_file
 
     out = tmp_path / f"{name.replace('/', '_')}_eval.npz"
     if not out.exists():
@@ -230,7 +230,7 @@ def test_embed_refuses_a_malformed_model(tmp_path, capsys):
 
 def test_a_crash_in_the_child_is_an_input_error_naming_the_stage():
     from edgeq.errors import ConversionError, ModelFileError
-    from edgeq.isolation import run_in_child
+    from edgeq.process.isolation import run_in_child
 
     with pytest.raises(ModelFileError, match=r"my stage crashed \(SIGSEGV\)") as info:
         run_in_child("crash", b"", stage="my stage", source="m.tflite")
@@ -242,7 +242,7 @@ def test_a_crash_in_the_child_is_an_input_error_naming_the_stage():
 
 def test_a_hang_in_the_child_is_cut_off_at_the_limit():
     from edgeq.errors import ModelFileError
-    from edgeq.isolation import run_in_child
+    from edgeq.process.isolation import run_in_child
 
     t0 = time.monotonic()
     with pytest.raises(ModelFileError, match="did not finish within 1 s"):
@@ -251,13 +251,13 @@ def test_a_hang_in_the_child_is_cut_off_at_the_limit():
 
 
 def test_litert_invoke_task_runs_a_valid_model():
-    from edgeq.isolation import run_in_child
+    from edgeq.process.isolation import run_in_child
 
     got = run_in_child("litert_invoke", HELLO.read_bytes(), stage="LiteRT", source=HELLO)
     assert got["outputs"] == [[1, 1]]
 
 
-# --- convert: a native crash or hang names the stage (edgeq.supervise) --------------------------
+# --- convert: a native crash or hang names the stage (edgeq.process.supervise) --------------------------
 
 
 def _fake_child(body: str) -> list[str]:
@@ -267,7 +267,7 @@ def _fake_child(body: str) -> list[str]:
 
 @pytest.mark.parametrize("stage,code", [("quantize", 1), ("load", 2)])
 def test_supervisor_turns_a_native_crash_into_one_line(capsys, stage, code):
-    from edgeq import supervise
+    from edgeq.process import supervise
 
     body = f"os.write(fd, b'{stage}\\t60\\n')\nctypes.string_at(0)\n"
     assert supervise.run(["convert"], command=_fake_child(body)) == code
@@ -276,7 +276,7 @@ def test_supervisor_turns_a_native_crash_into_one_line(capsys, stage, code):
 
 
 def test_supervisor_stops_a_stage_past_its_limit(capsys):
-    from edgeq import supervise
+    from edgeq.process import supervise
 
     t0 = time.monotonic()
     body = "os.write(fd, b'verify\\t1\\n')\ntime.sleep(60)\n"
@@ -286,7 +286,7 @@ def test_supervisor_stops_a_stage_past_its_limit(capsys):
 
 
 def test_supervisor_passes_the_exit_status_through():
-    from edgeq import supervise
+    from edgeq.process import supervise
 
     assert supervise.run(["convert"], command=_fake_child("os.write(fd, b'x\\t5\\n')\nraise SystemExit(4)\n")) == 4
 
@@ -523,7 +523,7 @@ def test_a_ctrl_c_swallowed_by_a_callback_stops_at_the_next_stage(monkeypatch):
     import gc
     import weakref
 
-    from edgeq import supervise
+    from edgeq.process import supervise
 
     monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
     monkeypatch.setattr(supervise, "_SWALLOWED", [])

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from edgeq.cli import main
-from edgeq.kernel_limits import SOFTMAX_MIN_SCALE, scale_problems, with_safe_scales
-from edgeq.tflite_file import read_model_file
+from edgeq.formats.kernel_limits import SOFTMAX_MIN_SCALE, scale_problems, with_safe_scales
+from edgeq.formats.tflite import read_model_file
 from tests.conftest import ROOT
 
 VELA_COMPILED = ROOT / "tests" / "data" / "vela" / "mixed_int8.ethos-u55-128_vela.tflite"

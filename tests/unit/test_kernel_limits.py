@@ -1,4 +1,4 @@
-"""The scale rules of edgeq.kernel_limits on ops built in memory (no interpreter, no TF): where
+"""The scale rules of edgeq.formats.kernel_limits on ops built in memory (no interpreter, no TF): where
 each threshold lies, which runtime it applies to, and the one-line error it gives."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import math
 import pytest
 
 from edgeq.errors import KernelLimitError
-from edgeq.kernel_limits import SOFTMAX_MIN_SCALE, check_scales, scale_problems
-from edgeq.tflite_file import ModelInfo, OpInfo, TensorInfo
+from edgeq.formats.kernel_limits import SOFTMAX_MIN_SCALE, check_scales, scale_problems
+from edgeq.formats.tflite import ModelInfo, OpInfo, TensorInfo
 
 
 def _tensor(index: int, name: str, scale: float, dtype: str = "int8") -> TensorInfo:

@@ -37,7 +37,7 @@ import math
 from dataclasses import dataclass
 
 from edgeq.errors import KernelLimitError
-from edgeq.tflite_file import ModelInfo, OpInfo, TensorInfo
+from edgeq.formats.tflite import ModelInfo, OpInfo, TensorInfo
 
 SOFTMAX_MIN_SCALE = 2.0**-26  # beta x input scale must exceed this (TFLM softmax)
 _ADD_LEFT_SHIFT = {"int8": 20, "int16": 15}
@@ -86,7 +86,7 @@ def with_safe_scales(model: bytes, problems: list[ScaleProblem]) -> bytes:
     """
     import flatbuffers
 
-    from edgeq.tflite_file import _schema
+    from edgeq.formats.tflite import _schema
 
     parsed = _schema().ModelT.InitFromPackedBuf(model, 0)
     tensors = parsed.subgraphs[0].tensors

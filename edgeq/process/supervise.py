@@ -8,7 +8,7 @@ nothing heavy (about 0.1 s) and does no work; the child runs the command exactly
 reports each stage it enters on a pipe (`mark`). When the child dies of a signal, the parent
 knows which stage it was in; when a stage outlives its limit, the parent kills the child's
 process group (Vela included) and says so. In-process interpreter work on user files is
-isolated separately (`edgeq.isolation`).
+isolated separately (`edgeq.process.isolation`).
 
 Ctrl-C: the child runs in its own process group, so the terminal's SIGINT reaches only the
 parent, which forwards it once; the child stops cleanly (exit 130, outputs untouched or

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeq.errors import MissingDependencyError, ModelFileError
-from edgeq.tflite_check import check_model
+from edgeq.formats.tflite_check import check_model
 
 _SMALL_CONSTANT_BYTES = 64
 _INT_TYPES = {2: 4, 4: 8, 9: 1, 7: 2}  # TensorType INT32, INT64, INT8, INT16 -> bytes
@@ -127,7 +127,7 @@ def read_model(data: bytes, path: str | Path = "<bytes>") -> ModelInfo:
     """Parse a TFLite flatbuffer.
 
     Raises:
-        ModelFileError: not a TFLite flatbuffer, or a malformed one (edgeq.tflite_check).
+        ModelFileError: not a TFLite flatbuffer, or a malformed one (edgeq.formats.tflite_check).
     """
     check_model(data, path)  # every offset and index in range before the parser reads any
     schema = _schema()

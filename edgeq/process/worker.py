@@ -1,6 +1,6 @@
-"""The child side of `edgeq.isolation`: runs one interpreter task on a model read from stdin.
+"""The child side of `edgeq.process.isolation`: runs one interpreter task on a model read from stdin.
 
-Run as `python -m edgeq.worker`; imports the interpreters, never TensorFlow. Tasks:
+Run as `python -m edgeq.process.worker`; imports the interpreters, never TensorFlow. Tasks:
 
 - ``tflm_arena``: load the model in TFLite Micro and return the recording allocator's figures.
 - ``litert_invoke``: load it in LiteRT, allocate, run one invoke on zeros; return the I/O.
