@@ -2,6 +2,6 @@
 
 import sys
 
-from edgeq.cli import main
+from edgeq.entry import main
 
 sys.exit(main())

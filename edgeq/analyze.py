@@ -2,9 +2,13 @@
 
 Op placement from the target's rules (and its compiler's verdict when it has one: Vela, the
 Edge TPU compiler when installed), the model's flash size and, for TFLite Micro targets, the
-tensor arena measured by TFLM's recording allocator, checked against the budgets. A Keras
-model is converted first (full-integer, calibrated on --data or, for placement only, on
-synthetic inputs: op placement does not depend on the calibration ranges).
+tensor arena measured by TFLM's recording allocator, checked against the budgets. On a TFLite
+Micro target the placement is what TFLM runs: QUANTIZE/DEQUANTIZE at the edges of an integer
+model (float I/O, as openmv, MLTK and MCUNet ship models) and float kernels inside run on the
+MCU core, and the notes say what float I/O costs. Scales TFLM aborts on are named first
+(edgeq.formats.kernel_limits). A Keras model is converted first (full-integer, calibrated on --data
+or, for sizing before training, on synthetic inputs: op placement and memory do not depend on
+the calibration ranges).
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ from typing import Any
 
 from edgeq.errors import ConversionError, ModelFileError
 from edgeq.pipeline.gate import Memory, check_memory, largest_tensors
-from edgeq.pipeline.place import OpPlacement, place_ops
+from edgeq.pipeline.place import ETHOS_U_OP, OpPlacement, place_ops
 from edgeq.targets import Target, load_target
-from edgeq.tflite_file import ModelInfo, read_model
+from edgeq.formats.tflite import ModelInfo, activation_bytes, read_model
 
 
 @dataclass(frozen=True)
@@ -82,8 +86,10 @@ def analyze(model_path: str | Path, target_name: str, data: str | None = None) -
     if not p.exists():
         raise ModelFileError(p, "not found", hint="check the path to the model")
     notes: list[str] = []
+    synthetic = False
     if p.is_dir() or p.suffix.lower() in (".keras", ".h5", ".hdf5"):
         data_bytes, layer_scope = _convert_first(p, target, data, notes)
+        synthetic = data is None
     elif p.suffix.lower() == ".tflite":
         data_bytes, layer_scope = p.read_bytes(), ((), None)
     else:
@@ -91,11 +97,19 @@ def analyze(model_path: str | Path, target_name: str, data: str | None = None) -
                              hint="pass the model file")
     info = read_model(data_bytes, p)
     placements = place_ops(info, target, *layer_scope, source=str(p))
+    vela_compiled = ETHOS_U_OP in info.op_names
     arena = None
-    if target.runtime.name == "tflm" and not any(op.placement == "none" for op in placements):
-        arena = measure_arena(data_bytes, p)
+    if (target.runtime.name == "tflm" and not vela_compiled
+            and not any(op.placement == "none" for op in placements)):
+        arena = measure_arena(_runnable(data_bytes, info, p, synthetic, notes), p)
+    if target.runtime.name == "tflm":
+        notes.extend(float_io_notes(info, placements))
+    if vela_compiled and target.compiler is not None:
+        notes.append("already compiled by Vela: the ethos-u op needs the NPU driver, which "
+                     "TFLite Micro on the host lacks, so there are no arena or Vela figures; "
+                     "analyze the model before Vela for them")
     compiler = None
-    if target.compiler is not None:
+    if target.compiler is not None and not vela_compiled:
         from edgeq.pipeline.compile import compile_for_target
 
         try:
@@ -139,11 +153,60 @@ def _convert_first(p: Path, target: Target, data: str | None,
     return result.model, loaded.layer_scope()
 
 
+def _runnable(model: bytes, info: ModelInfo, p: Path, synthetic: bool,
+              notes: list[str]) -> bytes:
+    """The model TFLite Micro can load for the arena measurement, checked for the scales its
+    kernels abort on (edgeq.formats.kernel_limits).
+
+    A user's model (a .tflite, or Keras calibrated on --data) with such scales is refused by
+    name (exit 3). A Keras model converted on synthetic inputs for sizing gets its offending
+    scales raised instead: they come from the synthetic calibration (an untrained network
+    drives its logits to ~1e-8), and the arena depends on shapes, not scale values.
+    """
+    from edgeq.formats.kernel_limits import check_scales, scale_problems, with_safe_scales
+
+    if not synthetic:
+        check_scales(info, str(p), "tflm")
+        return model
+    problems = scale_problems(info, "tflm")
+    if not problems:
+        return model
+    first = problems[0]
+    notes.append(f"the synthetic calibration gave op {first.index} {first.op} scales TFLite "
+                 f"Micro aborts on ({first.detail}); the arena was measured with them raised "
+                 "(sizes do not depend on scales). Convert with real data before deploying")
+    return with_safe_scales(model, problems)
+
+
+def float_io_notes(info: ModelInfo, placements: tuple[OpPlacement, ...]) -> list[str]:
+    """What float inputs and outputs cost on a microcontroller: the float buffer the
+    application fills or reads, and the conversion op that runs on the MCU core."""
+    ops_by_tensor = {}
+    for op in info.ops:
+        for i in (*op.inputs, *op.outputs):
+            ops_by_tensor.setdefault(i, op)
+    where = {r.index: r.placement for r in placements}
+    notes = []
+    for kind, indices in (("input", info.inputs), ("output", info.outputs)):
+        for i in indices:
+            t = info.tensors[i]
+            if t.dtype not in ("float32", "float16"):
+                continue
+            op = ops_by_tensor.get(i)
+            how = (f"; {op.op} (op {op.index}) converts it on the "
+                   f"{'MCU core' if where.get(op.index) == 'mcu' else where.get(op.index)}"
+                   if op is not None else "")
+            notes.append(f"float I/O: {kind} '{t.name}' {list(t.shape)} is {t.dtype}, "
+                         f"{activation_bytes(t.shape, t.dtype)} B in the arena instead of "
+                         f"{activation_bytes(t.shape, 'int8')} B as int8{how}")
+    return notes
+
+
 def measure_arena(model: bytes, source: str | Path) -> Any:
-    """TFLite Micro's arena for a user's model, measured in a child process (edgeq.isolation):
+    """TFLite Micro's arena for a user's model, measured in a child process (edgeq.process.isolation):
     a model that crashes or hangs the interpreter is a bad input (exit 2), not a dead edgeq."""
     from edgeq.adapters.tflm import ArenaUsage
-    from edgeq.isolation import run_in_child
+    from edgeq.process.isolation import run_in_child
 
     got = run_in_child("tflm_arena", model, stage="TFLite Micro (arena measurement)",
                        source=source)

@@ -16,7 +16,7 @@ from typing import Any
 
 from edgeq.data import Preprocess
 from edgeq.errors import DataError
-from edgeq.tflite_file import ModelInfo, TensorInfo
+from edgeq.formats.tflite import ModelInfo, TensorInfo
 
 MODEL = "model.tflite"
 DESCRIPTION = "model.json"

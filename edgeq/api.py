@@ -25,15 +25,17 @@ from edgeq.errors import (
     ConversionError,
     DataError,
     EdgeqError,
+    InputError,
     TargetConstraintError,
     UsageError,
 )
+from edgeq.formats.kernel_limits import check_scales
 from edgeq.recipes import Recipe, decode
-from edgeq.outputs import check_free, write_outputs
+from edgeq.outputs import check_free, check_out_dir, write_outputs
 from edgeq.report import Report
-from edgeq.supervise import mark
+from edgeq.process.supervise import mark
 from edgeq.targets import Target, load_target
-from edgeq.tflite_file import ModelInfo, read_model
+from edgeq.formats.tflite import ModelInfo, read_model
 
 METHODS = ("ptq", "auto", "qat")
 CALIBRATIONS = ("minmax", "percentile", "entropy", "mse", "auto")
@@ -53,9 +55,16 @@ class Progress(Protocol):
         """One finished training epoch (QAT): loss, accuracy, val_loss, val_accuracy, lr."""
         ...
 
+    def warning(self, text: str) -> None:
+        """A data warning, found before the work starts (optional: looked up with getattr)."""
+        ...
+
 
 class _Silent:
     def stage(self, name: str) -> None:
+        pass
+
+    def warning(self, text: str) -> None:
         pass
 
     def task(self, name: str, total: int) -> ProgressFn:
@@ -89,6 +98,7 @@ class ConvertOptions:
     overwrite: bool = False
     allow_unsafe: bool = False
     measure_latency: bool = True
+    strict_data: bool = False  # data sanity warnings (edgeq.data_check) are an error (exit 2)
     # --method qat (edgeq.pipeline.qat): labelled training data and the fine-tuning schedule
     train_data: str | None = None
     epochs: int = 3
@@ -197,6 +207,7 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
     qat_settings = qat_stage.settings(opts, target, full_integer=recipe.full_integer)
     _check_paths(opts)
     out_dir = output_dir(opts, target)
+    check_out_dir(out_dir)
     names = output_names(opts, target)
     check_free(out_dir, names, opts.overwrite)
 
@@ -219,11 +230,17 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
                         f"shape {list(loaded.output_shapes[0])}",
                         hint="one label per output class, in output order")
     calib, evaluation = timed("check data", _load_data, opts, loaded.input_spec)
-    float_outputs = timed("float reference", _float_reference, loaded, evaluation)
     train = bridged = None
     if qat_settings is not None:  # QAT's own checks come before the PTQ baseline's work
         train = timed("check training data", load_dataset, opts.train_data, loaded.input_spec,
                       opts.preprocess, role="training", require_labels=True)
+    data_warnings = timed("data sanity", _data_sanity, opts, loaded, calib, evaluation, train)
+    for warning in data_warnings:
+        progress_warning = getattr(progress, "warning", None)  # optional in a caller's Progress
+        if progress_warning is not None:
+            progress_warning(warning)
+    float_outputs = timed("float reference", _float_reference, loaded, evaluation)
+    if qat_settings is not None:
         bridged = timed("bridge to tf_keras", qat_stage.bridge, loaded, train, qat_settings,
                         target)
 
@@ -263,6 +280,10 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
                                                       quantized, qat_settings, timed, progress)
         extra_notes += notes
     info = _check_converted(quantized.model, opts.model)
+    # The runtimes abort (SIGABRT) on some scales (edgeq.formats.kernel_limits): name them before the
+    # verify stage runs the model in this process.
+    check_scales(info, f"{opts.model} (converted)",
+                 "tflm" if target.runtime.name == "tflm" else "litert")
     placements = timed("place ops", place.place_ops, info, target, *loaded.layer_scope())
     place.check_placeable(placements, target)
     compiled = timed("compile", compile_stage.compile_for_target, quantized.model, target,
@@ -283,7 +304,8 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
         method=quantized.method,
         calibration=quantized.calibration,
         calibration_requested=opts.calibration,
-        recipe=recipe.to_dict(),
+        recipe=recipe.on_target(target.quantization.weight_granularity,
+                                target.quantization.dense_granularity).to_dict(),
         model={"path": str(opts.model), "format": loaded.format, "loader": loaded.loader,
                "input": {"name": loaded.input_spec.name, "shape": list(loaded.input_spec.shape),
                          "dtype": loaded.input_spec.dtype},
@@ -304,7 +326,9 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
         layers=_with_histograms(outcome.diagnostics, outcome.stats),
         statistics=_statistics_summary(outcome.stats),
         data={"calibration": _data_summary(calib), "evaluation": _data_summary(evaluation),
-              "evaluated_on_calibration_data": opts.eval_data is None},
+              **({"training": _data_summary(train)} if train is not None else {}),
+              "evaluated_on_calibration_data": opts.eval_data is None,
+              "warnings": data_warnings},
         stages=stages,
         vela=compiled.summary if compiled is not None and compiled.compiler == "vela" else None,
         edgetpu=compiled.summary
@@ -419,6 +443,24 @@ def _load_data(opts: ConvertOptions, spec) -> tuple[Dataset, Dataset]:
     if opts.eval_samples is not None:
         evaluation = evaluation.spread(opts.eval_samples)
     return calib, evaluation
+
+
+def _data_sanity(opts: ConvertOptions, loaded, calib: Dataset, evaluation: Dataset,
+                 train: Dataset | None) -> list[str]:
+    """Warnings when the data sets disagree with each other or with the model's first layer
+    (edgeq.data_check); with --strict-data they stop the run (exit 2) before any work."""
+    from edgeq import data_check
+
+    expectation = None
+    if loaded.format != "savedmodel" and loaded.owner is not None:
+        expectation = data_check.expect(loaded.owner)
+    warnings = data_check.check(
+        [("calibration", calib), ("evaluation", evaluation), ("training", train)],
+        expectation, identity_preprocess=opts.preprocess.is_identity())
+    if warnings and opts.strict_data:
+        raise InputError("data sanity (--strict-data): " + " | ".join(warnings),
+                         hint="fix the data, or drop --strict-data to go on with warnings")
+    return warnings
 
 
 def _float_reference(loaded, evaluation: Dataset) -> list[np.ndarray]:

@@ -14,7 +14,7 @@ import click
 
 from edgeq import __version__
 from edgeq.errors import EdgeqError
-from edgeq.status import ExitStatus
+from edgeq.status import INTERRUPTED, ExitStatus
 
 CONVERT_EXAMPLES = """
 \b
@@ -47,6 +47,8 @@ Examples:
   edgeq verify model_int8.tflite --target cortex-m4 --eval-data test.npz --report new.json
   edgeq verify model_int8.tflite --target cortex-m4 --eval-data test.npz \\
       --baseline release/report.json --max-drop 0.5 --max-growth 10
+  edgeq verify model_int8.tflite --target arm-cpu --eval-data test.npz \\
+      --baseline release/report.json --max-latency-growth 25
 """
 
 EMBED_EXAMPLES = """
@@ -152,6 +154,10 @@ def cli(debug: bool) -> None:
               help="Class names, one per line (android-arm64 writes them as labels.txt).")
 @click.option("--allow-unsafe", is_flag=True, help="Load Lambda layers (runs code from the file).")
 @click.option("--no-latency", is_flag=True, help="Skip the host latency measurement.")
+@click.option("--strict-data", is_flag=True,
+              help="Stop (exit 2) on data warnings: data sets that disagree with each other or "
+                   "with the model's first layer, raw 0..255 floats, constant or repeated "
+                   "samples.")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 @click.option("--emulate", "emulate_", is_flag=True,
               help="Also run the model's TFLite Micro firmware on QEMU (Cortex-M targets): "
@@ -167,8 +173,8 @@ def convert(model: str, target: str, data: str, eval_data: str | None, out: str 
             diagnostics: bool, html: bool, calibration_samples: int,
             eval_samples: int | None,
             input_scale: str | None, mean: str | None, std: str | None, max_drop: float | None,
-            labels: str | None, allow_unsafe: bool, no_latency: bool, overwrite: bool,
-            emulate_: bool, tflm_tree: str | None, as_json: bool) -> None:
+            labels: str | None, allow_unsafe: bool, no_latency: bool, strict_data: bool,
+            overwrite: bool, emulate_: bool, tflm_tree: str | None, as_json: bool) -> None:
     """Convert MODEL (.keras, .h5 or SavedModel dir) to a full-integer TFLite model for a target,
     verify it on the target's runtime and write the model and report.json/report.md (and
     report.html with --html)."""
@@ -184,7 +190,7 @@ def convert(model: str, target: str, data: str, eval_data: str | None, out: str 
         calibration_samples=calibration_samples, eval_samples=eval_samples, max_drop=max_drop,
         labels=labels, overwrite=overwrite, allow_unsafe=allow_unsafe, measure_latency=not no_latency,
         train_data=train_data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-        qat_skip=tuple(qat_skip), strategy=strategy,
+        qat_skip=tuple(qat_skip), strategy=strategy, strict_data=strict_data,
     )
     from edgeq.console import RichProgress, print_report
 
@@ -298,9 +304,14 @@ def inspect(model: str, source: str | None, as_json: bool) -> None:
 @click.option("--eval-data", required=True, type=click.Path(),
               help="Labelled data (.npz x, y or a class-folder image directory).")
 @click.option("--baseline", type=click.Path(), help="report.json to compare with.")
-@click.option("--max-drop", type=float, help="Fail (exit 4) if top-1 fell more than PP points.")
+@click.option("--max-drop", type=float,
+              help="With --baseline: fail (exit 4) if top-1 fell more than PP points [0].")
 @click.option("--max-growth", type=float,
-              help="Fail (exit 4) if size, arena or host latency grew more than PCT percent.")
+              help="With --baseline: fail (exit 4) if model size or TFLM arena grew more than "
+                   "PCT percent [0].")
+@click.option("--max-latency-growth", type=float, metavar="PCT",
+              help="With --baseline: also gate on host latency; off by default, as host "
+                   "timings vary between runs (~20% for microsecond models).")
 @click.option("--eval-samples", type=int, help="Use N samples spread through the data [all].")
 @click.option("--input-scale", help="Multiply raw inputs by this (e.g. 1/255) before --mean/--std.")
 @click.option("--mean", help="Subtract per-channel mean(s).")
@@ -308,6 +319,8 @@ def inspect(model: str, source: str | None, as_json: bool) -> None:
 @click.option("--report", "report_path", type=click.Path(),
               help="Write this run's figures as JSON (usable as the next --baseline).")
 @click.option("--no-latency", is_flag=True, help="Skip the host latency measurement.")
+@click.option("--strict-data", is_flag=True,
+              help="Stop (exit 2) when the data looks wrong for the model's input.")
 @click.option("--emulate", "emulate_", is_flag=True,
               help="Also run the firmware on QEMU (Cortex-M targets) and gate on the emulated "
               "device's top-1 (--max-drop) and estimated cycles (--max-growth).")
@@ -315,22 +328,26 @@ def inspect(model: str, source: str | None, as_json: bool) -> None:
               help="--emulate: TFLite Micro tree with CMSIS-NN [$EDGEQ_TFLM_TREE].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verify(model: str, target: str, eval_data: str, baseline: str | None,
-           max_drop: float | None, max_growth: float | None, eval_samples: int | None,
+           max_drop: float | None, max_growth: float | None,
+           max_latency_growth: float | None, eval_samples: int | None,
            input_scale: str | None, mean: str | None, std: str | None,
-           report_path: str | None, no_latency: bool, emulate_: bool, tflm_tree: str | None,
-           as_json: bool) -> None:
+           report_path: str | None, no_latency: bool, strict_data: bool, emulate_: bool,
+           tflm_tree: str | None, as_json: bool) -> None:
     """Measure a .tflite MODEL on the target's runtime (TFLite Micro for microcontrollers) and,
     with --baseline, fail with exit 4 when it got worse: a CI regression gate."""
     from pathlib import Path
 
     from edgeq.data import Preprocess
-    from edgeq.outputs import write_outputs
+    from edgeq.outputs import check_file_path, write_outputs
     from edgeq.regression import verify_model
 
+    if report_path:
+        check_file_path(Path(report_path), "--report")
     outcome = verify_model(model, target, eval_data, baseline=baseline, max_drop=max_drop,
-                           max_growth=max_growth,
+                           max_growth=max_growth, max_latency_growth=max_latency_growth,
                            preprocess=Preprocess.parse(input_scale, mean, std),
-                           eval_samples=eval_samples, measure_latency=not no_latency)
+                           eval_samples=eval_samples, measure_latency=not no_latency,
+                           strict_data=strict_data)
     emulated = None
     if emulate_:
         import dataclasses
@@ -378,8 +395,9 @@ def embed(model: str, out: str, name: str, target: str | None, overwrite: bool) 
 
     from edgeq.embed import embed_model
     from edgeq.errors import ModelFileError
-    from edgeq.outputs import check_free, write_outputs
+    from edgeq.outputs import check_free, check_out_dir, write_outputs
 
+    check_out_dir(Path(out))
     p = Path(model)
     if not p.is_file():
         raise ModelFileError(p, "not found", hint="pass the .tflite file to embed")
@@ -512,19 +530,19 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit status (the script wrapper exits with it).
 
     Called without ``argv`` (the `edgeq` script, `python -m edgeq`), commands that run native
-    conversion code in-process run under a supervisor process (edgeq.supervise) that turns a
+    conversion code in-process run under a supervisor process (edgeq.process.supervise) that turns a
     crash or hang into one error line; called with ``argv`` (tests, scripts), in this process.
     """
     if argv is None:
-        from edgeq import supervise
+        from edgeq.process import supervise
 
         if supervise.wanted(sys.argv[1:]):
             return supervise.run(sys.argv[1:])
         supervise.guard_interrupts()
-        code = _run(argv)
+        code = _run(argv, program=True)
         if supervise.interrupted() and code == ExitStatus.OK:  # swallowed by a callback late
-            _error("interrupted; no partial output was left (outputs are the old or the new set)")
-            code = 130
+            _error(INTERRUPTED)
+            code = int(ExitStatus.INTERRUPTED)
         supervise.report_exit(code)
         # The work is done; a Ctrl-C during interpreter shutdown (TF's threads, garbage
         # collection) would only print a stray KeyboardInterrupt traceback.
@@ -533,8 +551,12 @@ def main(argv: list[str] | None = None) -> int:
     return _run(argv)
 
 
-def _run(argv: list[str] | None) -> int:
+def _run(argv: list[str] | None, program: bool = False) -> int:
     try:
+        if program:  # the start-up imports are done: Ctrl-C may now unwind the work cleanly
+            from edgeq.entry import arm
+
+            arm()
         cli.main(args=argv, prog_name="edgeq", standalone_mode=False)
     except click.exceptions.Exit as exc:  # --help, --version
         return int(exc.exit_code)
@@ -542,16 +564,16 @@ def _run(argv: list[str] | None) -> int:
         exc.show()
         return int(ExitStatus.BAD_INPUT)
     except click.exceptions.Abort:
-        _error("interrupted; no partial output was left")
-        return 130
+        _error(INTERRUPTED)
+        return int(ExitStatus.INTERRUPTED)
     except EdgeqError as exc:
         if _State.debug:
             traceback.print_exc()
         _error(str(exc))
         return int(exc.exit_status)
     except KeyboardInterrupt:
-        _error("interrupted; no partial output was left (outputs are the old or the new set)")
-        return 130
+        _error(INTERRUPTED)
+        return int(ExitStatus.INTERRUPTED)
     except Exception as exc:  # a bug: say so plainly; the traceback is one flag away
         if _State.debug:
             traceback.print_exc()

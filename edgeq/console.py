@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from edgeq.report import Report, short_tensor_name
+
+
+PIPE_WIDTH = 200  # columns for tables written to a file or pipe, where no terminal sets one
+
+
+def _stdout_console() -> Console:
+    """Rich sizes tables to the terminal, and to 80 columns when there is none, which cut the
+    cells of wide tables in files and pipes. Off a terminal (and without $COLUMNS) tables get
+    room to keep their natural width; whatever is still too wide wraps inside its cell."""
+    if sys.stdout.isatty() or os.environ.get("COLUMNS"):
+        return Console()
+    return Console(width=PIPE_WIDTH)
 
 
 def _stderr_console() -> Console:
@@ -38,6 +51,10 @@ class RichProgress:
         if self._console is not None:
             self._console.print(f"[dim]·[/] {name}")
 
+    def warning(self, text: str) -> None:
+        if self._console is not None:
+            self._console.print(f"[yellow]warning:[/] {text}")
+
     def epoch(self, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
         if self._console is not None:
             m = metrics
@@ -61,7 +78,7 @@ class RichProgress:
 
 
 def print_report(report: Report, files: dict[str, Path]) -> None:
-    console = Console()
+    console = _stdout_console()
     table = Table(title=f"edgeq: {Path(report.model['path']).name} → {report.target}",
                   show_header=False)
     table.add_column(style="bold")
@@ -114,6 +131,8 @@ def print_report(report: Report, files: dict[str, Path]) -> None:
         console.print(stages)
         for option in report.autopilot.get("options", []):
             console.print(f"[yellow]option:[/] {option}")
+    for warning in report.data.get("warnings", []):
+        console.print(f"[yellow]data warning:[/] {warning}")
     for note in report.notes:
         console.print(f"[yellow]note:[/] {note}")
     for name, gate in report.gates.items():
@@ -123,7 +142,7 @@ def print_report(report: Report, files: dict[str, Path]) -> None:
 
 
 def print_target(target: Any) -> None:
-    console = Console()
+    console = _stdout_console()
     table = Table(title=f"target {target.name}", show_header=False)
     table.add_column(style="bold")
     table.add_column()
@@ -138,14 +157,13 @@ def print_target(target: Any) -> None:
 
 
 def print_target_list(targets: list[Any]) -> None:
-    console = Console()
+    console = _stdout_console()
     table = Table(title="edgeq targets")
     for col in ("name", "runs on", "weights", "I/O", "flash", "RAM"):
-        table.add_column(col, no_wrap=True)
+        table.add_column(col)
     for t in targets:
         q, m = t.quantization, t.memory
-        name = t.name + (" (base)" if t.abstract else "")
-        table.add_row(name, f"{t.runtime.placement} ({t.runtime.name})",
+        table.add_row(t.name, f"{t.runtime.placement} ({t.runtime.name})",
                       f"{q.weight_granularity}", f"{q.input_dtype}/{q.output_dtype}",
                       _size(m.flash_bytes), _size(m.ram_bytes))
     console.print(table)
@@ -169,7 +187,7 @@ def _fmt(value: Any) -> str:
 
 
 def print_analysis(analysis: Any) -> None:
-    console = Console()
+    console = _stdout_console()
     table = Table(title=f"{Path(analysis.model_path).name} on {analysis.target.name}")
     layers = any(op.layer for op in analysis.ops)
     for col in ("#", "op", *(("layer",) if layers else ()), "runs on", "reason"):
@@ -200,7 +218,7 @@ def print_analysis(analysis: Any) -> None:
 
 
 def print_inspection(d: dict[str, Any]) -> None:
-    console = Console()
+    console = _stdout_console()
     console.print(f"[bold]{d['model']}[/]: {d['bytes']} B, {d['ops_total']} op(s), "
                   f"{d['subgraphs']} subgraph(s)")
     for role in ("inputs", "outputs"):
@@ -226,7 +244,7 @@ def print_inspection(d: dict[str, Any]) -> None:
 
 
 def print_supported_ops(name: str, rows: list[dict[str, Any]]) -> None:
-    console = Console()
+    console = _stdout_console()
     table = Table(title=f"{name}: supported ops")
     for col in ("op", "max version", "limitations"):
         table.add_column(col)
@@ -238,14 +256,14 @@ def print_supported_ops(name: str, rows: list[dict[str, Any]]) -> None:
 
 
 def print_verify(outcome: Any) -> None:
-    console = Console()
+    console = _stdout_console()
     acc = "n/a" if outcome.accuracy is None else f"{100 * outcome.accuracy:.2f}%"
     console.print(f"[bold]{outcome.model}[/] on {outcome.target}: top-1 {acc} on "
                   f"{outcome.runtime} (n={outcome.n}), {outcome.model_bytes} B"
                   + (f", arena {outcome.arena_bytes} B" if outcome.arena_bytes else "")
                   + (f", host latency {outcome.latency_ms:.3f} ms" if outcome.latency_ms else ""))
+    for warning in outcome.data.get("warnings", []):
+        console.print(f"[yellow]data warning:[/] {warning}")
     for c in outcome.checks:
         mark = "[green]ok[/]" if c.ok else "[red]FAIL[/]"
         console.print(f"  {mark} {c.detail}")
-    if outcome.baseline and not outcome.checks:
-        console.print("  no limits given (--max-drop, --max-growth): nothing was compared")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from edgeq import __version__
 from edgeq.errors import TargetConstraintError, UsageError
-from edgeq.tflite_file import ModelInfo, read_model
+from edgeq.formats.tflite import ModelInfo, read_model
 
 if TYPE_CHECKING:  # for the annotation only; the TFLM adapter is loaded when measuring
     from edgeq.adapters.tflm import ArenaUsage
@@ -191,7 +191,7 @@ def embed_model(
     if arena is None:
         from edgeq.adapters.tflm import TFLMRunner
 
-        arena = TFLMRunner(model).arena
+        arena = TFLMRunner(model, source=str(source)).arena
     arena_size = recommended_arena(arena.total)
     stamp = _Stamp(Path(str(source)).name, hashlib.sha256(model).hexdigest())
     files = {

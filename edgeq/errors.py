@@ -137,6 +137,15 @@ class BudgetExceededError(TargetConstraintError):
         )
 
 
+class KernelLimitError(TargetConstraintError):
+    """Quantization scales the runtime's kernels abort on (edgeq.formats.kernel_limits), found before
+    any interpreter runs the model."""
+
+    def __init__(self, source: str | Path, message: str, *, hint: str | None = None) -> None:
+        self.source = str(source)
+        super().__init__(f"model '{source}': {message}", hint=hint)
+
+
 # --- exit 4: accuracy gate ----------------------------------------------------------------------
 
 

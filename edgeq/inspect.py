@@ -15,7 +15,7 @@ from typing import Any
 
 from edgeq.edgetpu.compiler import CUSTOM_OP, compiled_placement
 from edgeq.errors import ModelFileError
-from edgeq.tflite_file import ModelInfo, read_model
+from edgeq.formats.tflite import ModelInfo, read_model
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,33 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-from edgeq.errors import OutputExistsError
+from edgeq.errors import OutputExistsError, UsageError
 
 STAGING_MARK = ".edgeq-tmp-"
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
+
+
+def check_out_dir(out_dir: Path, option: str = "--out") -> None:
+    """Fail before any work when the output directory cannot be one: the path, or a folder
+    above it, is a file. (Found at the end, it cost a whole run and read as an internal
+    error.)"""
+    out_dir = Path(out_dir)
+    for path in (out_dir, *out_dir.parents):
+        if path.is_dir():
+            return
+        if path.exists():
+            where = "is a file" if path == out_dir else f"lies under '{path}', which is a file"
+            raise UsageError(f"{option} '{out_dir}' {where}, not a directory",
+                             hint=f"give {option} a directory (it is created when missing)")
+
+
+def check_file_path(path: Path, option: str) -> None:
+    """The same for an output file: it must not be a directory, nor lie under a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{option} '{path}' is a directory", hint=f"give {option} a file name")
+    check_out_dir(path.parent, option)
 
 
 def check_free(out_dir: Path, names: list[str], overwrite: bool) -> None:

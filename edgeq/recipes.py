@@ -17,7 +17,7 @@ Short names: 'int8' = static_wi8_ai8 (full integer, what MCUs, the Edge TPU and 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from edgeq.errors import UsageError
 
@@ -42,7 +42,9 @@ class Recipe:
     name: str  # as the user wrote it (short or long)
     canonical: str  # the long form
     weights: str  # int8 | int4 | float16
-    granularity: str  # per-channel | blockwise | none (float weights)
+    # per-channel | blockwise | none (float weights); on a target (`on_target`) also
+    # per-tensor or "per-channel conv, per-tensor dense"
+    granularity: str
     block_size: int | None
     activations: str  # int8 | int16 | float32
     static: bool  # activation ranges from calibration data (needs --data)
@@ -54,6 +56,18 @@ class Recipe:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def on_target(self, weight_granularity: str, dense_granularity: str) -> Recipe:
+        """This recipe as a profile builds it: the name says per-channel, but the converter
+        follows the profile's granularity for conv and dense weights (per-tensor on
+        imx8mp-npu, per-tensor dense on Ethos-U)."""
+        if self.granularity != "per-channel":
+            return self  # blockwise or float weights: the recipe decides
+        if weight_granularity == dense_granularity:
+            granularity = weight_granularity
+        else:
+            granularity = f"{weight_granularity} conv, {dense_granularity} dense"
+        return replace(self, granularity=granularity)
 
 
 def decode(name: str) -> Recipe:

@@ -176,6 +176,8 @@ class Report:
     def to_markdown(self) -> str:
         lines = [f"# edgeq report: {self.model['path']} → {self.target}", ""]
         lines += ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in self.summary_rows()]
+        if self.data.get("warnings"):
+            lines += ["", "## Data warnings", ""] + [f"- {w}" for w in self.data["warnings"]]
         if self.notes:
             lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
         if self.autopilot:

@@ -11,3 +11,8 @@ class ExitStatus(enum.IntEnum):
     BAD_INPUT = 2  # usage error or bad input (model, data, target, output path)
     TARGET_CONSTRAINT = 3  # the model cannot run on the target or is over its budget
     ACCURACY_GATE = 4  # the model got worse than the user's accuracy budget allows
+    INTERRUPTED = 130  # Ctrl-C (SIGINT): 128 + 2, as shells report it; outputs old or new
+
+
+# The one line a Ctrl-C ends with, wherever it lands (edgeq.entry, edgeq.cli, edgeq.process.supervise).
+INTERRUPTED = "interrupted; no partial output was left (outputs are the old or the new set)"

@@ -422,36 +422,56 @@ def targets_dir() -> Path:
 
 
 def list_targets(directory: Path | None = None) -> list[Target]:
-    """Loads every profile in ``directory`` (default: the bundled ones), sorted by name.
+    """Loads every target profile in ``directory`` (default: the bundled ones), sorted by name.
+    Base profiles (``abstract = true``) are left out: they are not targets.
 
     Raises:
         TargetFileError: a profile is malformed.
     """
     bundled = targets_dir()
     directory = Path(directory) if directory is not None else bundled
-    return [_load_file(p, bundled) for p in sorted(directory.glob("*.toml"))]
+    loaded = [_load_file(p, bundled) for p in sorted(directory.glob("*.toml"))]
+    return [t for t in loaded if not t.abstract]
 
 
-def load_target(name_or_path: str, directory: Path | None = None) -> Target:
+def load_target(name_or_path: str, directory: Path | None = None, *,
+                abstract_ok: bool = False) -> Target:
     """Loads a profile by name (from ``directory``, default bundled) or by path to a .toml file.
 
     A file outside the directory may ``extends`` a bundled profile: parents are looked up next to
     the file first, then in the bundled directory.
 
+    A base profile (``abstract = true``) is refused unless ``abstract_ok``: it is not a target.
+
     Raises:
         TargetNotFoundError: no profile of that name.
-        TargetFileError: the profile, or one it extends, is malformed.
+        TargetFileError: the profile, or one it extends, is malformed; or it is a base profile.
     """
     bundled = targets_dir()
     directory = Path(directory) if directory is not None else bundled
     if name_or_path.endswith(".toml") or "/" in name_or_path or os.sep in name_or_path:
-        return _load_file(Path(name_or_path), bundled)
+        target = _load_file(Path(name_or_path), bundled)
+        return target if abstract_ok else _concrete(target, directory)
     path = directory / f"{name_or_path}.toml"
     if not path.is_file():
-        known = sorted(p.stem for p in directory.glob("*.toml"))
+        known = [t.name for t in list_targets(directory)]
         close = difflib.get_close_matches(name_or_path, known, n=1)
         raise TargetNotFoundError(name_or_path, known, close[0] if close else None)
-    return _load_file(path, bundled)
+    target = _load_file(path, bundled)
+    return target if abstract_ok else _concrete(target, directory)
+
+
+def _concrete(target: Target, directory: Path) -> Target:
+    """A base profile only gathers what its children share (tflm-base has no memory budget):
+    converting for it would check against nothing, so it is refused by name."""
+    if not target.abstract:
+        return target
+    children = [t.name for t in list_targets(directory) if target.name in t.extends]
+    raise TargetFileError(
+        target.path, "abstract",
+        "is a base profile for other profiles to extend (abstract = true), not a target",
+        hint=f"use a target that extends it: {', '.join(children)}" if children
+        else "use one of the targets `edgeq targets` lists")
 
 
 def supported_ops_table(target: Target) -> list[dict[str, Any]]:

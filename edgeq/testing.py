@@ -7,6 +7,9 @@ AssertionError), the library form of `edgeq verify --baseline`:
         assert_no_regression("build/kws_int8.tflite", target="cortex-m4",
                              eval_data="data/kws_test.npz",
                              baseline="release/report.json", max_drop=0.5, max_growth=10)
+
+The same policy as `edgeq verify`: top-1, model size and arena are deterministic and always
+compared; host latency only when ``max_latency_growth`` is given.
 """
 
 from __future__ import annotations
@@ -19,13 +22,15 @@ from edgeq.regression import VerifyOutcome, verify_model
 
 def assert_no_regression(model: str | Path, *, target: str, eval_data: str | Path,
                          baseline: str | Path, max_drop: float = 0.5,
-                         max_growth: float | None = None, preprocess: Preprocess | None = None,
+                         max_growth: float = 0.0, max_latency_growth: float | None = None,
+                         preprocess: Preprocess | None = None,
                          eval_samples: int | None = None, emulate: bool = False,
                          tflm_tree: str | Path | None = None) -> VerifyOutcome:
     """Measure ``model`` on the target's runtime and fail the test when its top-1 fell more
-    than ``max_drop`` points below the baseline report, or (with ``max_growth``) its size or
-    arena grew by more than that percentage. Host latency is left out: it is too noisy for a
-    test. Returns the measurement for further asserts.
+    than ``max_drop`` points below the baseline report, or its size or TFLite Micro arena grew
+    by more than ``max_growth`` percent (default: any growth). Host latency is compared only
+    with ``max_latency_growth`` (percent): it varies with the machine's load. Returns the
+    measurement for further asserts.
 
     With ``emulate=True`` the model's firmware also runs on QEMU (`edgeq emulate`, Cortex-M
     targets; ``tflm_tree`` or $EDGEQ_TFLM_TREE) and the emulated device's top-1 and estimated
@@ -37,8 +42,9 @@ def assert_no_regression(model: str | Path, *, target: str, eval_data: str | Pat
         edgeq.errors.EdgeqError: a bad model, target, data or baseline file.
     """
     outcome = verify_model(model, target, eval_data, baseline=baseline, max_drop=max_drop,
-                           max_growth=max_growth, preprocess=preprocess,
-                           eval_samples=eval_samples, measure_latency=False)
+                           max_growth=max_growth, max_latency_growth=max_latency_growth,
+                           preprocess=preprocess, eval_samples=eval_samples,
+                           measure_latency=max_latency_growth is not None)
     if emulate:
         import dataclasses
 

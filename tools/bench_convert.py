@@ -198,7 +198,7 @@ def _fingerprint(data: bytes) -> str:
     """Hash of the model without tensor names: ops, tensors' shapes/types/quantization, weights."""
     from dataclasses import replace
 
-    from edgeq.tflite_file import _schema, read_model
+    from edgeq.formats.tflite import _schema, read_model
 
     info = read_model(data)
     h = hashlib.sha256(repr((info.ops, [replace(t, name="") for t in info.tensors])).encode())
@@ -219,7 +219,7 @@ def _ops_diff(a: list[str], b: list[str]) -> str:
 
 
 def bench_model(name: str, fixtures: Path, args, tmp: Path) -> tuple[dict, np.ndarray]:
-    from edgeq.tflite_file import read_model
+    from edgeq.formats.tflite import read_model
 
     npz = tmp / f"{name}_calib.npz"
     make_samples(name, fixtures, args.samples, npz)

@@ -11,7 +11,8 @@ Corpora (../shared/fixtures, see device_truth/README.md for their origin):
                        published; edgeq cannot predict their placement, so this row checks the
                        log reader only (TPU/CPU counts and CPU ops equal the manifest's).
   tflm arena           device_truth/tflm: `edgeq analyze --target cortex-m7` arena total, head
-                       and tail against TFLite Micro's recording allocator in the manifest.
+                       and tail against TFLite Micro's recording allocator in the manifest
+                       (and the same for models/tflm against its arena_reference.json).
 Each mismatch is printed with the op index and the rule that placed it.
 """
 
@@ -33,7 +34,7 @@ def edgetpu_pair(plain: Path, compiled: Path) -> dict[str, Any]:
     from edgeq.edgetpu.compiler import compiled_placement
     from edgeq.errors import TargetConstraintError
     from edgeq.targets import load_target
-    from edgeq.tflite_file import read_model_file
+    from edgeq.formats.tflite import read_model_file
 
     target = load_target("coral")
     info, out = read_model_file(plain), read_model_file(compiled)
@@ -89,24 +90,34 @@ def log_corpus(fixtures: Path) -> list[dict[str, Any]]:
 
 
 def tflm_corpus(fixtures: Path, target: str = "cortex-m7") -> list[dict[str, Any]]:
+    root = fixtures / "device_truth" / "tflm"
+    return [arena_row(root / m["stored"], {k: m[k] for k in ("total", "head", "tail")}, target)
+            for m in json.loads((root / "manifest.json").read_text())["models"]]
+
+
+def tflm_reference_corpus(fixtures: Path, target: str = "cortex-m7") -> list[dict[str, Any]]:
+    ref = json.loads((fixtures / "models" / "tflm" / "arena_reference.json").read_text())
+    return [arena_row(fixtures / m["model"], {"total": m["arena_total_bytes"],
+                                               "head": m["arena_head_bytes"],
+                                               "tail": m["arena_tail_bytes"]}, target)
+            for m in ref["models"]]
+
+
+def arena_row(path: Path, want: dict[str, int], target: str) -> dict[str, Any]:
+    """edgeq analyze's arena for one model against TFLite Micro's recorded figures."""
     from edgeq.analyze import analyze
     from edgeq.errors import EdgeqError
 
-    root = fixtures / "device_truth" / "tflm"
-    rows = []
-    for m in json.loads((root / "manifest.json").read_text())["models"]:
-        want = {k: m[k] for k in ("total", "head", "tail")}
-        try:
-            a = analyze(root / m["stored"], target)
-            got = None if a.arena is None else {"total": a.arena.total, "head": a.arena.head,
-                                                "tail": a.arena.tail}
-            error = None
-        except EdgeqError as exc:
-            got, error = None, str(exc)[:160]
-        rows.append({"model": m["stored"], "exact": got == want, "arena": got, "truth": want,
-                     "mismatches": [] if got == want else [{"edgeq": got or error,
-                                                            "tflm": want}]})
-    return rows
+    got: dict[str, int] | None = None
+    error = None
+    try:
+        a = analyze(path, target)
+        if a.arena is not None:
+            got = {"total": a.arena.total, "head": a.arena.head, "tail": a.arena.tail}
+    except EdgeqError as exc:
+        error = str(exc)[:160]
+    return {"model": str(path.name), "exact": got == want, "arena": got, "truth": want,
+            "mismatches": [] if got == want else [{"edgeq": got or error, "tflm": want}]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         "coral pairs (models/coral)": coral_corpus(args.fixtures),
         "edgetpu logs, reader only (device_truth/edgetpu_logs)": log_corpus(args.fixtures),
         "tflm arena, cortex-m7 (device_truth/tflm)": tflm_corpus(args.fixtures),
+        "tflm arena, cortex-m7 (models/tflm reference)": tflm_reference_corpus(args.fixtures),
     }
     print(f"{'corpus':<56} {'exact':>8}")
     for name, rows in corpora.items():

@@ -29,7 +29,7 @@ from collections import Counter
 from typing import Any
 
 from edgeq.errors import ConversionError, MissingDependencyError, UsageError
-from edgeq.tflite_file import ModelInfo, read_model
+from edgeq.formats.tflite import ModelInfo, read_model
 
 STAGE = "quantize (ai-edge-quantizer)"
 BITS = (4, 8)

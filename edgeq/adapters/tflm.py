@@ -17,10 +17,16 @@ from edgeq.adapters.io_quant import dequantize, quantize
 from edgeq.adapters.native import capture_fds
 from edgeq.errors import ConversionError, MissingDependencyError
 
-# Big enough for every model we measure; the figures reported are what the allocator used,
-# not this size. TFLM's own default (10x the model size) is too small for models with few
-# weights and large activations.
+# The arena handed to the interpreter; the figures reported are what the allocator used, not
+# this size. TFLM's own default (10x the model size) is too small for models with few weights
+# and large activations, so the first try is also sized from the activation tensors (the
+# planner never needs more than all of them side by side), and a model that still does not fit
+# is retried with twice the arena: a big model gets its exact figures, not a refusal.
 _MIN_ARENA = 8 << 20
+_MAX_ARENA = 4 << 30
+# What TFLM's SingleArenaBufferAllocator logs when the arena is too small, e.g. "Failed to
+# allocate tail memory. Requested: 2136, available 344, missing: 1792" (person_detect, 1 KiB).
+_TOO_SMALL = re.compile(r"Requested: \d+, available \d+")
 _ARENA_LINE = re.compile(r"Arena allocation (total|head|tail) (\d+) bytes")
 
 
@@ -60,18 +66,29 @@ class TFLMRunner:
 
     runtime = "tflm"
 
-    def __init__(self, model: bytes) -> None:
+    def __init__(self, model: bytes, *, source: str = "model") -> None:
+        from edgeq.formats.kernel_limits import check_scales
+        from edgeq.formats.tflite import read_model
+
         rt = _runtime()
-        arena = max(10 * len(model), _MIN_ARENA)
-        try:
-            with capture_fds() as captured:
-                self._interp = rt.Interpreter.from_bytes(model, arena_size=arena)
-        except (RuntimeError, ValueError) as exc:
-            raise ConversionError(
-                "verify (TFLite Micro)",
-                f"the interpreter rejected the model: {str(exc).strip()[:300]}",
-                hint="the model may use an op or dtype TFLite Micro has no kernel for",
-            ) from exc
+        info = read_model(model, source)
+        check_scales(info, source, "tflm")  # TFLM aborts on these: refuse them by name first
+        arena = first_arena_size(info)
+        while True:
+            try:
+                with capture_fds() as captured:
+                    self._interp = rt.Interpreter.from_bytes(model, arena_size=arena)
+                break
+            except (RuntimeError, ValueError) as exc:
+                if arena < _MAX_ARENA and _TOO_SMALL.search(captured.text):
+                    arena *= 2
+                    continue
+                raise ConversionError(
+                    "verify (TFLite Micro)",
+                    f"the interpreter rejected the model: {str(exc).strip()[:300]}"
+                    + _first_log_line(captured.text),
+                    hint="the model may use an op or dtype TFLite Micro has no kernel for",
+                ) from exc
         with capture_fds((2,)) as alloc:
             self._interp.print_allocations()
         self.arena = parse_allocations(alloc.text)
@@ -88,6 +105,22 @@ class TFLMRunner:
             for k, det in enumerate(self._outs):
                 outputs[k].append(dequantize(self._interp.get_output(k), det)[0])
         return [np.stack(o) for o in outputs]
+
+
+def first_arena_size(info: Any) -> int:
+    """Every activation tensor 16-byte aligned, plus room for TFLM's per-tensor and per-op
+    structs (about 100 B each on a 64-bit host), doubled for kernel scratch."""
+    from edgeq.formats.tflite import activation_bytes
+
+    acts = sum(-(-activation_bytes(t.shape, t.dtype) // 16) * 16
+               for t in info.tensors if t.constant_bytes == 0)
+    structs = 128 * (len(info.tensors) + len(info.ops))
+    return max(_MIN_ARENA, 10 * info.size_bytes, 2 * (acts + structs))
+
+
+def _first_log_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return f" ({lines[0][:200]})" if lines else ""
 
 
 def _output_details(interp: Any) -> list[dict[str, Any]]:

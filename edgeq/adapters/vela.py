@@ -22,7 +22,7 @@ from pathlib import Path
 
 from edgeq.errors import ConversionError, MissingDependencyError
 from edgeq.pipeline.place import OpPlacement
-from edgeq.tflite_file import ModelInfo, OpInfo, read_model
+from edgeq.formats.tflite import ModelInfo, OpInfo, read_model
 
 STAGE = "compile (vela)"
 NPU_OP = "CUSTOM:ethos-u"  # what Vela replaces each run of NPU ops with

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeq.errors import ConversionError
-from edgeq.tflite_file import ModelInfo
+from edgeq.formats.tflite import ModelInfo
 
 EXECUTABLE = "edgetpu_compiler"
 CUSTOM_OP = "CUSTOM:edgetpu-custom-op"

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from edgeq.edgetpu import rules
 from edgeq.errors import TargetConstraintError
-from edgeq.tflite_file import ModelInfo, OpInfo
+from edgeq.formats.tflite import ModelInfo, OpInfo
 
 ON_CHIP_CACHE_BYTES = 8 * 1024 * 1024  # "roughly 8 MB" of on-chip parameter cache (coral.ai)
 _BOUNDARY_OPS = ("QUANTIZE", "DEQUANTIZE")  # float is allowed at the model's edges only

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from edgeq.tflite_file import ModelInfo, OpInfo, TensorInfo
+from edgeq.formats.tflite import ModelInfo, OpInfo, TensorInfo
 
 NOT_SUPPORTED = "Operation not supported"
 VERSION = "Operation version not supported"

@@ -18,7 +18,7 @@ from edgeq.emulator import cores
 from edgeq.emulator.costmodel import cost_model
 from edgeq.errors import (ConversionError, DataError, ModelFileError, TargetConstraintError,
                           UsageError)
-from edgeq.tflite_file import ModelInfo, TensorInfo, read_model
+from edgeq.formats.tflite import ModelInfo, TensorInfo, read_model
 
 SYNTHETIC_SAMPLES = 8  # without --eval-data: this many seeded random inputs
 # The firmware's arena is larger than embed's recommendation, so that a recommendation that is

@@ -97,4 +97,8 @@ def emulate_checked(model: str | Path, target: str, eval_data: str | Path, *,
     result = emulate(model, target, eval_data=eval_data, preprocess=preprocess,
                      eval_samples=eval_samples, tflm_tree=tflm_tree)
     base = baseline_section(baseline)
-    return result, (checks(result, base, max_drop, max_growth) if base is not None else [])
+    if base is None:
+        return result, []
+    # verify's policy: with a baseline, no drop and no growth unless allowed
+    return result, checks(result, base, 0.0 if max_drop is None else max_drop,
+                          0.0 if max_growth is None else max_growth)

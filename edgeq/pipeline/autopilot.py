@@ -24,7 +24,7 @@ from edgeq.pipeline import calibrate, verify
 from edgeq.pipeline.ptq import PTQOutcome
 from edgeq.pipeline.quantize import QuantizeResult
 from edgeq.targets import Target
-from edgeq.tflite_file import ModelInfo, read_model
+from edgeq.formats.tflite import ModelInfo, read_model
 
 SENSITIVITY_SAMPLES = 300  # evaluation samples per leave-one-float check
 MAX_CANDIDATES = 16  # ops measured one by one (the worst by per-tensor SQNR first)

@@ -21,7 +21,7 @@ from edgeq.adapters.litert import TensorProbe
 from edgeq.adapters.tf_converter import ConverterSettings
 from edgeq.data import Dataset
 from edgeq.ranges import METHODS, StreamingHistogram, choose_range
-from edgeq.tflite_file import ModelInfo, read_model
+from edgeq.formats.tflite import ModelInfo, read_model
 
 ProgressFn = Callable[[int, int], None]
 _DIAGNOSTIC_SAMPLES = 32

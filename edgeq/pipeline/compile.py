@@ -39,7 +39,7 @@ def _edgetpu(model: bytes, target: Target, predicted: tuple[OpPlacement, ...],
              name: str) -> CompileResult:
     from edgeq.edgetpu import compiler as edgetpu
     from edgeq.edgetpu.placement import summarize
-    from edgeq.tflite_file import read_model
+    from edgeq.formats.tflite import read_model
 
     info = read_model(model)
     c = target.compiler

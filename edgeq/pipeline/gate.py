@@ -8,10 +8,8 @@ from edgeq.adapters.tflm import ArenaUsage
 from edgeq.errors import AccuracyGateError, BudgetExceededError
 from edgeq.pipeline.verify import Accuracy
 from edgeq.targets import Target
-from edgeq.tflite_file import ModelInfo
+from edgeq.formats.tflite import ModelInfo, activation_bytes
 
-_ITEM_BYTES = {"int8": 1, "uint8": 1, "int16": 2, "float16": 2, "int32": 4, "float32": 4,
-               "int64": 8, "bool": 1}
 
 
 @dataclass(frozen=True)
@@ -74,17 +72,10 @@ def largest_tensors(info: ModelInfo, *, constant: bool, n: int = 3) -> list[dict
     for t in info.tensors:
         if (t.constant_bytes > 0) != constant:
             continue
-        size = t.constant_bytes if constant else _activation_bytes(t.shape, t.dtype)
+        size = t.constant_bytes if constant else activation_bytes(t.shape, t.dtype)
         rows.append({"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "bytes": size})
     rows.sort(key=lambda r: (-r["bytes"], r["name"]))
     return rows[:n]
-
-
-def _activation_bytes(shape: tuple[int, ...], dtype: str) -> int:
-    count = 1
-    for d in shape:
-        count *= max(d, 1)
-    return count * _ITEM_BYTES.get(dtype, 4)
 
 
 def enforce_memory(target: Target, memory: Memory, info: ModelInfo | None = None) -> None:

@@ -11,7 +11,12 @@ from dataclasses import asdict, dataclass
 
 from edgeq.errors import UnsupportedOpsError
 from edgeq.targets import Target
-from edgeq.tflite_file import ModelInfo, OpInfo
+from edgeq.formats.tflite import ModelInfo, OpInfo
+
+# The custom op Vela replaces each run of NPU ops with: the NPU's command stream, which only an
+# Ethos-U driver can run (TFLite Micro on a plain Cortex-M or on the host has no kernel for it).
+ETHOS_U_OP = "CUSTOM:ethos-u"
+
 
 @dataclass(frozen=True)
 class OpPlacement:
@@ -45,7 +50,11 @@ def place_ops(info: ModelInfo, target: Target, layer_names: tuple[str, ...] = ()
     single_subgraph = target.runtime.partitioning == "single-subgraph"
     split_at: OpInfo | None = None
     records = []
+    vela_compiled = home == "npu" and ETHOS_U_OP in info.op_names
     for op in info.ops:
+        if vela_compiled:
+            records.append(_vela_compiled(op, info, target))
+            continue
         problem = _problem(op, info, target)
         if problem is None and split_at is not None and single_subgraph:
             problem = (
@@ -54,12 +63,24 @@ def place_ops(info: ModelInfo, target: Target, layer_names: tuple[str, ...] = ()
                 "on the CPU"
             )
         if problem is None:
-            records.append(OpPlacement(op.index, op.op, home, f"supported on {_where(target)}"))
+            why = (_float_on_mcu(op, info) if home == "mcu" else None) or (
+                f"supported on {_where(target)}")
+            records.append(OpPlacement(op.index, op.op, home, why))
             continue
         if split_at is None:
             split_at = op
         records.append(OpPlacement(op.index, op.op, fallback, problem))
     return tuple(records)
+
+
+def _vela_compiled(op: OpInfo, info: ModelInfo, target: Target) -> OpPlacement:
+    """In a model Vela already compiled, Vela has chosen: its custom op runs on the NPU and
+    every op it left as a builtin on the CPU next to it."""
+    if op.op == ETHOS_U_OP:
+        return OpPlacement(op.index, op.op, "npu",
+                           "the NPU command stream of a model already compiled by Vela")
+    return OpPlacement(op.index, op.op, target.runtime.fallback_placement,
+                       _problem(op, info, target) or "left on the CPU by Vela (TFLite Micro)")
 
 
 def edgetpu_placements(info: ModelInfo, target: Target, layer_names: tuple[str, ...] = (),
@@ -80,6 +101,8 @@ def check_placeable(records: tuple[OpPlacement, ...], target: Target) -> None:
     bad = [r for r in records if r.placement == "none"]
     if bad:
         first = bad[0]
+        if first.op == ETHOS_U_OP:  # the reason already says what to do instead
+            raise UnsupportedOpsError(target.name, [r.op for r in bad], hint=first.reason)
         raise UnsupportedOpsError(
             target.name,
             [r.op for r in bad],
@@ -89,6 +112,10 @@ def check_placeable(records: tuple[OpPlacement, ...], target: Target) -> None:
 
 
 def _problem(op: OpInfo, info: ModelInfo, target: Target) -> str | None:
+    if op.op == ETHOS_U_OP:
+        return (f"op {op.index} {op.op} is the Ethos-U NPU's command stream (this model was "
+                "already compiled by Vela); analyze the model before Vela, or use --target "
+                "ethos-u55-128")
     if not target.allows_op(op.op):
         return f"{op.op} is not in the {target.name} op table"
     limit = target.max_version(op.op)
@@ -100,9 +127,36 @@ def _problem(op: OpInfo, info: ModelInfo, target: Target) -> str | None:
             for i in (*op.inputs, *op.outputs)
             if i >= 0 and info.tensors[i].dtype in ("float32", "float16")
         ]
+        if floats and target.runtime.name == "tflm":
+            # TFLite Micro has float32 kernels for its ops: on a microcontroller they run on the
+            # MCU core (see _float_on_mcu); next to an NPU they stay on the Cortex-M.
+            if target.runtime.placement == "mcu":
+                return None
+            return (f"{op.op} computes in float ({floats[0]}); the NPU runs integer ops only, "
+                    "so it runs on the Cortex-M (TFLite Micro float kernel)")
         if floats:
             return f"{op.op} computes in float ({floats[0]}); {target.name} runs integer ops only"
     return None
+
+
+def _float_on_mcu(op: OpInfo, info: ModelInfo) -> str | None:
+    """Why a float op runs on a microcontroller: float I/O conversion at the model's edges
+    (models from openmv, Silicon Labs MLTK and MCUNet ship a QUANTIZE first and a DEQUANTIZE
+    last) or a float kernel inside an otherwise integer model. None for an integer op."""
+    ins = [i for i in op.inputs if i >= 0]
+    outs = [i for i in op.outputs if i >= 0]
+    if not any(info.tensors[i].dtype in ("float32", "float16") for i in (*ins, *outs)):
+        return None
+    if op.op == "QUANTIZE" and set(ins) & set(info.inputs):
+        t = info.tensors[ins[0]]
+        return (f"converts the model's {t.dtype} input '{t.name}' to "
+                f"{info.tensors[outs[0]].dtype} on the MCU core (float I/O)")
+    if op.op == "DEQUANTIZE" and set(outs) & set(info.outputs):
+        t = info.tensors[outs[0]]
+        return (f"converts {info.tensors[ins[0]].dtype} to the model's {t.dtype} output "
+                f"'{t.name}' on the MCU core (float I/O)")
+    return (f"computes in float on the MCU core (TFLite Micro's float32 kernel): slower than "
+            "int8 and without CMSIS-NN")
 
 
 def _where(target: Target) -> str:

@@ -117,7 +117,7 @@ def _convert_with_float_layers(trained, target: Target, calib: Dataset, conv,
     from edgeq.edgetpu.placement import keras_layer
     from edgeq.errors import ConversionError
     from edgeq.pipeline.quantize import QuantizeResult
-    from edgeq.tflite_file import read_model
+    from edgeq.formats.tflite import read_model
 
     t0 = time.perf_counter()
     x = calib.x

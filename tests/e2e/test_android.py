@@ -8,7 +8,7 @@ import json
 import numpy as np
 
 from edgeq.cli import main
-from edgeq.tflite_file import read_model_file
+from edgeq.formats.tflite import read_model_file
 from tests.conftest import EXAMPLE
 
 MODEL = str(EXAMPLE / "digits_cnn.keras")

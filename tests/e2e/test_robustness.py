@@ -49,7 +49,7 @@ def _mutants(seed: int):
 
 def _eval_data(tmp_path, name: str) -> str:
     """Four labelled samples shaped like the original model's input, for `edgeq verify`."""
-    from edgeq.tflite_file import read_model_file
+    from edgeq.formats.tflite import read_model_file
 
     out = tmp_path / f"{name.replace('/', '_')}_eval.npz"
     if not out.exists():
@@ -230,7 +230,7 @@ def test_embed_refuses_a_malformed_model(tmp_path, capsys):
 
 def test_a_crash_in_the_child_is_an_input_error_naming_the_stage():
     from edgeq.errors import ConversionError, ModelFileError
-    from edgeq.isolation import run_in_child
+    from edgeq.process.isolation import run_in_child
 
     with pytest.raises(ModelFileError, match=r"my stage crashed \(SIGSEGV\)") as info:
         run_in_child("crash", b"", stage="my stage", source="m.tflite")
@@ -242,7 +242,7 @@ def test_a_crash_in_the_child_is_an_input_error_naming_the_stage():
 
 def test_a_hang_in_the_child_is_cut_off_at_the_limit():
     from edgeq.errors import ModelFileError
-    from edgeq.isolation import run_in_child
+    from edgeq.process.isolation import run_in_child
 
     t0 = time.monotonic()
     with pytest.raises(ModelFileError, match="did not finish within 1 s"):
@@ -251,13 +251,13 @@ def test_a_hang_in_the_child_is_cut_off_at_the_limit():
 
 
 def test_litert_invoke_task_runs_a_valid_model():
-    from edgeq.isolation import run_in_child
+    from edgeq.process.isolation import run_in_child
 
     got = run_in_child("litert_invoke", HELLO.read_bytes(), stage="LiteRT", source=HELLO)
     assert got["outputs"] == [[1, 1]]
 
 
-# --- convert: a native crash or hang names the stage (edgeq.supervise) --------------------------
+# --- convert: a native crash or hang names the stage (edgeq.process.supervise) --------------------------
 
 
 def _fake_child(body: str) -> list[str]:
@@ -267,7 +267,7 @@ def _fake_child(body: str) -> list[str]:
 
 @pytest.mark.parametrize("stage,code", [("quantize", 1), ("load", 2)])
 def test_supervisor_turns_a_native_crash_into_one_line(capsys, stage, code):
-    from edgeq import supervise
+    from edgeq.process import supervise
 
     body = f"os.write(fd, b'{stage}\\t60\\n')\nctypes.string_at(0)\n"
     assert supervise.run(["convert"], command=_fake_child(body)) == code
@@ -276,7 +276,7 @@ def test_supervisor_turns_a_native_crash_into_one_line(capsys, stage, code):
 
 
 def test_supervisor_stops_a_stage_past_its_limit(capsys):
-    from edgeq import supervise
+    from edgeq.process import supervise
 
     t0 = time.monotonic()
     body = "os.write(fd, b'verify\\t1\\n')\ntime.sleep(60)\n"
@@ -286,7 +286,7 @@ def test_supervisor_stops_a_stage_past_its_limit(capsys):
 
 
 def test_supervisor_passes_the_exit_status_through():
-    from edgeq import supervise
+    from edgeq.process import supervise
 
     assert supervise.run(["convert"], command=_fake_child("os.write(fd, b'x\\t5\\n')\nraise SystemExit(4)\n")) == 4
 
@@ -310,50 +310,61 @@ def _convert_argv(out: Path) -> list[str]:
             "--out", str(out), "--no-latency", "--overwrite"]
 
 
-@pytest.mark.slow
-def test_ctrl_c_during_convert_leaves_old_or_complete_new_outputs(tmp_path):
-    import json
+HOLD_HOOK = Path(__file__).resolve().parent / "hold_import"
+# (command, module whose first import the run waits in when the Ctrl-C comes, where that is)
+INTERRUPT_POINTS = [
+    ("convert", "click", "the supervisor's own start-up imports"),
+    ("convert", "edgeq.api", "the child's start-up, after the CLI is set up"),
+    ("convert", "tensorflow.python.framework.ops", "halfway through `import tensorflow`"),
+    ("convert", "tflite_micro.python.tflite_micro.runtime", "the verify stage (TFLite Micro)"),
+    ("analyze", "click", "start-up imports, no supervisor"),
+    ("analyze", "tensorflow.python.framework.ops", "halfway through `import tensorflow`, "
+                                                   "no supervisor"),
+]
 
+
+def _interrupted_run(tmp_path: Path, command: str, module: str, out: Path):
+    """Run the `edgeq` program, wait until it is inside the first import of ``module`` and
+    send SIGINT there (as a terminal's Ctrl-C does): no timing guesses, the program is held at
+    that point until the signal arrives."""
+    marker = tmp_path / f"held-{command}-{module}"
+    env = _env()
+    env["PYTHONPATH"] = os.pathsep.join((str(HOLD_HOOK), env["PYTHONPATH"]))
+    env |= {"HOLD_IMPORT": module, "HOLD_MARKER": str(marker)}
+    argv = _convert_argv(out) if command == "convert" else [
+        sys.executable, "-m", "edgeq", "analyze", str(EXAMPLE_DIR / "digits_cnn.keras"),
+        "--target", "cortex-m4", "--data", str(EXAMPLE_DIR / "digits_calibration.npz")]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    while not marker.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"{command} ended (exit {proc.returncode}) without importing {module}: "
+                        + proc.stderr.read())
+        time.sleep(0.01)
+    proc.send_signal(2)  # SIGINT
+    _, err = proc.communicate(timeout=300)
+    return proc.returncode, err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command,module,where", INTERRUPT_POINTS,
+                         ids=[f"{c}-{m}" for c, m, _ in INTERRUPT_POINTS])
+def test_ctrl_c_anywhere_is_one_line_exit_130_and_the_old_outputs(tmp_path, command, module,
+                                                                   where):
     out = tmp_path / "out"
     out.mkdir()
     for name in OUTPUT_NAMES:
         (out / name).write_bytes(b"old " + name.encode())
     (out / "notes.txt").write_text("the user's own file")
-    old = _digest(out)
-    clean = tmp_path / "clean"
-    subprocess.run(_convert_argv(clean), check=True, capture_output=True, env=_env())
-    reference = _digest(clean)["digits_cnn_int8.tflite"]
-    shutil.rmtree(clean)
-    outcomes = []
-    for delay in (0.3, 1.5, 2.5, 3.0, 3.5, 6.0):
-        before = _digest(out)
-        proc = subprocess.Popen(_convert_argv(out), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True, env=_env())
-        time.sleep(delay)
-        proc.send_signal(2)  # SIGINT, as Ctrl-C sends to the foreground process
-        _, err = proc.communicate(timeout=300)
-        now = _digest(out)
-        leftovers = [p.name for p in (*tmp_path.iterdir(), *out.iterdir()) if ".edgeq-tmp-" in p.name]
-        assert not leftovers, leftovers
-        assert "Traceback" not in err, err
-        assert now["notes.txt"] == old["notes.txt"]
-        complete_new = (set(now) == {*OUTPUT_NAMES, "notes.txt"}
-                        and now["digits_cnn_int8.tflite"] == reference
-                        and json.loads((out / "report.json").read_text())["output"]["sha256"]
-                        == reference)
-        if proc.returncode == 130:
-            # Interrupted: the outputs are as before, or (Ctrl-C during the final renames,
-            # held until they were done) the complete new set.
-            assert now == before or complete_new, f"interrupted at {delay} s: mixed outputs"
-            lines = [ln for ln in err.splitlines() if ln.startswith("edgeq: error:")]
-            assert len(lines) == 1 and lines[0].startswith("edgeq: error: interrupted"), err
-            outcomes.append("interrupted" if now == before else "interrupted after commit")
-        else:
-            assert proc.returncode == 0, err
-            assert complete_new, "a finished run must give the same model as an undisturbed one"
-            outcomes.append("finished")
-    print(f"\nCtrl-C outcomes by delay: {outcomes}")
-    assert "interrupted" in outcomes
+    before = _digest(out)
+    code, err = _interrupted_run(tmp_path, command, module, out)
+    assert code == 130, f"Ctrl-C in {where}: exit {code}\n{err}"
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("edgeq: error:")]
+    assert len(lines) == 1 and lines[0].startswith("edgeq: error: interrupted"), err
+    assert _digest(out) == before, f"Ctrl-C in {where} changed the outputs"
+    leftovers = [p.name for p in (*tmp_path.iterdir(), *out.iterdir()) if ".edgeq-tmp-" in p.name]
+    assert not leftovers, leftovers
 
 
 @pytest.mark.parametrize("exchange", [True, False])
@@ -512,7 +523,7 @@ def test_a_ctrl_c_swallowed_by_a_callback_stops_at_the_next_stage(monkeypatch):
     import gc
     import weakref
 
-    from edgeq import supervise
+    from edgeq.process import supervise
 
     monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
     monkeypatch.setattr(supervise, "_SWALLOWED", [])

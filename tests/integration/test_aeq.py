@@ -11,7 +11,7 @@ import pytest
 
 from edgeq.adapters import aeq
 from edgeq.errors import ConversionError, MissingDependencyError
-from edgeq.tflite_file import read_model
+from edgeq.formats.tflite import read_model
 
 pytestmark = pytest.mark.slow
 

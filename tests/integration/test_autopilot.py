@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edgeq.cli import main
-from edgeq.tflite_file import read_model_file
+from edgeq.formats.tflite import read_model_file
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from edgeq.data import Preprocess, load_dataset
 from edgeq.pipeline.load import load_model
 from edgeq.pipeline.quantize import converter_settings
 from edgeq.targets import load_target
-from edgeq.tflite_file import read_model
+from edgeq.formats.tflite import read_model
 from tests.conftest import EXAMPLE
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ import pytest
 
 from edgeq.api import ConvertOptions, convert
 from edgeq.data import Preprocess
-from edgeq.tflite_file import read_model
+from edgeq.formats.tflite import read_model
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import pytest
 from edgeq.cli import main
 from edgeq.edgetpu import placement
 from edgeq.targets import load_target
-from edgeq.tflite_file import read_model_file
+from edgeq.formats.tflite import read_model_file
 
 
 def _pairs(fixtures) -> list[dict]:

@@ -18,7 +18,7 @@ from edgeq.adapters.tflm import ArenaUsage, TFLMRunner
 from edgeq.embed import embed_model, recommended_arena, resolver_method
 from edgeq.errors import ModelFileError, TargetConstraintError, UsageError
 from edgeq.outputs import write_outputs
-from edgeq.tflite_file import builtin_op_names
+from edgeq.formats.tflite import builtin_op_names
 from tests.conftest import FIXTURES, ROOT
 
 GOLDEN = ROOT / "tests" / "golden"

@@ -60,7 +60,7 @@ def _interpreter_top1(model_path, eval_npz, scale):
     x = d["x"].astype(np.float32) * np.float32(scale)
     x = x.reshape(len(x), *np.load(eval_npz)["x"].shape[1:])
     runner = TFLMRunner(model_path.read_bytes())
-    from edgeq.tflite_file import read_model
+    from edgeq.formats.tflite import read_model
 
     shape = read_model(model_path.read_bytes()).input_tensors[0].shape[1:]
     out = runner.run(x.reshape(len(x), *shape))[0]
@@ -208,7 +208,7 @@ def test_every_op_output_matches_on_the_device(digits, tree):
     """The per-op comparison that localises a mismatch: TFLM keeps every tensor on the device
     and in the interpreter; each op's output bytes are compared (here all equal)."""
     from edgeq.emulator.emulate import emulate
-    from edgeq.tflite_file import read_model
+    from edgeq.formats.tflite import read_model
 
     model = digits / "digits_cnn_int8.tflite"  # its kernels are built already: no extra cost
     result = emulate(model, "cortex-m4", tflm_tree=tree, eval_samples=2, locate_ops=True)

@@ -11,7 +11,7 @@ import pytest
 
 from edgeq.api import ConvertOptions, convert
 from edgeq.data import Preprocess
-from edgeq.tflite_file import read_model, read_model_file
+from edgeq.formats.tflite import read_model, read_model_file
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import pytest
 from edgeq.api import ConvertOptions, convert
 from edgeq.cli import main
 from edgeq.data import Preprocess
-from edgeq.tflite_file import read_model
+from edgeq.formats.tflite import read_model
 
 pytestmark = pytest.mark.slow
 
@@ -166,7 +166,7 @@ def test_layer_tfmot_cannot_quantize_is_named_with_the_options(tmp_path, capsys)
     # ... and stays float in the converted model: its ops are denylisted
     float_ops = report["qat"]["float_ops"]
     assert float_ops and {o["layer"] for o in float_ops} == {"ln"}
-    from edgeq.tflite_file import read_model_file
+    from edgeq.formats.tflite import read_model_file
 
     info = read_model_file(next(out.glob("*.tflite")))
     assert "DEQUANTIZE" in info.op_names

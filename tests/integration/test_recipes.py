@@ -10,7 +10,7 @@ from edgeq.cli import main
 from edgeq.data import Preprocess
 from edgeq.errors import UsageError
 from edgeq.recipes import KNOWN, decode
-from edgeq.tflite_file import read_model
+from edgeq.formats.tflite import read_model
 from tests.conftest import EXAMPLE
 
 MODEL = str(EXAMPLE / "digits_cnn.keras")

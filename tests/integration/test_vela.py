@@ -21,7 +21,7 @@ from edgeq.adapters.vela import (
 )
 from edgeq.errors import ConversionError, MissingDependencyError
 from edgeq.targets import load_target
-from edgeq.tflite_file import read_model_file
+from edgeq.formats.tflite import read_model_file
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "vela"
 PROFILES = ("ethos-u55-128", "ethos-u65-256")

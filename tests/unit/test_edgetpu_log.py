@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeq.edgetpu.compiler import compiled_placement, parse_log
-from edgeq.tflite_file import read_model_file
+from edgeq.formats.tflite import read_model_file
 
 LOGS = Path(__file__).resolve().parent.parent / "data" / "edgetpu"
 MIB, KIB = 1024 ** 2, 1024

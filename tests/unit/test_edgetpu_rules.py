@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from edgeq.edgetpu import placement, rules
-from edgeq.tflite_file import ModelInfo, OpInfo, TensorInfo
+from edgeq.formats.tflite import ModelInfo, OpInfo, TensorInfo
 from edgeq.targets import load_target
 
 CORAL = load_target("coral")

@@ -16,7 +16,7 @@ from edgeq.outputs import write_outputs
 from edgeq.pipeline import gate
 from edgeq.pipeline.verify import Accuracy, compare_accuracy, compare_fidelity
 from edgeq.targets import load_target
-from edgeq.tflite_file import read_model
+from edgeq.formats.tflite import read_model
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
 

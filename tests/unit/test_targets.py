@@ -89,7 +89,7 @@ def test_targets_dir_honours_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 
 @pytest.mark.parametrize("name", BUNDLED)
 def test_bundled_profile_loads(name: str) -> None:
-    target = load_target(name)
+    target = load_target(name, abstract_ok=True)
     assert target.name == name == Path(target.path).stem
     json.dumps(target.to_dict())
 
@@ -97,12 +97,31 @@ def test_bundled_profile_loads(name: str) -> None:
 def test_bundled_profiles_present() -> None:
     assert {"arm-cpu", "coral", "cortex-m4", "cortex-m7", "tflm-base"} <= set(BUNDLED)
     targets = list_targets()
-    assert [t.name for t in targets] == BUNDLED
-    assert [t.name for t in targets if t.abstract] == ["tflm-base"]
+    # Base profiles are not targets: not listed.
+    assert [t.name for t in targets] == [n for n in BUNDLED if n != "tflm-base"]
+    assert load_target("tflm-base", abstract_ok=True).abstract
+
+
+@pytest.mark.parametrize("how", ["name", "path"])
+def test_a_base_profile_is_not_a_target(how: str) -> None:
+    name = "tflm-base" if how == "name" else str(REPO_TARGETS / "tflm-base.toml")
+    with pytest.raises(TargetFileError, match="base profile") as err:
+        load_target(name)
+    assert "cortex-m4" in str(err.value)  # names the targets that extend it
+
+
+def test_the_cli_neither_lists_nor_takes_a_base_profile(capsys) -> None:
+    from edgeq.cli import main
+
+    assert main(["targets"]) == 0
+    assert "tflm-base" not in capsys.readouterr().out
+    assert main(["analyze", "x.tflite", "--target", "tflm-base"]) == 2
+    err = capsys.readouterr().err
+    assert "base profile" in err and "Traceback" not in err and len(err.splitlines()) == 1
 
 
 def test_cortex_m4_inherits_tflm_base() -> None:
-    base, m4 = load_target("tflm-base"), load_target("cortex-m4")
+    base, m4 = load_target("tflm-base", abstract_ok=True), load_target("cortex-m4")
     assert m4.extends == ("tflm-base",)
     assert not m4.abstract and base.abstract
     assert m4.ops == base.ops and "CONV_2D" in m4.ops.allowed
@@ -179,7 +198,7 @@ def test_abstract_is_not_inherited(tmp_path: Path) -> None:
     write(tmp_path, "base", valid("base").replace('device = "test device"', 'device = "x"\n'
                                                    "abstract = true"))
     write(tmp_path, "child", 'schema_version = 1\nname = "child"\nextends = "base"\n')
-    assert load_target("base", directory=tmp_path).abstract
+    assert load_target("base", directory=tmp_path, abstract_ok=True).abstract
     assert not load_target("child", directory=tmp_path).abstract
 
 

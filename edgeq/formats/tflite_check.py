@@ -18,7 +18,7 @@ flatbuffers verifier does, plus the semantic checks an interpreter relies on:
 Builtin-option tables (a union over ~150 tables) are checked generically: the table and its
 vtable must lie inside the file; the vector fields of the three option tables that have them
 are checked too. What this cannot know (the number of inputs each kernel expects) is why
-interpreters on user files still run in a child process (`edgeq.isolation`).
+interpreters on user files still run in a child process (`edgeq.process.isolation`).
 
 Pure Python and `struct`: no TensorFlow, no flatbuffers runtime.
 """

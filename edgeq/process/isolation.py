@@ -3,8 +3,8 @@ LiteRT or TFLite Micro becomes an edgeq error instead of a dead process.
 
 Why a child process: an interpreter reading a malformed model can dereference foreign memory
 (TFLite Micro does not verify flatbuffers; kernels trust their input counts). No Python code
-survives that in-process. `edgeq.tflite_check` rejects what it can name first; the child is for
-what only the kernels know. The child runs `python -m edgeq.worker`, which imports numpy and
+survives that in-process. `edgeq.formats.tflite_check` rejects what it can name first; the child is for
+what only the kernels know. The child runs `python -m edgeq.process.worker`, which imports numpy and
 the interpreter, never TensorFlow, so it starts in a fraction of a second.
 
 Protocol: the request is one JSON line on stdin followed by the model bytes; the answer is one
@@ -12,7 +12,7 @@ JSON line on the worker's stdout ({"result": ...} or {"error": {...}}). A negati
 (a signal) or no answer is a crash; past `timeout_s` the child is killed.
 
 Models edgeq just produced are not run here: conversion keeps its interpreter work in-process
-for speed and relies on the process supervisor in `edgeq.supervise`.
+for speed and relies on the process supervisor in `edgeq.process.supervise`.
 """
 
 from __future__ import annotations
@@ -29,26 +29,35 @@ from edgeq import errors
 from edgeq.errors import ConversionError, EdgeqError, ModelFileError
 
 DEFAULT_TIMEOUT_S = float(os.environ.get("EDGEQ_CHILD_TIMEOUT", "120"))
-_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding edgeq/
 
 
 def run_in_child(task: str, model: bytes, *, stage: str, source: str | Path,
                  args: dict[str, Any] | None = None, user_file: bool = True,
                  timeout_s: float | None = None) -> Any:
-    """Run `edgeq.worker` task `task` on `model` in a child process and return its result.
+    """Run `edgeq.process.worker` task `task` on `model` in a child process and return its result.
 
     Raises:
+        KernelLimitError: the model has scales the task's interpreter aborts on (exit 3).
         ModelFileError: (user_file) the child crashed, hung, or its interpreter rejected the
             model: the file is what was wrong (exit 2), and the stage is named.
         ConversionError: the same for a model edgeq made itself (exit 1).
         EdgeqError: what the worker raised, of the same class when it is one edgeq knows.
     """
+    runtime = {"tflm_arena": "tflm", "litert_invoke": "litert"}.get(task) or (args or {}).get(
+        "runtime")
+    if runtime is not None:  # name the scales the kernels abort on, rather than a SIGABRT
+        from edgeq.formats.kernel_limits import check_scales
+        from edgeq.formats.tflite import read_model
+
+        check_scales(read_model(model, source), str(source),
+                     "tflm" if runtime == "tflm" else "litert")
     limit = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
     request = json.dumps({"task": task, "args": args or {}}).encode() + b"\n" + bytes(model)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
     try:
-        proc = subprocess.run([sys.executable, "-m", "edgeq.worker"], input=request,
+        proc = subprocess.run([sys.executable, "-m", "edgeq.process.worker"], input=request,
                               capture_output=True, timeout=limit, env=env, check=False)
     except subprocess.TimeoutExpired:
         raise _failure(stage, source, user_file, f"did not finish within {limit:g} s",
@@ -79,6 +88,8 @@ def _rebuild(err: dict[str, Any], stage: str, source: str | Path, user_file: boo
     kind, message = err.get("type", ""), str(err.get("message", ""))
     if kind == "MissingDependencyError":
         return errors.MissingDependencyError(message, "reinstall edgeq with its dependencies")
+    if kind == "KernelLimitError":  # named by edgeq.formats.kernel_limits inside the child: exit 3
+        return errors.TargetConstraintError(message, hint=err.get("hint"))
     if user_file:  # the interpreter refused the file: a bad input, not an edgeq failure
         return ModelFileError(source, f"{stage} rejected it: {message}",
                               hint="check that the target's runtime supports this model")

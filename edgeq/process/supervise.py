@@ -8,11 +8,13 @@ nothing heavy (about 0.1 s) and does no work; the child runs the command exactly
 reports each stage it enters on a pipe (`mark`). When the child dies of a signal, the parent
 knows which stage it was in; when a stage outlives its limit, the parent kills the child's
 process group (Vela included) and says so. In-process interpreter work on user files is
-isolated separately (`edgeq.isolation`).
+isolated separately (`edgeq.process.isolation`).
 
 Ctrl-C: the child runs in its own process group, so the terminal's SIGINT reaches only the
 parent, which forwards it once; the child stops cleanly (exit 130, outputs untouched or
-complete, see `edgeq.outputs`). A second Ctrl-C kills the child outright.
+complete, see `edgeq.outputs`). A second Ctrl-C kills the child outright, and so does a first
+one that comes before the child has said it is ready (edgeq.entry): Python's own start-up would
+print a traceback, and a child that far back has read and written nothing.
 
 `EDGEQ_NO_SUPERVISOR=1` runs the command in one process (for debuggers and profilers).
 """
@@ -87,6 +89,9 @@ def report_exit(code: int) -> None:
 
 
 _EXIT = "\x00exit"  # not a stage name: the child's final status
+# Written by the child (edgeq.entry) as soon as a Ctrl-C would stop it cleanly; before that the
+# supervisor kills it instead of forwarding the signal.
+READY = "\x00ready"
 
 def mark(stage: str) -> None:
     """Child side: tell the supervisor (if any) which stage starts now; a Ctrl-C swallowed by
@@ -104,31 +109,44 @@ def mark(stage: str) -> None:
 
 def run(argv: list[str], command: list[str] | None = None) -> int:
     """Parent side: run `edgeq ARGV` (or `command`, for tests) in a child; its exit status."""
-    read_end, write_end = os.pipe()
-    env = dict(os.environ, **{STAGE_FD_ENV: str(write_end)})
-    group = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
-    child = subprocess.Popen(command or [sys.executable, "-m", "edgeq", *argv], env=env,
-                             pass_fds=(write_end,), **group)
-    os.close(write_end)
+    from edgeq.status import INTERRUPTED
+
     interrupts: list[int] = []
+    child: subprocess.Popen | None = None
+    ready = False  # the child said that a Ctrl-C now stops it cleanly (edgeq.entry)
 
     def forward(number, frame):
         interrupts.append(number)
+        if child is None:
+            return
         try:
-            if len(interrupts) == 1:
+            if len(interrupts) == 1 and ready:
                 os.kill(child.pid, number)
-            else:
+            else:  # a second Ctrl-C, or a child still starting Python: it has done nothing
                 os.killpg(child.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
 
+    # Installed before the child exists, so that no Ctrl-C can leave it running unattended.
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    read_end, write_end = os.pipe()
     stage, limit, started = "start", stage_limit("start"), time.monotonic()
-    pending = b""
     reported: int | None = None
     try:
-        open_pipe = True
-        while open_pipe:
+        env = dict(os.environ, **{STAGE_FD_ENV: str(write_end)})
+        group = {"process_group": 0} if sys.version_info >= (3, 11) \
+            else {"preexec_fn": os.setpgrp}
+        if not interrupts:
+            child = subprocess.Popen(command or [sys.executable, "-m", "edgeq", *argv],
+                                     env=env, pass_fds=(write_end,), **group)
+        os.close(write_end)
+        if child is None:
+            _error(INTERRUPTED)
+            return 130
+        if interrupts:  # it came while the child was being started
+            forward(interrupts.pop(), None)
+        pending = b""
+        while True:
             remaining = started + limit - time.monotonic()
             if remaining <= 0:
                 _kill_group(child)
@@ -136,24 +154,25 @@ def run(argv: list[str], command: list[str] | None = None) -> int:
                        f"{TIMEOUT_ENV} to allow longer)")
                 return 1
             try:
-                ready, _, _ = select.select([read_end], [], [], min(remaining, 1.0))
+                readable, _, _ = select.select([read_end], [], [], min(remaining, 1.0))
             except InterruptedError:
                 continue
-            if not ready:
+            if not readable:
                 continue
             chunk = os.read(read_end, 4096)
             if not chunk:
-                open_pipe = False
                 break
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for line in lines:
                 name, _, value = line.decode("utf-8", "replace").partition("\t")
-                if name == _EXIT:
+                if name == READY:
+                    ready = True
+                elif name == _EXIT:
                     reported = int(value)
-                    continue
-                stage, started = name or stage, time.monotonic()
-                limit = float(value) if value else stage_limit(stage)
+                else:
+                    stage, started = name or stage, time.monotonic()
+                    limit = float(value) if value else stage_limit(stage)
         code = child.wait()
     finally:
         os.close(read_end)
@@ -163,8 +182,8 @@ def run(argv: list[str], command: list[str] | None = None) -> int:
         return code
     if reported is not None:  # it died in interpreter shutdown, after its own final word
         return reported
-    if interrupts:  # the child died of the signal before it could say so
-        _error("interrupted; no partial output was left (outputs are the old or the new set)")
+    if interrupts:  # the child died of the signal (or was killed) before it could say so
+        _error(INTERRUPTED)
         return 130
     name = _signal_name(-code)
     if stage in _INPUT_STAGES:

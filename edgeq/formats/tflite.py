@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeq.errors import MissingDependencyError, ModelFileError
-from edgeq.tflite_check import check_model
+from edgeq.formats.tflite_check import check_model
 
 _SMALL_CONSTANT_BYTES = 64
 _INT_TYPES = {2: 4, 4: 8, 9: 1, 7: 2}  # TensorType INT32, INT64, INT8, INT16 -> bytes
+_ITEM_BYTES = {"int8": 1, "uint8": 1, "int16": 2, "float16": 2, "int32": 4, "float32": 4,
+               "int64": 8, "bool": 1}
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,14 @@ class ModelInfo:
         return tuple(self.tensors[i] for i in sorted(used) if self.tensors[i].dtype == "float32")
 
 
+def activation_bytes(shape: tuple[int, ...], dtype: str) -> int:
+    """The bytes a tensor of this shape and dtype occupies in an interpreter's memory."""
+    count = 1
+    for d in shape:
+        count *= max(d, 1)
+    return count * _ITEM_BYTES.get(dtype, 4)
+
+
 @functools.lru_cache(maxsize=1)
 def _schema():
     try:
@@ -117,7 +127,7 @@ def read_model(data: bytes, path: str | Path = "<bytes>") -> ModelInfo:
     """Parse a TFLite flatbuffer.
 
     Raises:
-        ModelFileError: not a TFLite flatbuffer, or a malformed one (edgeq.tflite_check).
+        ModelFileError: not a TFLite flatbuffer, or a malformed one (edgeq.formats.tflite_check).
     """
     check_model(data, path)  # every offset and index in range before the parser reads any
     schema = _schema()

@@ -1,6 +1,6 @@
-"""The child side of `edgeq.isolation`: runs one interpreter task on a model read from stdin.
+"""The child side of `edgeq.process.isolation`: runs one interpreter task on a model read from stdin.
 
-Run as `python -m edgeq.worker`; imports the interpreters, never TensorFlow. Tasks:
+Run as `python -m edgeq.process.worker`; imports the interpreters, never TensorFlow. Tasks:
 
 - ``tflm_arena``: load the model in TFLite Micro and return the recording allocator's figures.
 - ``litert_invoke``: load it in LiteRT, allocate, run one invoke on zeros; return the I/O.
@@ -89,7 +89,8 @@ def main() -> int:
         result = {"result": TASKS[request["task"]](model, request.get("args", {}))}
     except Exception as exc:  # every failure goes back to the parent as data
         result = {"error": {"type": type(exc).__name__, "message": getattr(exc, "message", None)
-                            or (str(exc).strip().splitlines() or [""])[0][:500]}}
+                            or (str(exc).strip().splitlines() or [""])[0][:500],
+                            "hint": getattr(exc, "hint", None)}}
     with os.fdopen(answer_fd, "w") as out:
         out.write(json.dumps(result) + "\n")
     return 0

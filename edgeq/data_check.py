@@ -1,0 +1,200 @@
+"""Data sanity before any work: the data sets of one run compared with each other and with what
+the model's first layer expects.
+
+Each data set is checked against the model's input shape on loading (edgeq.data); what that
+cannot see is data that fits the shape but is prepared differently: calibration images in
+0..255 next to evaluation images in 0..1 give a model that scores 10 % with no error anywhere.
+Such mistakes show as statistics orders of magnitude apart, so this compares per-channel
+statistics (channels on the last axis) and warns; `--strict-data` makes the warnings an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+# Statistics this many times apart are a different preparation, not a different sample.
+ORDERS_APART = 10.0
+DOMINANT = 0.5  # constant or repeated samples above this share of a set make it suspect
+_PIXEL_NOTE = "0..255"  # edgeq.data's notes for uint8 data and image folders already say so
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What the model's first layer says about its input, per channel where it can."""
+
+    layer: str  # e.g. "Rescaling(scale=0.00392, offset=0)"
+    span: float | None = None  # typical max - min of the raw input
+    mean: np.ndarray | None = None  # per channel
+    std: np.ndarray | None = None  # per channel
+
+
+@dataclass(frozen=True)
+class Stats:
+    role: str  # calibration | evaluation | training
+    source: str
+    lo: float
+    hi: float
+    std: float
+    channel_mean: np.ndarray
+    channel_std: np.ndarray
+
+    def describe(self) -> str:
+        return f"{self.role} data '{self.source}' spans {_g(self.lo)}..{_g(self.hi)} " \
+               f"(std {_g(self.std)})"
+
+
+def statistics(role: str, source: str, x: np.ndarray) -> Stats:
+    """Range, and mean and std per channel (the last axis), of samples ``x`` (N, ...)."""
+    channels = x.reshape(-1, x.shape[-1] if x.ndim > 1 else 1).astype(np.float64)
+    return Stats(role, source, float(channels.min()), float(channels.max()),
+                 float(channels.std()), channels.mean(axis=0), channels.std(axis=0))
+
+
+def check(sets: Sequence[tuple[str, Any]], expectation: Expectation | None = None,
+          *, identity_preprocess: bool = True) -> list[str]:
+    """Warnings for the data sets of one run, in words that name the files and figures.
+
+    Args:
+        sets: (role, edgeq.data.Dataset) pairs, e.g. ("calibration", calib); the same file
+            under two roles is checked once.
+        expectation: what the model's first layer expects, when it says (see `expect`).
+        identity_preprocess: no --input-scale/--mean/--std were given (the data is raw).
+    """
+    seen: dict[str, Stats] = {}
+    warnings: list[str] = []
+    for role, ds in sets:
+        if ds is None or ds.source in {s.source for s in seen.values()}:
+            continue
+        stats = statistics(role, ds.source, ds.x)
+        seen[role] = stats
+        warnings += _degenerate(stats, ds.x)
+        if identity_preprocess and not any(_PIXEL_NOTE in n for n in ds.notes):
+            warnings += _raw_pixels(stats, ds.x, expectation)
+        if expectation is not None:
+            warnings += _against_model(stats, expectation)
+    ordered = list(seen.values())
+    for i, a in enumerate(ordered):
+        for b in ordered[i + 1:]:
+            warnings += _apart(a, b)
+    return warnings
+
+
+def expect(keras_model: Any) -> Expectation | None:
+    """What the first layer of a Keras model (Keras 3 or tf_keras) expects of its input: a
+    Rescaling layer its scale, a Normalization or BatchNormalization layer its statistics.
+    None when the first layer says nothing (a Conv2D takes whatever it was trained on)."""
+    layers = [layer for layer in getattr(keras_model, "layers", [])
+              if type(layer).__name__ != "InputLayer"]
+    if not layers:
+        return None
+    first = layers[0]
+    kind = type(first).__name__
+    try:
+        if kind == "Rescaling":
+            cfg = first.get_config()
+            scale = float(np.mean(np.abs(np.asarray(cfg["scale"], dtype=np.float64))))
+            offset = float(np.mean(np.asarray(cfg.get("offset", 0.0), dtype=np.float64)))
+            if scale == 0:
+                return None
+            # Rescaling maps raw inputs to about 0..1 (offset 0) or -1..1 (offset -1).
+            span = (1.0 if offset == 0 else 2.0) / scale
+            return Expectation(f"Rescaling(scale={scale:.4g}, offset={offset:g})", span=span)
+        if kind == "Normalization":
+            mean = np.asarray(first.mean, dtype=np.float64).reshape(-1)
+            var = np.asarray(first.variance, dtype=np.float64).reshape(-1)
+            return Expectation("Normalization (adapted mean and variance)", mean=mean,
+                               std=np.sqrt(np.maximum(var, 0.0)))
+        if kind == "BatchNormalization":
+            mean = np.asarray(first.moving_mean, dtype=np.float64).reshape(-1)
+            var = np.asarray(first.moving_variance, dtype=np.float64).reshape(-1)
+            return Expectation("BatchNormalization (moving mean and variance)", mean=mean,
+                               std=np.sqrt(np.maximum(var, 0.0)))
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None  # an unusual layer config: no expectation rather than a wrong one
+    return None
+
+
+def expect_quantized_input(scale: float, zero_point: int, dtype: str) -> Expectation | None:
+    """What an integer model input can represent: values outside it saturate."""
+    bounds = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}.get(dtype)
+    if bounds is None or not scale > 0:
+        return None
+    lo, hi = (scale * (b - zero_point) for b in bounds)
+    return Expectation(f"its {dtype} input quantization ({_g(lo)}..{_g(hi)})", span=hi - lo)
+
+
+def _apart(a: Stats, b: Stats) -> list[str]:
+    ratio = _ratio(a.std, b.std)
+    mean_gap = abs(float(np.mean(a.channel_mean)) - float(np.mean(b.channel_mean)))
+    if ratio < ORDERS_APART and mean_gap <= ORDERS_APART * max(a.std, b.std):
+        return []
+    how = f"{ratio:.3g}x apart in spread" if ratio >= ORDERS_APART else "centred far apart"
+    return [f"{a.describe()} but {b.describe()}: {how}. The model sees both through the same "
+            "--input-scale/--mean/--std, so one of them is prepared differently (e.g. 0..255 "
+            "pixels in one, 0..1 in the other); fix the file, or its figures mean little"]
+
+
+def _against_model(s: Stats, e: Expectation) -> list[str]:
+    if e.span is not None:
+        span = s.hi - s.lo
+        if span > 0 and _ratio(span, e.span) >= ORDERS_APART:
+            return [f"{s.describe()}, but the model's first layer {e.layer} expects inputs "
+                    f"spanning about {_g(e.span)}: {_ratio(span, e.span):.3g}x apart; check "
+                    "--input-scale/--mean/--std"]
+        return []
+    if e.std is None or e.mean is None or len(e.std) != len(s.channel_std):
+        return []
+    for c, (m, sd, dm, dsd) in enumerate(zip(e.mean, e.std, s.channel_mean, s.channel_std)):
+        if sd <= 0:
+            continue
+        if _ratio(dsd, sd) >= ORDERS_APART or abs(dm - m) > ORDERS_APART * sd:
+            return [f"{s.describe()}; channel {c} has mean {_g(dm)} and std {_g(dsd)}, but the "
+                    f"model's first layer {e.layer} expects mean {_g(m)} and std {_g(sd)}: "
+                    "check --input-scale/--mean/--std"]
+    return []
+
+
+def _raw_pixels(s: Stats, x: np.ndarray, e: Expectation | None) -> list[str]:
+    """Float data holding whole numbers in 0..255: raw pixels, where most models take 0..1."""
+    if not (s.lo >= 0 and 1 < s.hi <= 255) or x.dtype.kind != "f":
+        return []
+    if e is not None and e.span is not None and _ratio(e.span, 255.0) < ORDERS_APART:
+        return []  # the model's first layer takes 0..255 itself
+    sample = x.reshape(-1)[: 1 << 20]
+    if not np.all(sample == np.round(sample)):
+        return []
+    return [f"{s.describe()} in whole numbers, like raw 0..255 pixels; if the model was "
+            "trained on 0..1, pass --input-scale 1/255"]
+
+
+def _degenerate(s: Stats, x: np.ndarray) -> list[str]:
+    n = len(x)
+    if n < 2:
+        return []
+    flat = x.reshape(n, -1)
+    out = []
+    constant = int(np.sum(flat.max(axis=1) == flat.min(axis=1)))
+    if constant / n > DOMINANT:
+        out.append(f"{s.role} data '{s.source}': {constant} of {n} samples are constant (one "
+                   "value throughout); check how the file was written")
+    distinct = len({hashlib.sha1(row.tobytes()).digest() for row in np.ascontiguousarray(flat)})
+    if (n - distinct) / n > DOMINANT:
+        out.append(f"{s.role} data '{s.source}': only {distinct} distinct samples among {n}; "
+                   "repeated samples weigh calibration and accuracy towards themselves")
+    return out
+
+
+def _ratio(a: float, b: float) -> float:
+    lo, hi = sorted((abs(a), abs(b)))
+    if hi == 0:
+        return 1.0
+    return math.inf if lo == 0 else hi / lo
+
+
+def _g(v: float) -> str:
+    return f"{v:.4g}"
