@@ -91,7 +91,8 @@ def resolve_tree(given: str | Path | None) -> Tree:
     (unpacked once into the cache, keyed by the archive's hash)."""
     value = given if given is not None else os.environ.get(ENV_TREE)
     if not value:
-        raise MissingDependencyError("a TensorFlow Lite Micro source tree", TREE_HINT)
+        raise InputError("edgeq emulate needs a TensorFlow Lite Micro source tree with CMSIS-NN, "
+                         "and none was given", hint=TREE_HINT)
     path = Path(value).expanduser()
     if not path.exists():
         raise InputError(f"TFLM tree '{path}' does not exist", hint=TREE_HINT)
