@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 
-SUPERVISED = ("convert",)  # commands that run TensorFlow's converter and interpreters in-process
+SUPERVISED = ("convert", "emulate")  # commands that run TensorFlow or TFLite Micro in-process
 STAGE_FD_ENV = "EDGEQ_STAGE_FD"
 TIMEOUT_ENV = "EDGEQ_STAGE_TIMEOUT"
 DEFAULT_LIMIT_S = 3600.0
