@@ -278,22 +278,28 @@ def _locate(model: bytes, info: ModelInfo, row: np.ndarray, embedded: dict[str, 
     return len(reference), tuple(found)
 
 
+def _set_inputs(interp, info: ModelInfo, row: np.ndarray) -> None:
+    """Feed one sample, the model's inputs' bytes back to back, to a TFLM interpreter."""
+    at = 0
+    for k, t in enumerate(info.input_tensors):
+        dt = _dtype(t)
+        size = int(np.prod(t.shape)) * dt.itemsize
+        interp.set_input(row[at:at + size].view(dt).reshape(t.shape), k)
+        at += size
+
+
 def _reference_op_outputs(model: bytes, info: ModelInfo, row: np.ndarray
                           ) -> list[tuple[int, str, bytes]]:
     from edgeq.adapters.native import capture_fds
+    from edgeq.adapters.tflm import first_arena_size
     from tflite_micro.python.tflite_micro import runtime
 
     out = []
     with capture_fds((1, 2)):
         interp = runtime.Interpreter.from_bytes(
-            model, arena_size=max(10 * len(model), 8 << 20),
-            intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
-        at = 0
-        for k, t in enumerate(info.input_tensors):
-            dt = _dtype(t)
-            size = int(np.prod(t.shape)) * dt.itemsize
-            interp.set_input(row[at:at + size].view(dt).reshape(t.shape), k)
-            at += size
+            model, arena_size=first_arena_size(info),
+            intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)  # TFLM's spelling
+        _set_inputs(interp, info, row)
         interp.invoke()
         for k, op in enumerate(info.ops):
             for idx in op.outputs:
@@ -356,21 +362,16 @@ def _inputs(info: ModelInfo, eval_data: str | Path | None, preprocess: Preproces
 def _reference(model: bytes, info: ModelInfo, x: np.ndarray):
     """The TFLM Python interpreter's raw output bytes for each sample, and its arena."""
     from edgeq.adapters.native import capture_fds
-    from edgeq.adapters.tflm import TFLMRunner
+    from edgeq.adapters.tflm import TFLMRunner, first_arena_size
 
     arena = TFLMRunner(model).arena  # the host figure; also rejects models TFLM cannot load
     from tflite_micro.python.tflite_micro import runtime
 
     outs = []
     with capture_fds((1, 2)):
-        interp = runtime.Interpreter.from_bytes(model, arena_size=max(10 * len(model), 8 << 20))
+        interp = runtime.Interpreter.from_bytes(model, arena_size=first_arena_size(info))
         for row in x:
-            at = 0
-            for k, t in enumerate(info.input_tensors):
-                dt = _dtype(t)
-                size = int(np.prod(t.shape)) * dt.itemsize
-                interp.set_input(row[at:at + size].view(dt).reshape(t.shape), k)
-                at += size
+            _set_inputs(interp, info, row)
             interp.invoke()
             outs.append(b"".join(np.ascontiguousarray(interp.get_output(k)).tobytes()
                                  for k in range(len(info.outputs))))
