@@ -82,11 +82,6 @@ def leave(code: int, message: str | None = None) -> None:
 
 
 def _tell_supervisor() -> None:
-    from edgeq.process.supervise import READY, STAGE_FD_ENV
+    from edgeq.process.supervise import report_ready
 
-    fd = os.environ.get(STAGE_FD_ENV)
-    if fd:
-        try:
-            os.write(int(fd), f"{READY}\n".encode())
-        except (OSError, ValueError):
-            pass
+    report_ready()

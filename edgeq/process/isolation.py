@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 
 from edgeq import errors
 from edgeq.errors import ConversionError, EdgeqError, ModelFileError
+from edgeq.process.supervise import signal_name
 
 DEFAULT_TIMEOUT_S = float(os.environ.get("EDGEQ_CHILD_TIMEOUT", "120"))
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding edgeq/
@@ -64,7 +64,7 @@ def run_in_child(task: str, model: bytes, *, stage: str, source: str | Path,
                        hint="set EDGEQ_CHILD_TIMEOUT (seconds) to allow longer") from None
     answer = _answer(proc.stdout)
     if proc.returncode < 0:
-        raise _failure(stage, source, user_file, f"crashed ({_signal_name(-proc.returncode)})")
+        raise _failure(stage, source, user_file, f"crashed ({signal_name(-proc.returncode)})")
     if answer is None:
         tail = _last_line(proc.stderr)
         raise _failure(stage, source, user_file,
@@ -105,13 +105,6 @@ def _answer(stdout: bytes) -> dict[str, Any] | None:
         if isinstance(value, dict) and ("result" in value or "error" in value):
             return value
     return None
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
 
 
 def _last_line(data: bytes) -> str:

@@ -80,12 +80,7 @@ def report_exit(code: int) -> None:
     """Child side: the command is over and has said what it had to; only interpreter shutdown
     is left. A crash there (an interrupted `import tensorflow` can abort in its destructors)
     must not turn into a second message from the supervisor."""
-    fd = os.environ.get(STAGE_FD_ENV)
-    if fd:
-        try:
-            os.write(int(fd), f"{_EXIT}\t{int(code)}\n".encode())
-        except (OSError, ValueError):
-            pass
+    _tell(f"{_EXIT}\t{int(code)}")
 
 
 _EXIT = "\x00exit"  # not a stage name: the child's final status
@@ -98,13 +93,23 @@ def mark(stage: str) -> None:
     a callback during the last stage stops the run here."""
     if _SWALLOWED:
         raise KeyboardInterrupt
+    _tell(f"{stage}\t{stage_limit(stage)}")
+
+
+def report_ready() -> None:
+    """Child side: a Ctrl-C from here on stops the command cleanly (edgeq.entry)."""
+    _tell(READY)
+
+
+def _tell(line: str) -> None:
+    """One line to the supervisor over its stage pipe; nothing when there is no supervisor,
+    and a supervisor that is gone is not the child's error."""
     fd = os.environ.get(STAGE_FD_ENV)
-    if not fd:
-        return
-    try:
-        os.write(int(fd), f"{stage}\t{stage_limit(stage)}\n".encode())
-    except (OSError, ValueError):
-        pass
+    if fd:
+        try:
+            os.write(int(fd), f"{line}\n".encode())
+        except (OSError, ValueError):
+            pass
 
 
 def run(argv: list[str], command: list[str] | None = None) -> int:
@@ -185,7 +190,7 @@ def run(argv: list[str], command: list[str] | None = None) -> int:
     if interrupts:  # the child died of the signal (or was killed) before it could say so
         _error(INTERRUPTED)
         return 130
-    name = _signal_name(-code)
+    name = signal_name(-code)
     if stage in _INPUT_STAGES:
         _error(f"{stage} crashed in native code ({name}) reading the input files; they may be "
                "corrupt (rerun with --debug for details)")
@@ -203,7 +208,7 @@ def _kill_group(child: subprocess.Popen) -> None:
     child.wait()
 
 
-def _signal_name(number: int) -> str:
+def signal_name(number: int) -> str:
     try:
         return signal.Signals(number).name
     except ValueError:
