@@ -101,7 +101,7 @@ def analyze(model_path: str | Path, target_name: str, data: str | None = None) -
     arena = None
     if (target.runtime.name == "tflm" and not vela_compiled
             and not any(op.placement == "none" for op in placements)):
-        arena = measure_arena(_runnable(data_bytes, info, p, synthetic, notes), p)
+        arena = measure_arena(_runnable(data_bytes, info, synthetic, notes), p)
     if target.runtime.name == "tflm":
         notes.extend(float_io_notes(info, placements))
     if vela_compiled and target.compiler is not None:
@@ -153,20 +153,20 @@ def _convert_first(p: Path, target: Target, data: str | None,
     return result.model, loaded.layer_scope()
 
 
-def _runnable(model: bytes, info: ModelInfo, p: Path, synthetic: bool,
+def _runnable(model: bytes, info: ModelInfo, synthetic: bool,
               notes: list[str]) -> bytes:
-    """The model TFLite Micro can load for the arena measurement, checked for the scales its
-    kernels abort on (edgeq.formats.kernel_limits).
+    """The model TFLite Micro can load for the arena measurement.
 
-    A user's model (a .tflite, or Keras calibrated on --data) with such scales is refused by
-    name (exit 3). A Keras model converted on synthetic inputs for sizing gets its offending
-    scales raised instead: they come from the synthetic calibration (an untrained network
-    drives its logits to ~1e-8), and the arena depends on shapes, not scale values.
+    A user's model (a .tflite, or Keras calibrated on --data) goes as it is: scales the kernels
+    abort on are refused by name (exit 3) where every interpreter run starts
+    (edgeq.process.isolation, edgeq.formats.kernel_limits). A Keras model converted on
+    synthetic inputs for sizing gets such scales raised instead: they come from the synthetic
+    calibration (an untrained network drives its logits to ~1e-8), and the arena depends on
+    shapes, not scale values.
     """
-    from edgeq.formats.kernel_limits import check_scales, scale_problems, with_safe_scales
+    from edgeq.formats.kernel_limits import scale_problems, with_safe_scales
 
     if not synthetic:
-        check_scales(info, str(p), "tflm")
         return model
     problems = scale_problems(info, "tflm")
     if not problems:

@@ -21,11 +21,13 @@ from collections import Counter
 from dataclasses import dataclass
 
 from edgeq.edgetpu import rules
+from edgeq.edgetpu.compiler import CUSTOM_OP
 from edgeq.errors import TargetConstraintError
 from edgeq.formats.tflite import ModelInfo, OpInfo
 
 ON_CHIP_CACHE_BYTES = 8 * 1024 * 1024  # "roughly 8 MB" of on-chip parameter cache (coral.ai)
 _BOUNDARY_OPS = ("QUANTIZE", "DEQUANTIZE")  # float is allowed at the model's edges only
+_FLOAT = ("float32", "float16")
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ def check_compilable(info: ModelInfo, path: str = "model") -> None:
         TargetConstraintError: an already compiled model, or shapes computed at run time
             (exit 3).
     """
-    compiled = next((op for op in info.ops if op.op == "CUSTOM:edgetpu-custom-op"), None)
+    compiled = next((op for op in info.ops if op.op == CUSTOM_OP), None)
     if compiled is not None:
         raise TargetConstraintError(
             f"{path}: op {compiled.index} is an edgetpu-custom-op: this model was already "
@@ -103,9 +105,8 @@ def check_mappable(plan: EdgeTPUPlan, info: ModelInfo, path: str = "model") -> N
     """
     if any(r.placement == "tpu" for r in plan.ops):
         return
-    floating = next(((op, info.tensors[i]) for op in info.ops for i in (*op.inputs, *op.outputs)
-                     if 0 <= i < len(info.tensors) and info.tensors[i].constant_bytes == 0
-                     and info.tensors[i].dtype in ("float32", "float16")), None)
+    floating = next(((op, t) for op in info.ops for t in rules.activation_tensors(op, info)
+                     if t.dtype in _FLOAT), None)
     if floating is not None and not any(
             _integer_compute(op, info) for op in info.ops if op.op not in _BOUNDARY_OPS):
         op, t = floating
@@ -128,10 +129,9 @@ def check_mappable(plan: EdgeTPUPlan, info: ModelInfo, path: str = "model") -> N
 
 def _integer_compute(op: OpInfo, info: ModelInfo) -> bool:
     """The op computes on 8-bit integer activations (what the Edge TPU can run)."""
-    acts = [info.tensors[i] for i in (*op.inputs, *op.outputs)
-            if 0 <= i < len(info.tensors) and info.tensors[i].constant_bytes == 0]
-    return bool(acts) and any(t.dtype in rules.INTEGER_ACTIVATIONS for t in acts) and not any(
-        t.dtype in ("float32", "float16") for t in acts)
+    acts = rules.activation_tensors(op, info)
+    return any(t.dtype in rules.INTEGER_ACTIVATIONS for t in acts) and not any(
+        t.dtype in _FLOAT for t in acts)
 
 
 def _shape_computed_at_run_time(info: ModelInfo) -> OpInfo | None:

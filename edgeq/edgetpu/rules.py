@@ -81,7 +81,7 @@ def _rule(*ops: str, status: str, fix: str):
 
 # --- helpers ---------------------------------------------------------------------------------
 
-def _activations(op: OpInfo, info: ModelInfo) -> list[TensorInfo]:
+def activation_tensors(op: OpInfo, info: ModelInfo) -> list[TensorInfo]:
     """The op's non-constant tensors (weights and biases are exempt from the shape rules)."""
     return [info.tensors[i] for i in (*op.inputs, *op.outputs)
             if 0 <= i < len(info.tensors) and info.tensors[i].constant_bytes == 0]
@@ -135,7 +135,7 @@ def constraint_quantize_from_float(op: OpInfo, info: ModelInfo) -> str | None:
        "edgeq convert MODEL --target coral --data CALIBRATION")
 def constraint_integer_tensors(op: OpInfo, info: ModelInfo) -> str | None:
     """Activations must be int8 or uint8: the Edge TPU computes in 8-bit integers only"""
-    for t in _activations(op, info):
+    for t in activation_tensors(op, info):
         if t.dtype in INTEGER_ACTIVATIONS:
             continue
         if op.op == "QUANTIZE" and t.dtype.startswith("float"):
@@ -153,7 +153,7 @@ def constraint_integer_tensors(op: OpInfo, info: ModelInfo) -> str | None:
 def constraint_rank(op: OpInfo, info: ModelInfo) -> str | None:
     """Tensors of more than 3 dimensions may be larger than 1 only in their 3 innermost
     dimensions ([1, 128, 128, 3] maps, [3, 128, 128, 1] does not)"""
-    for t in _activations(op, info):
+    for t in activation_tensors(op, info):
         if len(t.shape) > 3 and any(d > 1 for d in t.shape[:-3]):
             return f"tensor {_name(t)} has shape {_shape(t)}"
     return None
@@ -411,7 +411,7 @@ def _row(t: TensorInfo) -> int:
 def constraint_row_size(op: OpInfo, info: ModelInfo) -> str | None:
     """An activation's two innermost dimensions may hold at most 196,608 elements (larger
     tensors are not mapped, e.g. a YOLO detection head's [1, 4800, 85])"""
-    for t in _activations(op, info):
+    for t in activation_tensors(op, info):
         if _row(t) > MAX_ROW_ELEMENTS:
             return f"tensor {_name(t)} has shape {_shape(t)}"
     return None
