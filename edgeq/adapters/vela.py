@@ -14,7 +14,6 @@ import importlib.util
 import os
 import re
 import subprocess
-import sys
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -108,8 +107,8 @@ def run_vela(
         extra_args: passed to vela as they are (e.g. ``("--optimise", "Size")``).
         name: the file stem Vela sees; it names the network in Vela's summary.
         timeout_s: how long Vela may run.
-        executable: the vela command; default the ``vela`` script next to this Python, else
-            ``python -m ethosu.vela``.
+        executable: the vela command; default ``python -m ethosu.vela`` with the Vela this
+            Python imports.
 
     Returns:
         The summary, the compiled model, one placement record per input op, Vela's version.
@@ -155,16 +154,16 @@ def run_vela(
 def _vela_command(executable: str | None) -> list[str]:
     if executable is not None:
         return [executable]
-    # The script next to this interpreter belongs to the same environment as vela_version().
-    script = Path(sys.executable).parent / "vela"
-    if script.is_file():
-        return [str(script)]
+    # The Vela this interpreter imports (the one vela_version() reads), run as every Python
+    # child of edgeq is: isolated, and ended with its parent (edgeq.process.spawn).
     try:
         found = importlib.util.find_spec("ethosu.vela") is not None
     except ImportError:
         found = False
     if found:
-        return [sys.executable, "-m", "ethosu.vela"]
+        from edgeq.process.spawn import python_command
+
+        return python_command("ethosu.vela")
     raise MissingDependencyError(_WHAT, _INSTALL)
 
 
