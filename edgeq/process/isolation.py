@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from edgeq import errors
-from edgeq.errors import ConversionError, EdgeqError, KilledError, ModelFileError
-from edgeq.process.spawn import is_crash, python_command, signal_name
+from edgeq.errors import ConversionError, EdgeqError, ModelFileError
+from edgeq.process.spawn import python_command, raise_if_killed, signal_name
 
 DEFAULT_TIMEOUT_S = float(os.environ.get("EDGEQ_CHILD_TIMEOUT", "120"))
 
@@ -67,13 +66,9 @@ def run_in_child(task: str, model: bytes, *, stage: str, source: str | Path,
         raise _failure(stage, source, user_file, f"did not finish within {limit:g} s",
                        hint="set EDGEQ_CHILD_TIMEOUT (seconds) to allow longer") from None
     answer = _answer(proc.stdout)
+    raise_if_killed(stage, proc.returncode)
     if proc.returncode < 0:
-        number = -proc.returncode
-        if number == signal.SIGINT:
-            raise KeyboardInterrupt
-        if not is_crash(number):
-            raise KilledError(stage, number)
-        raise _failure(stage, source, user_file, f"crashed ({signal_name(number)})")
+        raise _failure(stage, source, user_file, f"crashed ({signal_name(-proc.returncode)})")
     if answer is None:
         tail = _last_line(proc.stderr)
         raise _failure(stage, source, user_file,

@@ -116,3 +116,17 @@ def signal_name(number: int) -> str:
 def is_crash(number: int) -> bool:
     """Whether death by signal `number` is the child's own crash (not a kill from outside)."""
     return number in CRASH_SIGNALS
+
+
+def raise_if_killed(stage: str, returncode: int) -> None:
+    """For a child in edgeq's process group (an interpreter worker, Vela) that ended by a
+    signal other than a crash: SIGINT is the terminal's Ctrl-C, which reached the child with
+    edgeq (KeyboardInterrupt: edgeq stops as on Ctrl-C); any other came from outside
+    (KilledError, exit 128 + N). Crashes and exit statuses are the caller's to read."""
+    if returncode >= 0 or is_crash(-returncode):
+        return
+    if -returncode == signal.SIGINT:
+        raise KeyboardInterrupt
+    from edgeq.errors import KilledError
+
+    raise KilledError(stage, -returncode)

@@ -199,6 +199,32 @@ def test_a_child_whose_parent_is_gone_before_it_starts_ends_at_once(tmp_path, mo
     assert run.returncode == -signal.SIGKILL and not marker.exists(), run.stderr
 
 
+def test_sigterm_to_edgeq_stops_the_child_as_ctrl_c_does(tmp_path, capsys):
+    """Forwarded as the SIGINT the child stops on cleanly (its outputs old or new)."""
+    pid_file, got = tmp_path / "pid", tmp_path / "got"
+    body = ("import os, sys, time\n"
+            "fd = int(os.environ['EDGEQ_STAGE_FD'])\n"
+            "os.write(fd, b'\\x00ready\\nquantize\\t600\\n')\n"
+            f"open({str(pid_file)!r} + '.tmp', 'w').write(str(os.getpid()))\n"
+            f"os.replace({str(pid_file)!r} + '.tmp', {str(pid_file)!r})\n"
+            "try:\n    time.sleep(3600)\n"
+            f"except KeyboardInterrupt:\n    open({str(got)!r}, 'w').close()\n"
+            "    sys.exit(130)\n")
+
+    def terminate_edgeq() -> None:  # this process is edgeq's supervisor here
+        deadline = time.monotonic() + GUARD_S
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if pid_file.exists():  # the supervisor's handler is in place while its child runs
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=terminate_edgeq, daemon=True)
+    thread.start()
+    assert supervise.run(["convert"], command=[sys.executable, "-c", body]) == 130
+    thread.join()
+    assert got.exists()
+
+
 # --- a child killed from outside edgeq ---------------------------------------------------------
 
 
