@@ -39,8 +39,10 @@ CRASH_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal
                            signal.SIGILL, signal.SIGTRAP, signal.SIGSYS})
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
-# Run by `python -I -c`: the import path first (nothing has been imported from it yet), then
-# edgeq from this process's package folder, then the rest in edgeq's own code.
+# Run by `python -I -c`. Start-up has imported only from the standard library and site-packages
+# (-I); from here on imports follow this process's path, except edgeq itself, which is loaded
+# from this process's package folder (by location: no folder is put on the path for it, so
+# nothing else in a source checkout can shadow a module). The rest is edgeq's own code.
 _BOOTSTRAP = """\
 import sys
 sys.path[:] = {path!r}
@@ -64,9 +66,8 @@ def python_command(module: str, *args: str) -> list[str]:
     edgeq = sys.modules["edgeq"]
     init = getattr(edgeq, "__file__", None)
     package = [str(p) for p in getattr(edgeq, "__path__", [])] if init else []
-    code = _BOOTSTRAP.format(path=import_path(), package=package,
-                             init=init, parent=os.getpid(),
-                             module=module)
+    code = _BOOTSTRAP.format(path=import_path(), package=package, init=init,
+                             parent=os.getpid(), module=module)
     return [sys.executable, *flags, "-c", code, *args]
 
 
@@ -102,7 +103,9 @@ def _die_with(parent: int) -> None:
             ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
         except (OSError, AttributeError):
             pass
-    if os.getppid() != parent:  # it ended before the request: end as the request would have
+    # The parent may have ended before the request: this process was then handed to another
+    # (init, a subreaper) already, and ends as the request would have made it end.
+    if os.getppid() != parent:
         os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -241,8 +241,8 @@ def _kill_when_written(pid_file: Path, number: int) -> threading.Thread:
     return thread
 
 
-KILLS = [(signal.SIGKILL, "out of memory? a job limit?"), (signal.SIGTERM, "a job limit? a shutdown?"),
-         (signal.SIGHUP, "the terminal closed?")]
+KILLS = [(signal.SIGKILL, "out of memory? a job limit?"),
+         (signal.SIGTERM, "a job limit? a shutdown?"), (signal.SIGHUP, "the terminal closed?")]
 
 
 @pytest.mark.parametrize("number,guess", KILLS, ids=[n.name for n, _ in KILLS])
