@@ -205,9 +205,10 @@ def test_sigterm_to_edgeq_stops_the_child_as_ctrl_c_does(tmp_path, capsys):
     body = ("import os, sys, time\n"
             "fd = int(os.environ['EDGEQ_STAGE_FD'])\n"
             "os.write(fd, b'\\x00ready\\nquantize\\t600\\n')\n"
-            f"open({str(pid_file)!r} + '.tmp', 'w').write(str(os.getpid()))\n"
-            f"os.replace({str(pid_file)!r} + '.tmp', {str(pid_file)!r})\n"
-            "try:\n    time.sleep(3600)\n"
+            "try:\n"
+            f"    open({str(pid_file)!r} + '.tmp', 'w').write(str(os.getpid()))\n"
+            f"    os.replace({str(pid_file)!r} + '.tmp', {str(pid_file)!r})\n"
+            "    time.sleep(3600)\n"
             f"except KeyboardInterrupt:\n    open({str(got)!r}, 'w').close()\n"
             "    sys.exit(130)\n")
 
@@ -276,55 +277,53 @@ def test_real_supervised_child_killed_by_the_oom_killer_exits_137(tmp_path):
     assert "corrupt" not in err and "bug" not in err and not out.exists()
 
 
-def _kill_worker_of(parent: int, number: int) -> threading.Thread:
+def _hang_and_kill(tmp_path: Path, number: int, stage: str = "s") -> None:
+    """Run the worker's `hang` task here; another thread sends it signal `number` once it
+    hangs (Python's own start-up turns a SIGINT into a traceback and exit 1, not a signal)."""
+    from edgeq.process.isolation import run_in_child
+
+    ready = tmp_path / "hanging"
+
     def kill() -> None:
         deadline = time.monotonic() + GUARD_S
-        while time.monotonic() < deadline:
-            worker = _python_child(parent, "edgeq.process.worker")
-            if worker is not None:
-                os.kill(worker, number)
-                return
+        while not ready.exists() and time.monotonic() < deadline:
             time.sleep(0.01)
+        worker = _python_child(os.getpid(), "edgeq.process.worker")
+        if worker is not None:
+            os.kill(worker, number)
 
     thread = threading.Thread(target=kill, daemon=True)
     thread.start()
-    return thread
+    try:
+        run_in_child("hang", b"", stage=stage, source="m.tflite", timeout_s=GUARD_S,
+                     args={"ready": str(ready)})
+    finally:
+        thread.join()
 
 
 @pytest.mark.parametrize("number,guess", KILLS, ids=[n.name for n, _ in KILLS])
-def test_worker_killed_from_outside_is_named_not_blamed(number, guess):
+def test_worker_killed_from_outside_is_named_not_blamed(tmp_path, number, guess):
     from edgeq.errors import KilledError
-    from edgeq.process.isolation import run_in_child
 
-    thread = _kill_worker_of(os.getpid(), number)
     with pytest.raises(KilledError) as info:
-        run_in_child("hang", b"", stage="TFLite Micro (arena measurement)", source="m.tflite",
-                     timeout_s=GUARD_S)
-    thread.join()
+        _hang_and_kill(tmp_path, number, stage="TFLite Micro (arena measurement)")
     assert info.value.exit_status == 128 + number
     assert str(info.value) == (f"TFLite Micro (arena measurement) was killed (signal "
                                f"{int(number)}, {number.name}) from outside edgeq ({guess}); "
                                "outputs are untouched")
 
 
-def test_worker_interrupted_by_ctrl_c_stops_as_ctrl_c():
-    from edgeq.process.isolation import run_in_child
-
-    thread = _kill_worker_of(os.getpid(), signal.SIGINT)
+def test_worker_interrupted_by_ctrl_c_stops_as_ctrl_c(tmp_path):
     with pytest.raises(KeyboardInterrupt):
-        run_in_child("hang", b"", stage="s", source="m.tflite", timeout_s=GUARD_S)
-    thread.join()
+        _hang_and_kill(tmp_path, signal.SIGINT)
 
 
-def test_worker_crash_signal_from_outside_still_reads_as_a_crash():
+def test_worker_crash_signal_from_outside_still_reads_as_a_crash(tmp_path):
     """The signal says what happened, not who sent it: SIGABRT is a crash (bad input here)."""
     from edgeq.errors import ModelFileError
-    from edgeq.process.isolation import run_in_child
 
-    thread = _kill_worker_of(os.getpid(), signal.SIGABRT)
     with pytest.raises(ModelFileError, match=r"crashed \(SIGABRT\)"):
-        run_in_child("hang", b"", stage="s", source="m.tflite", timeout_s=GUARD_S)
-    thread.join()
+        _hang_and_kill(tmp_path, signal.SIGABRT)
 
 
 # --- what a killed run leaves ------------------------------------------------------------------
