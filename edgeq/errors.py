@@ -6,10 +6,11 @@ Library code raises these and never prints or exits.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Iterable
 
-from edgeq.status import ExitStatus
+from edgeq.status import ExitStatus, killed
 
 
 class EdgeqError(Exception):
@@ -162,6 +163,32 @@ class AccuracyGateError(EdgeqError):
             f"{metric} is {value:.2f}, over the allowed {threshold:.2f}",
             hint=hint or "try another calibration or QAT, or raise the budget",
         )
+
+
+# --- exit 128 + N: killed by signal N from outside edgeq --------------------------------------
+
+
+# What usually sends each signal, as a guess in the message.
+_KILLERS = {"SIGKILL": "out of memory? a job limit?", "SIGTERM": "a job limit? a shutdown?",
+            "SIGHUP": "the terminal closed?", "SIGXCPU": "a CPU time limit?",
+            "SIGXFSZ": "a file size limit?"}
+
+
+class KilledError(EdgeqError):
+    """A child process (the supervised command, an interpreter worker) was killed by a signal
+    that did not come from edgeq: neither the input nor edgeq is to blame."""
+
+    def __init__(self, stage: str, signal_number: int) -> None:
+        try:
+            name = signal.Signals(signal_number).name
+        except ValueError:
+            name = "unknown"
+        self.stage = stage
+        self.signal_number = signal_number
+        self.exit_status = killed(signal_number)  # type: ignore[assignment]
+        guess = f" ({_KILLERS[name]})" if name in _KILLERS else ""
+        super().__init__(f"{stage} was killed (signal {signal_number}, {name}) from outside "
+                         f"edgeq{guess}; outputs are untouched")
 
 
 # --- exit 1: a stage failed for a reason edgeq could not name -----------------------------------

@@ -10,6 +10,11 @@ outputs or the complete new set, never a mix and never a half-written file:
   over as hard links first. Where the exchange is not available (another OS, another file
   system) or an entry cannot be carried over, files are replaced one by one with os.replace;
 - Ctrl-C (SIGINT/SIGTERM) during the move is held back until the move is done, then raised.
+
+A run killed outright (SIGKILL, including the kernel's kill of a supervised child whose edgeq
+was killed) cannot clean up: its staging directory stays behind. It is hidden (a dot name with
+`STAGING_MARK`), never read as outputs, and carries its owner's pid and host, so the next run
+writing to the same place removes those whose process is gone from this machine.
 """
 
 from __future__ import annotations
@@ -68,7 +73,9 @@ def write_outputs(out_dir: Path, files: dict[str, bytes], *, overwrite: bool) ->
     check_free(out_dir, list(files), overwrite)
     real = out_dir.resolve()  # `--out .` or a symlink: stage beside the real directory
     real.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{real.name}{STAGING_MARK}", dir=real.parent))
+    prefix = f".{real.name}{STAGING_MARK}"
+    _remove_stale_stages(real.parent, prefix)
+    stage = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}@{_host()}-", dir=real.parent))
     os.chmod(stage, _dir_mode(real))  # mkdtemp makes it 0700; the output keeps the usual mode
     try:
         for name, data in files.items():
@@ -81,6 +88,35 @@ def write_outputs(out_dir: Path, files: dict[str, bytes], *, overwrite: bool) ->
     finally:
         shutil.rmtree(stage, ignore_errors=True)  # the old directory after an exchange
     return {name: out_dir / name for name in files}
+
+
+def _remove_stale_stages(folder: Path, prefix: str) -> None:
+    """Staging directories `prefix` + "PID@HOST-XXXXXXXX" of runs on this host that are gone.
+    Any other (a live run's, another host's, an older edgeq's without an owner) is left."""
+    host = _host()
+    try:
+        entries = [e for e in os.scandir(folder) if e.name.startswith(prefix)]
+    except OSError:
+        return
+    for entry in entries:
+        owner = entry.name[len(prefix):].rpartition("-")[0]  # mkdtemp's suffix has no '-'
+        pid, _, where = owner.partition("@")
+        if pid.isdigit() and where == host and not _alive(int(pid)):
+            shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        pass
+    return True
+
+
+def _host() -> str:
+    return os.uname().nodename if hasattr(os, "uname") else ""
 
 
 def _dir_mode(existing: Path) -> int:

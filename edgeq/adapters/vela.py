@@ -2,7 +2,8 @@
 
 Vela runs as a subprocess, in its own temporary directory: it prints its report from both Python
 and its C++ core (Regor, the default in Vela 5.x), and a crash there must not take edgeq
-down. From its stdout come the network summary (memory, operator counts, MACs, the cycle
+down. It is started as every Python child of edgeq is (`edgeq.process.spawn`): isolated from
+the working directory and ended when its parent ends. From its stdout come the network summary (memory, operator counts, MACs, the cycle
 estimate) and the reasons it gives for ops it leaves on the CPU; from the compiled model comes
 which ops it left there. No TensorFlow here.
 """
@@ -14,13 +15,13 @@ import importlib.util
 import os
 import re
 import subprocess
-import sys
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeq.errors import ConversionError, MissingDependencyError
+from edgeq.process.spawn import python_command, raise_if_killed
 from edgeq.pipeline.place import OpPlacement
 from edgeq.formats.tflite import ModelInfo, OpInfo, read_model
 
@@ -108,8 +109,8 @@ def run_vela(
         extra_args: passed to vela as they are (e.g. ``("--optimise", "Size")``).
         name: the file stem Vela sees; it names the network in Vela's summary.
         timeout_s: how long Vela may run.
-        executable: the vela command; default the ``vela`` script next to this Python, else
-            ``python -m ethosu.vela``.
+        executable: the vela command; default ``python -m ethosu.vela`` with the Vela this
+            Python imports.
 
     Returns:
         The summary, the compiled model, one placement record per input op, Vela's version.
@@ -118,6 +119,7 @@ def run_vela(
         ModelFileError: ``model`` is not a TFLite flatbuffer.
         MissingDependencyError: Vela is not installed (or ``executable`` does not exist).
         ConversionError: Vela failed, timed out or printed no summary.
+        KilledError: Vela was killed from outside edgeq (exit 128 + the signal).
     """
     source = read_model(model, f"{name}.tflite")  # fail on a bad model before starting Vela
     command = _vela_command(executable)
@@ -128,6 +130,7 @@ def run_vela(
         src.write_bytes(model)
         argv = [*command, str(src), "--output-dir", str(out), *flags]
         proc = _run(argv, cwd=tmp, timeout_s=timeout_s)
+        raise_if_killed(STAGE, proc.returncode)  # by the OOM killer, a job limit, Ctrl-C
         if proc.returncode != 0:
             raise ConversionError(
                 STAGE, f"vela exited with status {proc.returncode}: "
@@ -155,16 +158,14 @@ def run_vela(
 def _vela_command(executable: str | None) -> list[str]:
     if executable is not None:
         return [executable]
-    # The script next to this interpreter belongs to the same environment as vela_version().
-    script = Path(sys.executable).parent / "vela"
-    if script.is_file():
-        return [str(script)]
+    # The Vela this interpreter imports (the one vela_version() reads), run as every Python
+    # child of edgeq is: isolated, and ended with its parent (edgeq.process.spawn).
     try:
         found = importlib.util.find_spec("ethosu.vela") is not None
     except ImportError:
         found = False
     if found:
-        return [sys.executable, "-m", "ethosu.vela"]
+        return python_command("ethosu.vela")
     raise MissingDependencyError(_WHAT, _INSTALL)
 
 

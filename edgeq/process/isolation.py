@@ -4,12 +4,17 @@ LiteRT or TFLite Micro becomes an edgeq error instead of a dead process.
 Why a child process: an interpreter reading a malformed model can dereference foreign memory
 (TFLite Micro does not verify flatbuffers; kernels trust their input counts). No Python code
 survives that in-process. `edgeq.formats.tflite_check` rejects what it can name first; the child is for
-what only the kernels know. The child runs `python -m edgeq.process.worker`, which imports numpy and
-the interpreter, never TensorFlow, so it starts in a fraction of a second.
+what only the kernels know. The child runs `edgeq.process.worker` as `edgeq.process.spawn` starts
+every Python child (isolated from the working directory, this process's edgeq, ended by the
+kernel when this process ends); it imports numpy and the interpreter, never TensorFlow, so it
+starts in a fraction of a second.
 
 Protocol: the request is one JSON line on stdin followed by the model bytes; the answer is one
-JSON line on the worker's stdout ({"result": ...} or {"error": {...}}). A negative return code
-(a signal) or no answer is a crash; past `timeout_s` the child is killed.
+JSON line on the worker's stdout ({"result": ...} or {"error": {...}}). Past `timeout_s` the
+child is killed. A crash signal (SIGSEGV, SIGABRT, ...) or no answer is a crash; any other
+signal came from outside (the OOM killer, a job limit: `KilledError`, exit 128 + N), except
+SIGINT, which is the terminal's Ctrl-C reaching the worker too (it shares edgeq's process
+group): that stops edgeq as the Ctrl-C does.
 
 Models edgeq just produced are not run here: conversion keeps its interpreter work in-process
 for speed and relies on the process supervisor in `edgeq.process.supervise`.
@@ -20,16 +25,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from edgeq import errors
 from edgeq.errors import ConversionError, EdgeqError, ModelFileError
-from edgeq.process.supervise import signal_name
+from edgeq.process.spawn import python_command, raise_if_killed, signal_name
 
 DEFAULT_TIMEOUT_S = float(os.environ.get("EDGEQ_CHILD_TIMEOUT", "120"))
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding edgeq/
 
 
 def run_in_child(task: str, model: bytes, *, stage: str, source: str | Path,
@@ -42,6 +45,8 @@ def run_in_child(task: str, model: bytes, *, stage: str, source: str | Path,
         ModelFileError: (user_file) the child crashed, hung, or its interpreter rejected the
             model: the file is what was wrong (exit 2), and the stage is named.
         ConversionError: the same for a model edgeq made itself (exit 1).
+        KilledError: the child was killed from outside edgeq (exit 128 + the signal).
+        KeyboardInterrupt: the child got the terminal's Ctrl-C (SIGINT).
         EdgeqError: what the worker raised, of the same class when it is one edgeq knows.
     """
     runtime = {"tflm_arena": "tflm", "litert_invoke": "litert"}.get(task) or (args or {}).get(
@@ -54,15 +59,14 @@ def run_in_child(task: str, model: bytes, *, stage: str, source: str | Path,
                      "tflm" if runtime == "tflm" else "litert")
     limit = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
     request = json.dumps({"task": task, "args": args or {}}).encode() + b"\n" + bytes(model)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
     try:
-        proc = subprocess.run([sys.executable, "-m", "edgeq.process.worker"], input=request,
-                              capture_output=True, timeout=limit, env=env, check=False)
+        proc = subprocess.run(python_command("edgeq.process.worker"), input=request,
+                              capture_output=True, timeout=limit, check=False)
     except subprocess.TimeoutExpired:
         raise _failure(stage, source, user_file, f"did not finish within {limit:g} s",
                        hint="set EDGEQ_CHILD_TIMEOUT (seconds) to allow longer") from None
     answer = _answer(proc.stdout)
+    raise_if_killed(stage, proc.returncode)
     if proc.returncode < 0:
         raise _failure(stage, source, user_file, f"crashed ({signal_name(-proc.returncode)})")
     if answer is None:

@@ -10,11 +10,21 @@ knows which stage it was in; when a stage outlives its limit, the parent kills t
 process group (Vela included) and says so. In-process interpreter work on user files is
 isolated separately (`edgeq.process.isolation`).
 
+The child is a Python child as `edgeq.process.spawn` starts them all: isolated from the working
+directory (a `json.py` there never runs), running this process's edgeq, and ended by the kernel
+when this process ends, however it ends (`kill -9` included), with everything it started.
+
 Ctrl-C: the child runs in its own process group, so the terminal's SIGINT reaches only the
 parent, which forwards it once; the child stops cleanly (exit 130, outputs untouched or
-complete, see `edgeq.outputs`). A second Ctrl-C kills the child outright, and so does a first
-one that comes before the child has said it is ready (edgeq.entry): Python's own start-up would
-print a traceback, and a child that far back has read and written nothing.
+complete, see `edgeq.outputs`). A SIGTERM to the parent is forwarded the same way, as the
+SIGINT the child knows how to stop on cleanly. A second one kills the child outright, and so
+does a first one that comes before the child has said it is ready (edgeq.entry): Python's own
+start-up would print a traceback, and a child that far back has read and written nothing.
+
+How the child's end reads: an exit status is passed through; death by a crash signal (SIGSEGV,
+SIGABRT, ...) names the stage, as bad input in the stages that read the user's files (exit 2)
+and as edgeq's bug elsewhere (exit 1); death by any other signal (SIGKILL from the OOM killer,
+a job limit's SIGTERM) that edgeq did not send says so, with exit 128 + N (`KilledError`).
 
 `EDGEQ_NO_SUPERVISOR=1` runs the command in one process (for debuggers and profilers).
 """
@@ -90,10 +100,10 @@ READY = "\x00ready"
 
 def mark(stage: str) -> None:
     """Child side: tell the supervisor (if any) which stage starts now; a Ctrl-C swallowed by
-    a callback during the last stage stops the run here."""
-    if _SWALLOWED:
+    a callback during the last stage stops the run here, and so does a supervisor that is gone
+    (killed: on Linux the kernel has ended this process already, see edgeq.process.spawn)."""
+    if _SWALLOWED or not _tell(f"{stage}\t{stage_limit(stage)}"):
         raise KeyboardInterrupt
-    _tell(f"{stage}\t{stage_limit(stage)}")
 
 
 def report_ready() -> None:
@@ -101,19 +111,24 @@ def report_ready() -> None:
     _tell(READY)
 
 
-def _tell(line: str) -> None:
-    """One line to the supervisor over its stage pipe; nothing when there is no supervisor,
-    and a supervisor that is gone is not the child's error."""
+def _tell(line: str) -> bool:
+    """One line to the supervisor over its stage pipe; nothing when there is no supervisor.
+    False when the supervisor is gone: the pipe's reading end closes only with its process."""
     fd = os.environ.get(STAGE_FD_ENV)
     if fd:
         try:
             os.write(int(fd), f"{line}\n".encode())
+        except BrokenPipeError:
+            return False
         except (OSError, ValueError):
             pass
+    return True
 
 
 def run(argv: list[str], command: list[str] | None = None) -> int:
     """Parent side: run `edgeq ARGV` (or `command`, for tests) in a child; its exit status."""
+    from edgeq.errors import KilledError
+    from edgeq.process.spawn import is_crash, python_command, signal_name
     from edgeq.status import INTERRUPTED
 
     interrupts: list[int] = []
@@ -126,7 +141,7 @@ def run(argv: list[str], command: list[str] | None = None) -> int:
             return
         try:
             if len(interrupts) == 1 and ready:
-                os.kill(child.pid, number)
+                os.kill(child.pid, signal.SIGINT)
             else:  # a second Ctrl-C, or a child still starting Python: it has done nothing
                 os.killpg(child.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -142,7 +157,7 @@ def run(argv: list[str], command: list[str] | None = None) -> int:
         group = {"process_group": 0} if sys.version_info >= (3, 11) \
             else {"preexec_fn": os.setpgrp}
         if not interrupts:
-            child = subprocess.Popen(command or [sys.executable, "-m", "edgeq", *argv],
+            child = subprocess.Popen(command or python_command("edgeq", *argv),
                                      env=env, pass_fds=(write_end,), **group)
         os.close(write_end)
         if child is None:
@@ -190,6 +205,10 @@ def run(argv: list[str], command: list[str] | None = None) -> int:
     if interrupts:  # the child died of the signal (or was killed) before it could say so
         _error(INTERRUPTED)
         return 130
+    if not is_crash(-code):
+        killed = KilledError(stage, -code)
+        _error(str(killed))
+        return int(killed.exit_status)
     name = signal_name(-code)
     if stage in _INPUT_STAGES:
         _error(f"{stage} crashed in native code ({name}) reading the input files; they may be "
@@ -206,13 +225,6 @@ def _kill_group(child: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     child.wait()
-
-
-def signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
 
 
 def _error(message: str) -> None:

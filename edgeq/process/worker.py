@@ -6,7 +6,8 @@ Run as `python -m edgeq.process.worker`; imports the interpreters, never TensorF
 - ``litert_invoke``: load it in LiteRT, allocate, run one invoke on zeros; return the I/O.
 - ``evaluate``: run it on the samples in ``x_path`` (.npy) with the target's interpreter, save
   the outputs to ``out_path`` (.npz), and return the arena and host latency (`edgeq verify`).
-- ``crash`` / ``hang``: used by the tests to prove a crash or hang is contained.
+- ``crash`` / ``hang``: used by the tests to prove a crash or hang is contained; ``hang``
+  creates the file ``args["ready"]`` (when given) once it is hanging, for tests that act then.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ def _crash(model: bytes, args: dict[str, Any]) -> None:
 def _hang(model: bytes, args: dict[str, Any]) -> None:
     import time
 
+    if args.get("ready"):
+        open(args["ready"], "w").close()
     time.sleep(3600)
 
 

@@ -311,7 +311,15 @@ def _convert_argv(out: Path) -> list[str]:
 
 
 HOLD_HOOK = Path(__file__).resolve().parent / "hold_import"
-# (command, module whose first import the run waits in when the Ctrl-C comes, where that is)
+# The supervised child runs isolated (-I ignores PYTHONPATH, so the hold's sitecustomize never
+# loads there): a hold in the child comes through the supervisor's `command=` seam instead, in
+# a parent that is the supervisor and nothing else.
+_HELD_CHILD = ("import sys\n"
+               "from edgeq.process import spawn, supervise\n"
+               "argv = sys.argv[1:]\n"
+               "sys.exit(supervise.run(argv, command=spawn.python_command('held_edgeq', *argv)))\n")
+# (command, module whose first import the run waits in when the Ctrl-C comes, where that is);
+# for convert, every module but click is first imported by the supervised child.
 INTERRUPT_POINTS = [
     ("convert", "click", "the supervisor's own start-up imports"),
     ("convert", "edgeq.api", "the child's start-up, after the CLI is set up"),
@@ -334,6 +342,8 @@ def _interrupted_run(tmp_path: Path, command: str, module: str, out: Path):
     argv = _convert_argv(out) if command == "convert" else [
         sys.executable, "-m", "edgeq", "analyze", str(EXAMPLE_DIR / "digits_cnn.keras"),
         "--target", "cortex-m4", "--data", str(EXAMPLE_DIR / "digits_calibration.npz")]
+    if command == "convert" and module != "click":  # held in the child
+        argv = [sys.executable, "-c", _HELD_CHILD, *argv[3:]]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=env)
     while not marker.exists():

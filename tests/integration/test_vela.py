@@ -245,9 +245,28 @@ def test_missing_vela_executable(tmp_path: Path) -> None:
                  executable=str(tmp_path / "no-such-vela"))
 
 
+@pytest.mark.parametrize("number,error", [(9, "KilledError"), (2, "KeyboardInterrupt"),
+                                          (11, "ConversionError")])
+def test_vela_killed_from_outside_is_named(monkeypatch: pytest.MonkeyPatch, number: int,
+                                           error: str) -> None:
+    """SIGKILL (the OOM killer) is not Vela's failure; SIGINT is the terminal's Ctrl-C; a
+    SIGSEGV stays Vela's failure (exit 1)."""
+    import subprocess
+
+    from edgeq.adapters import vela
+
+    monkeypatch.setattr(vela, "_run", lambda argv, **kw: subprocess.CompletedProcess(
+        argv, -number, "", ""))
+    with pytest.raises(BaseException) as info:
+        run_vela((DATA / "mixed_int8.tflite").read_bytes(), accelerator="ethos-u55-128",
+                 system_config=None, memory_mode=None, executable="vela")
+    assert type(info.value).__name__ == error
+    if number == 9:
+        assert info.value.exit_status == 137 and "compile (vela) was killed" in str(info.value)
+
+
 def test_missing_vela_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # No vela script next to the interpreter and no ethosu package to run with -m.
-    monkeypatch.setattr(sys, "executable", str(tmp_path / "bin" / "python"))
+    # No ethosu package for this interpreter to run.
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     with pytest.raises(MissingDependencyError) as info:
         run_vela((DATA / "mixed_int8.tflite").read_bytes(), accelerator="ethos-u55-128",
