@@ -180,7 +180,7 @@ def load_dataset(
     if not preprocess.is_identity():
         with np.errstate(over="ignore"):  # values pushed past float32 are reported below
             preprocess.apply(x)
-        _check_finite(x, ctx, f"after {preprocess.describe()}")
+        _check_finite(x, ctx, f" after {preprocess.describe()}")
         notes.append(f"preprocessed {preprocess.describe()}")
     if spec.dtype in ("float16", "float64"):  # integer model inputs are quantized by the caller
         x = x.astype(spec.dtype)
