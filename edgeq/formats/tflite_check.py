@@ -58,6 +58,12 @@ _ELEMENT_BYTES: dict[int, float | None] = {
     0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 5: None, 6: 1, 7: 2, 8: 8, 9: 1, 10: 8, 11: 16, 12: 8,
     13: None, 14: None, 15: 4, 16: 2, 17: 0.5, 18: 2, 19: 0.25, 20: 0.5, 21: 1, 22: 1,
 }
+# TensorType -> name, for messages (the schema's enum without importing it).
+_TYPE_NAMES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5: "string",
+               6: "bool", 7: "int16", 8: "complex64", 9: "int8", 10: "float64",
+               11: "complex128", 12: "uint64", 13: "resource", 14: "variant", 15: "uint32",
+               16: "uint16", 17: "int4", 18: "bfloat16", 19: "int2", 20: "uint4",
+               21: "float8e4m3fn", 22: "float8e5m2"}
 # BuiltinOptions union members whose tables hold vectors of int32: {type: (field slots)}.
 _OPTION_VECTORS = {17: (0,), 30: (0,), 3: (1, 2)}  # Reshape, Squeeze, ConcatEmbeddings
 
@@ -234,14 +240,6 @@ def _size_error(path: str | Path, t: _Oversized, more: int) -> TensorSizeError:
         f"{limit}{extra}", tensor=t.index, tensor_name=t.name, op=t.op,
         hint="no TFLite runtime can run it; shrink the layer (input resolution, channels, "
              "sequence length) or split the model")
-
-
-# TensorType -> name, for messages (the schema's enum without importing it).
-_TYPE_NAMES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5: "string",
-               6: "bool", 7: "int16", 8: "complex64", 9: "int8", 10: "float64",
-               11: "complex128", 12: "uint64", 13: "resource", 14: "variant", 15: "uint32",
-               16: "uint16", 17: "int4", 18: "bfloat16", 19: "int2", 20: "uint4",
-               21: "float8e4m3fn", 22: "float8e5m2"}
 
 
 def _op_name(code: _Table) -> str:
