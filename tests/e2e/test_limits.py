@@ -6,13 +6,14 @@ and one of 3.9 GiB crashed TFLite Micro."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from tests.e2e.test_robustness import _env
+from tests.conftest import ROOT
 from tests.unit.test_tensor_limits import FLOAT32, INPUT, hostile
 
 CASES = {  # name: (shape, dtype, exit status, words the message must hold)
@@ -26,8 +27,10 @@ CASES = {  # name: (shape, dtype, exit status, words the message must hold)
 
 
 def _edgeq(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     return subprocess.run([sys.executable, "-m", "edgeq", *args], capture_output=True,
-                          text=True, timeout=120, env=_env())
+                          text=True, timeout=120, env=env)
 
 
 def _assert_one_line(proc: subprocess.CompletedProcess, status: int, path, *words: str) -> str:
