@@ -13,6 +13,7 @@ the calibration ranges).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -134,19 +135,23 @@ def _convert_first(p: Path, target: Target, data: str | None,
     """Full-integer conversion of a Keras model for the target, to analyse what it becomes."""
     import numpy as np
 
-    from edgeq.data import Dataset, Preprocess, load_dataset
+    from edgeq.data import MAX_BYTES, Dataset, Preprocess, check_input_spec, load_dataset
     from edgeq.pipeline.load import load_model
     from edgeq.pipeline.quantize import converter_settings, quantize_minmax
 
     loaded = load_model(p)
     spec = loaded.input_spec
+    check_input_spec(spec, p)  # a (65536, 65536, 3) input: exit 3, not numpy out of memory
     if data is not None:
+        # Sizing uses the inputs only: labels are not checked against the model's classes.
         calib = load_dataset(data, spec, Preprocess(), role="calibration").spread(100)
         notes.append(f"converted to full integer for {target.name}, calibrated on {data}")
     else:
-        x = np.random.default_rng(0).uniform(0.0, 1.0, (8, *spec.shape)).astype(spec.dtype)
+        # Up to 8 samples, as many as fit the data memory limit (float64 before the cast).
+        n = max(1, min(8, MAX_BYTES // (8 * max(math.prod(spec.shape), 1))))
+        x = np.random.default_rng(0).uniform(0.0, 1.0, (n, *spec.shape)).astype(spec.dtype)
         calib = Dataset(x, None, "synthetic", ("uniform [0, 1) inputs",), {})
-        notes.append(f"converted to full integer for {target.name} with 8 synthetic calibration "
+        notes.append(f"converted to full integer for {target.name} with {n} synthetic calibration "
                      "inputs: op placement and sizes hold, accuracy needs 'edgeq convert' with "
                      "real data")
     result = quantize_minmax(loaded, target, calib, converter_settings(target))

@@ -20,7 +20,8 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from edgeq.data import Dataset, Preprocess, load_dataset, precheck
+from edgeq.data import (Dataset, Preprocess, check_input_spec, load_dataset, output_classes,
+                        precheck)
 from edgeq.errors import (
     ConversionError,
     DataError,
@@ -225,15 +226,17 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
 
         start_strategy(qat_settings.strategy)  # before TF runs anything (collective ops)
     loaded = timed("load", load_model, opts.model, allow_unsafe=opts.allow_unsafe)
+    check_input_spec(loaded.input_spec, opts.model)  # before any sample is read or made
+    classes = output_classes(loaded.output_shapes[0])  # labels index the first output
     if labels is not None and loaded.output_shapes[0][-1:] != (len(labels),):
         raise DataError(opts.labels, f"has {len(labels)} labels but the model's output has "
                         f"shape {list(loaded.output_shapes[0])}",
                         hint="one label per output class, in output order")
-    calib, evaluation = timed("check data", _load_data, opts, loaded.input_spec)
+    calib, evaluation = timed("check data", _load_data, opts, loaded.input_spec, classes)
     train = bridged = None
     if qat_settings is not None:  # QAT's own checks come before the PTQ baseline's work
         train = timed("check training data", load_dataset, opts.train_data, loaded.input_spec,
-                      opts.preprocess, role="training", require_labels=True)
+                      opts.preprocess, role="training", require_labels=True, classes=classes)
     data_warnings = timed("data sanity", _data_sanity, opts, loaded, calib, evaluation, train)
     for warning in data_warnings:
         progress_warning = getattr(progress, "warning", None)  # optional in a caller's Progress
@@ -433,13 +436,15 @@ def _check_paths(opts: ConvertOptions) -> None:
                 option, "training"))
 
 
-def _load_data(opts: ConvertOptions, spec) -> tuple[Dataset, Dataset]:
-    full = load_dataset(opts.data, spec, opts.preprocess, role="calibration")
+def _load_data(opts: ConvertOptions, spec, classes: int | None) -> tuple[Dataset, Dataset]:
+    # Labels are checked in every set: without --eval-data the calibration set is evaluated.
+    full = load_dataset(opts.data, spec, opts.preprocess, role="calibration", classes=classes)
     calib = full.spread(opts.calibration_samples)
     if opts.eval_data is None:
         evaluation = full
     else:
-        evaluation = load_dataset(opts.eval_data, spec, opts.preprocess, role="evaluation")
+        evaluation = load_dataset(opts.eval_data, spec, opts.preprocess, role="evaluation",
+                                  classes=classes)
     if opts.eval_samples is not None:
         evaluation = evaluation.spread(opts.eval_samples)
     return calib, evaluation

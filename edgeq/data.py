@@ -12,7 +12,7 @@ from typing import IO, Callable, Iterator
 
 import numpy as np
 
-from edgeq.errors import DataError, UsageError
+from edgeq.errors import DataError, TensorSizeError, UsageError
 
 MAX_BYTES = 4 * 1024**3  # data is held in memory; past this a subset serves calibration better
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -20,6 +20,7 @@ _OPTION_FOR_ROLE = {
     "calibration": "--data", "evaluation": "--eval-data", "training": "--train-data"
 }
 _STATS_CHUNK = 1 << 22  # elements per float64 pass of _stats
+_ROWS_CHUNK = 256  # samples per pass of the value checks
 _UINT8_NOTE = "used as 0..255 values; pass --input-scale 1/255 if the model expects 0..1"
 
 
@@ -130,6 +131,7 @@ def load_dataset(
     max_samples: int | None = None,
     require_labels: bool = False,
     max_bytes: int = MAX_BYTES,
+    classes: int | None = None,
 ) -> Dataset:
     """Load a data set and check it against the model input before any conversion.
 
@@ -142,6 +144,9 @@ def load_dataset(
         max_samples: keep only the first N samples (only those rows are read from the file).
         require_labels: fail when the data has no labels.
         max_bytes: refuse data that needs more memory than this.
+        classes: how many classes a label may name (`output_classes` of the model's first
+            output); labels outside [0, classes) are refused. None: only negative labels and
+            labels past int64 are.
 
     Returns:
         The samples in the model's layout, labels when present, notes and value statistics.
@@ -154,7 +159,7 @@ def load_dataset(
     _check_preprocess(preprocess, spec)
     if max_samples is not None and max_samples < 1:
         raise UsageError(f"the number of {role} samples must be at least 1, got {max_samples}")
-    ctx = _Ctx(str(path), role, spec, max_samples, max_bytes, require_labels)
+    ctx = _Ctx(str(path), role, spec, max_samples, max_bytes, require_labels, classes)
     p = Path(path)
     if not p.exists():
         raise ctx.error("no such file or folder", hint=f"check the path given to {ctx.option}")
@@ -173,12 +178,41 @@ def load_dataset(
             f"({' '.join(IMAGE_SUFFIXES)}), optionally one sub-folder per class",
         )
     if not preprocess.is_identity():
-        preprocess.apply(x)
+        with np.errstate(over="ignore"):  # values pushed past float32 are reported below
+            preprocess.apply(x)
+        _check_finite(x, ctx, f" after {preprocess.describe()}")
         notes.append(f"preprocessed {preprocess.describe()}")
     if spec.dtype in ("float16", "float64"):  # integer model inputs are quantized by the caller
         x = x.astype(spec.dtype)
         notes.append(f"cast to the model's input dtype {spec.dtype}")
     return Dataset(np.ascontiguousarray(x), y, str(path), tuple(notes), _stats(x), classes)
+
+
+def check_input_spec(spec: InputSpec, model: str | Path) -> None:
+    """One sample of the model's input must be a tensor the runtimes can address: at most
+    2^31 - 1 elements and under 4 GiB (the limits of edgeq.formats.tflite_check). This is
+    checked before any sample is read, generated or converted. Otherwise a Keras model that
+    declares a (65536, 65536, 3) input reaches numpy or the converter and runs out of memory
+    instead of failing with a message.
+
+    Raises:
+        TensorSizeError: naming the input, its shape and size (exit 3: the model is past
+            what the targets can run, not a bad file).
+    """
+    from edgeq.formats.tflite_check import MAX_ELEMENTS, MAX_TENSOR_BYTES
+
+    elements = math.prod(spec.shape)  # Python int: exact
+    nbytes = elements * np.dtype(spec.dtype).itemsize
+    if elements <= MAX_ELEMENTS and nbytes <= MAX_TENSOR_BYTES:
+        return
+    limit = (f"over the {MAX_ELEMENTS} (2^31 - 1) elements TFLite's kernels can count"
+             if elements > MAX_ELEMENTS else "4 GiB or more, past a 32-bit size_t")
+    raise TensorSizeError(
+        model, f"input '{spec.name}' of shape {spec.shape} {spec.dtype} has {elements} elements "
+        f"per sample, {nbytes} bytes ({nbytes / 2**30:.1f} GiB): {limit}",
+        tensor_name=spec.name,
+        hint="no TFLite runtime can run it; give the model a smaller input (resolution, "
+             "channels, sequence length)")
 
 
 def precheck(path: str | Path, role: str = "calibration", *, max_bytes: int = MAX_BYTES) -> None:
@@ -224,6 +258,7 @@ class _Ctx:
     max_samples: int | None
     max_bytes: int
     require_labels: bool
+    classes: int | None = None  # labels must lie in [0, classes) when known
 
     @property
     def option(self) -> str:
@@ -258,17 +293,41 @@ def _to_float32(raw: np.ndarray, ctx: _Ctx, notes: list[str], prep: Preprocess) 
             notes.append(f"uint8 data {_UINT8_NOTE}")
     with np.errstate(over="ignore"):  # float64 values past float32's range are reported below
         x = raw.astype(np.float32, order="C")
-    bad = ~np.isfinite(x)
-    if bad.any():
-        nans = int(np.isnan(x).sum())
-        first = int(np.argmax(bad.reshape(len(x), -1).any(axis=1)))
-        wide = " (or too large for float32)" if raw.dtype.itemsize > 4 else ""
-        raise ctx.error(
-            f"x holds {nans} NaN and {int(bad.sum()) - nans} infinite value(s){wide}; "
-            f"the first is in sample {first}",
-            hint="remove or repair those samples",
-        )
+    _check_finite(x, ctx, " (or too large for float32)" if raw.dtype.itemsize > 4 else "")
     return x
+
+
+def _check_finite(x: np.ndarray, ctx: _Ctx, how: str) -> None:
+    """NaN or infinity in any sample is an error, naming the samples: one NaN in calibration
+    data makes the ranges NaN (a model that outputs garbage), one in evaluation data a
+    prediction that means nothing."""
+    flat = x.reshape(len(x), -1) if x.ndim else x.reshape(1, -1)
+    nans = infs = 0
+    rows: list[np.ndarray] = []
+    for start in range(0, len(flat), _ROWS_CHUNK):  # bounded temporaries on large sets
+        part = flat[start:start + _ROWS_CHUNK]
+        bad = ~np.isfinite(part)
+        if bad.any():
+            n_nan = int(np.isnan(part).sum())
+            nans, infs = nans + n_nan, infs + int(bad.sum()) - n_nan
+            rows.append(start + np.flatnonzero(bad.any(axis=1)))
+    if not rows:
+        return
+    where = np.concatenate(rows)
+    raise ctx.error(
+        f"x holds {nans} NaN and {infs} infinite value(s){how} in {_samples(where, len(flat))}",
+        hint="remove or repair those samples",
+    )
+
+
+def _samples(indices: np.ndarray, n: int, shown: int = 5) -> str:
+    """'sample 4' or 'samples 4, 17 and 250 (3 of 500)', the first `shown` indices named."""
+    idx = [int(i) for i in indices[:shown]]
+    if len(indices) == 1:
+        return f"sample {idx[0]}"
+    listed = ", ".join(map(str, idx[:-1])) + f" and {idx[-1]}" if len(indices) <= shown \
+        else ", ".join(map(str, idx)) + ", ..."
+    return f"samples {listed} ({len(indices)} of {n})"
 
 
 def _check_preprocess(prep: Preprocess, spec: InputSpec) -> None:
@@ -507,7 +566,23 @@ def _check_label_header(hy: _Header, n: int, single: bool, ctx: _Ctx) -> None:
     raise ctx.error(f"y has shape {hy.shape} but x has {n} sample(s); y must be ({n},)", hint)
 
 
+def output_classes(shape: tuple[int | None, ...]) -> int | None:
+    """How many classes a label can name for a model whose first output has ``shape`` per
+    sample (without the batch axis): the number of values in it. edgeq's top-1 is the argmax
+    over a sample's flattened first output (edgeq.pipeline.verify.compare_accuracy,
+    edgeq.regression, edgeq.emulator), so it can only ever predict 0 .. that number - 1.
+    For a classifier that is its class count. A regression, detection or other output has no
+    classes, so a label can never be right there. None when a dimension is unknown."""
+    if any(d is None or d < 0 for d in shape):
+        return None
+    return math.prod(int(d) for d in shape)  # Python int: no overflow
+
+
 def _labels(y: np.ndarray, ctx: _Ctx) -> np.ndarray:
+    """Labels as int64 class indices: whole numbers (integer dtypes, or floats holding whole
+    numbers) in [0, ctx.classes), or in int64 when the classes are not known. Out-of-range
+    labels are refused, not counted as misses: 50 on a 10-class model (or every label 99)
+    would give top-1 0 % for the float and the integer model alike, which reads as a result."""
     if y.dtype.kind == "f":
         bad = ~np.isfinite(y) | (y != np.round(y))
         if bad.any():
@@ -521,7 +596,48 @@ def _labels(y: np.ndarray, ctx: _Ctx) -> np.ndarray:
         raise ctx.error(
             f"y holds a negative label {y[i]} (sample {i})", hint="labels are class indices from 0"
         )
+    # Compared in y's own dtype, before any cast: uint64 2^64 - 1 or a float 1e30 would wrap
+    # or be undefined as int64.
+    limit = ctx.classes if ctx.classes is not None else 2**63
+    if y.dtype.kind == "f":
+        high = y >= float(limit)
+    elif limit > np.iinfo(y.dtype).max:
+        high = np.zeros(y.shape, dtype=bool)  # no value of this dtype reaches it
+    else:
+        high = y >= limit
+    if high.any():
+        raise _labels_out_of_range(y[high], len(y), limit, ctx)
     return y.astype(np.int64, order="C")
+
+
+def _labels_out_of_range(bad: np.ndarray, n: int, limit: int, ctx: _Ctx) -> DataError:
+    values = sorted({int(v) for v in np.unique(bad)})  # Python ints: exact for any dtype
+    shown = _values(values)
+    count = f"{len(bad)} of {n} labels"
+    if ctx.classes is None:
+        return ctx.error(f"y holds labels too large to be class indices: {count} are {shown}",
+                         hint="labels are class indices from 0, one per sample")
+    if ctx.classes == 1:
+        return ctx.error(
+            f"the model's first output has 1 value per sample, so its top-1 (argmax) is always "
+            f"class 0, and {count} are {shown}",
+            hint="a single-value output (sigmoid, regression) has no classes for labels to "
+                 "name; for a classifier, give it one output per class")
+    return ctx.error(
+        f"y holds labels outside the model's {limit} classes (0..{limit - 1}): {count} are "
+        f"{shown}",
+        hint=f"labels are indices into the model's first output ({limit} values per sample), "
+             "in its order; check that the file belongs to this model")
+
+
+def _values(values: list[int], shown: int = 5) -> str:
+    """'50, 99 or 4611686018427387904'; past `shown`, the smallest few, '...', the largest."""
+    if len(values) == 1:
+        return str(values[0])
+    if len(values) <= shown:
+        return ", ".join(map(str, values[:-1])) + f" or {values[-1]}"
+    return (", ".join(map(str, values[:shown - 1])) + f", ... or {values[-1]} "
+            f"({len(values)} distinct values)")
 
 
 # --- image folders -------------------------------------------------------------------------------
@@ -536,6 +652,8 @@ def _load_image_dir(
     except PermissionError as err:
         raise ctx.error(f"cannot be read ({err})") from err
     ctx.check_labels(labels is not None, "put the images in one sub-folder per class")
+    if labels is not None and classes is not None:
+        _check_class_folders(classes, labels, ctx)
     k = ctx.rows(len(files))
     ctx.check_size(4 * k * math.prod(ctx.spec.shape), f"{k} images of {ctx.spec.shape}")
     x = np.empty((k, *ctx.spec.shape), dtype=np.float32)
@@ -546,6 +664,24 @@ def _load_image_dir(
         notes.append(f"kept the first {k} of {len(files)} images")
     y = None if labels is None else np.asarray(labels[:k], dtype=np.int64)
     return x, y, classes, notes
+
+
+def _check_class_folders(names: tuple[str, ...], labels: list[int], ctx: _Ctx) -> None:
+    """More class folders than the model has classes: the images in the folders past the
+    model's last class carry labels it can never predict (see `_labels`)."""
+    if ctx.classes is None or len(names) <= ctx.classes:
+        return
+    extra = names[ctx.classes:]
+    held = sum(1 for label in labels if label >= ctx.classes)
+    if not held:
+        return  # the extra folders are empty: no label is out of range
+    listed = ", ".join(f"'{n}'" for n in extra[:5]) + (", ..." if len(extra) > 5 else "")
+    raise ctx.error(
+        f"holds {len(names)} class folders but the model's first output has {ctx.classes} "
+        f"classes: folder(s) {listed} (labels {ctx.classes}..{len(names) - 1}) hold {held} of "
+        f"{len(labels)} images",
+        hint="keep one sub-folder per model class, named so that their sorted order is the "
+             "model's output order")
 
 
 def _image_layout(ctx: _Ctx) -> tuple[str, tuple[int, int]]:

@@ -147,6 +147,28 @@ class KernelLimitError(TargetConstraintError):
         super().__init__(f"model '{source}': {message}", hint=hint)
 
 
+class TensorSizeError(TargetConstraintError):
+    """A tensor or tensor arena too large for the 32-bit size arithmetic of the runtimes
+    (edgeq.formats.tflite_check, edgeq.formats.kernel_limits), found before any interpreter
+    sees the model.
+
+    Exit 3, not 2: the file is well formed and its sizes agree with each other. Every target
+    edgeq knows runs TFLite (TFLite Micro, LiteRT, the Edge TPU runtime), which counts a
+    tensor's elements in a 32-bit int, and microcontrollers address memory with a 32-bit
+    size_t. Like an op the target lacks, the model is past what the target can run. Shapes no
+    TensorFlow tensor can have (a negative dimension, more than 2^63 - 1 elements) mean a
+    damaged file, and those are a ModelFileError (exit 2).
+    """
+
+    def __init__(self, source: str | Path, message: str, *, tensor: int | None = None,
+                 tensor_name: str = "", op: str | None = None, hint: str | None = None) -> None:
+        self.source = str(source)
+        self.tensor = tensor
+        self.tensor_name = tensor_name
+        self.op = op
+        super().__init__(f"model '{source}': {message}", hint=hint)
+
+
 # --- exit 4: accuracy gate ----------------------------------------------------------------------
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeq.data import InputSpec, Preprocess, load_dataset
+from edgeq.data import InputSpec, Preprocess, load_dataset, output_classes
 from edgeq.errors import DataError, EdgeqError, InputError, ModelFileError, UsageError
 from edgeq.status import ExitStatus
 from edgeq.targets import load_target
@@ -139,7 +139,8 @@ def verify_model(model: str | Path, target: str, eval_data: str | Path, *,
     base = _read_baseline(Path(baseline)) if baseline is not None else None
     inp = info.input_tensors[0]
     spec = InputSpec(shape=tuple(inp.shape[1:]), dtype="float32", name=inp.name)
-    ds = load_dataset(eval_data, spec, preprocess or Preprocess(), role="evaluation")
+    ds = load_dataset(eval_data, spec, preprocess or Preprocess(), role="evaluation",
+                      classes=output_classes(info.output_tensors[0].shape[1:]))
     if eval_samples is not None:
         ds = ds.spread(eval_samples)
     if ds.y is None:

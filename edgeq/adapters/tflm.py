@@ -23,7 +23,10 @@ from edgeq.errors import ConversionError, MissingDependencyError
 # planner never needs more than all of them side by side), and a model that still does not fit
 # is retried with twice the arena: a big model gets its exact figures, not a refusal.
 _MIN_ARENA = 8 << 20
-_MAX_ARENA = 4 << 30
+# TFLite Micro keeps arena sizes in C ints: the host build crashes (SIGSEGV) when handed an
+# arena between 2^31 and 2^32 bytes, even for hello_world. Its planner cannot place more
+# anyway (edgeq.formats.kernel_limits.check_arena_sizes).
+_MAX_ARENA = (2**31 - 1) // 16 * 16
 # What TFLM's SingleArenaBufferAllocator logs when the arena is too small, e.g. "Failed to
 # allocate tail memory. Requested: 2136, available 344, missing: 1792" (person_detect, 1 KiB).
 _TOO_SMALL = re.compile(r"Requested: \d+, available \d+")
@@ -67,12 +70,13 @@ class TFLMRunner:
     runtime = "tflm"
 
     def __init__(self, model: bytes, *, source: str = "model") -> None:
-        from edgeq.formats.kernel_limits import check_scales
+        from edgeq.formats.kernel_limits import check_arena_sizes, check_scales
         from edgeq.formats.tflite import read_model
 
         rt = _runtime()
-        info = read_model(model, source)
+        info = read_model(model, source)  # refuses tensors past 32-bit sizes (tflite_check)
         check_scales(info, source, "tflm")  # TFLM aborts on these: refuse them by name first
+        check_arena_sizes(info, source)  # its planner's int arithmetic would wrap
         arena = first_arena_size(info)
         while True:
             try:
@@ -81,7 +85,7 @@ class TFLMRunner:
                 break
             except (RuntimeError, ValueError) as exc:
                 if arena < _MAX_ARENA and _TOO_SMALL.search(captured.text):
-                    arena *= 2
+                    arena = min(2 * arena, _MAX_ARENA)
                     continue
                 raise ConversionError(
                     "verify (TFLite Micro)",
@@ -110,12 +114,11 @@ class TFLMRunner:
 def first_arena_size(info: Any) -> int:
     """Every activation tensor 16-byte aligned, plus room for TFLM's per-tensor and per-op
     structs (about 100 B each on a 64-bit host), doubled for kernel scratch."""
-    from edgeq.formats.tflite import activation_bytes
+    from edgeq.formats.kernel_limits import activation_total
 
-    acts = sum(-(-activation_bytes(t.shape, t.dtype) // 16) * 16
-               for t in info.tensors if t.constant_bytes == 0)
+    acts = activation_total(info)
     structs = 128 * (len(info.tensors) + len(info.ops))
-    return max(_MIN_ARENA, 10 * info.size_bytes, 2 * (acts + structs))
+    return min(max(_MIN_ARENA, 10 * info.size_bytes, 2 * (acts + structs)), _MAX_ARENA)
 
 
 def _first_log_line(text: str) -> str:

@@ -7,13 +7,14 @@ Results are values: `emulate()` returns an `EmulatorResult`; nothing here prints
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgeq.data import InputSpec, Preprocess, load_dataset
+from edgeq.data import InputSpec, Preprocess, load_dataset, output_classes
 from edgeq.emulator import cores
 from edgeq.emulator.costmodel import cost_model
 from edgeq.errors import (ConversionError, DataError, ModelFileError, TargetConstraintError,
@@ -283,7 +284,7 @@ def _set_inputs(interp, info: ModelInfo, row: np.ndarray) -> None:
     at = 0
     for k, t in enumerate(info.input_tensors):
         dt = _dtype(t)
-        size = int(np.prod(t.shape)) * dt.itemsize
+        size = math.prod(t.shape) * dt.itemsize  # Python ints: exact
         interp.set_input(row[at:at + size].view(dt).reshape(t.shape), k)
         at += size
 
@@ -317,7 +318,7 @@ def _dtype(t: TensorInfo) -> np.dtype:
 
 
 def _first_output(raw: np.ndarray, t: TensorInfo) -> np.ndarray:
-    n_bytes = int(np.prod(t.shape)) * _dtype(t).itemsize
+    n_bytes = math.prod(t.shape) * _dtype(t).itemsize
     return np.ascontiguousarray(raw[:, :n_bytes]).view(_dtype(t)).reshape(raw.shape[0], -1)
 
 
@@ -345,7 +346,8 @@ def _inputs(info: ModelInfo, eval_data: str | Path | None, preprocess: Preproces
                          hint="leave out --eval-data to compare on seeded random inputs")
     t = ins[0]
     spec = InputSpec(shape=tuple(t.shape[1:]), dtype="float32", name=t.name)
-    ds = load_dataset(eval_data, spec, preprocess or Preprocess(), role="evaluation")
+    ds = load_dataset(eval_data, spec, preprocess or Preprocess(), role="evaluation",
+                      classes=output_classes(info.output_tensors[0].shape[1:]))
     if eval_samples is not None:
         ds = ds.spread(eval_samples)
     if ds.n == 0:

@@ -29,6 +29,12 @@ wheels by rewriting one scale of a converted model at a time (the thresholds bel
 Other kernels (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, MUL, LOGISTIC, TANH, HARD_SWISH,
 LEAKY_RELU, pooling, MEAN) use QuantizeMultiplier, which flushes multipliers under 2^-31 to zero
 and saturates large ones: they allocate with activation scales down to 1e-20 and were left out.
+
+One rule is about sizes, not scales. TFLite Micro's memory planner takes each buffer's size
+and returns its offset as a C `int` (memory_planner/greedy_memory_planner.h: `AddBuffer(...,
+int size, ...)`, `int offset`). An arena of 2 GiB or more wraps there, and the allocator then
+uses the wrapped figure (`check_arena_sizes`). edgeq.formats.tflite_check has already refused
+any single tensor past 32-bit sizes for every runtime.
 """
 
 from __future__ import annotations
@@ -36,10 +42,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from edgeq.errors import KernelLimitError
+from edgeq.errors import KernelLimitError, TensorSizeError
 from edgeq.formats.tflite import ModelInfo, OpInfo, TensorInfo
 
 SOFTMAX_MIN_SCALE = 2.0**-26  # beta x input scale must exceed this (TFLM softmax)
+PLANNER_MAX_BYTES = 2**31 - 1  # TFLite Micro's planner: sizes and offsets are C ints
+_ALIGN = 16  # TFLite Micro aligns every planned buffer to 16 bytes
 _ADD_LEFT_SHIFT = {"int8": 20, "int16": 15}
 _QUANTIZED = ("int8", "uint8", "int16")
 _RUNTIME_NAMES = {"tflm": "TFLite Micro", "litert": "LiteRT"}
@@ -77,6 +85,53 @@ def check_scales(info: ModelInfo, source: str, runtime: str) -> None:
             f"{_RUNTIME_NAMES.get(runtime, runtime)} aborts on it{extra}", hint=first.cause)
 
 
+def activation_total(info: ModelInfo) -> int:
+    """The bytes of every activation tensor, each 16-byte aligned, in Python integers: an
+    upper bound on what TFLite Micro's planner places. Its greedy planner puts each buffer in
+    a gap or after the buffers live at the same time, never past all of them end to end."""
+    from edgeq.formats.tflite import activation_bytes
+
+    return sum(-(-activation_bytes(t.shape, t.dtype) // _ALIGN) * _ALIGN
+               for t in info.tensors if t.constant_bytes == 0)
+
+
+def check_arena_sizes(info: ModelInfo, source: str) -> None:
+    """The activation tensors must add up to less than 2 GiB (2^31 - 1 bytes), so that no size
+    or offset TFLite Micro's memory planner computes in a C int can wrap.
+
+    Raises:
+        TensorSizeError: naming the largest activation tensor and its op (exit 3).
+    """
+    total = activation_total(info)
+    if total <= PLANNER_MAX_BYTES:
+        return
+    from edgeq.formats.tflite import activation_bytes
+
+    acts = [t for t in info.tensors if t.constant_bytes == 0]
+    big = max(acts, key=lambda t: activation_bytes(t.shape, t.dtype))
+    op = _op_of(info, big.index)
+    raise TensorSizeError(
+        source, f"its activation tensors add up to {total} bytes ({total / 2**30:.1f} GiB), "
+        f"past the {PLANNER_MAX_BYTES} bytes TFLite Micro's memory planner can place (it "
+        f"computes sizes and offsets in a 32-bit int); the largest is tensor {big.index} "
+        f"'{big.name}'" + (f" ({op})" if op else "") + f" of shape {list(big.shape)} "
+        f"{big.dtype}, {activation_bytes(big.shape, big.dtype)} bytes",
+        tensor=big.index, tensor_name=big.name, op=op,
+        hint="no microcontroller holds such an arena; shrink the largest layers")
+
+
+def _op_of(info: ModelInfo, index: int) -> str | None:
+    """Names the op that makes tensor ``index`` ("output of op 3 CONV_2D"), else its first
+    reader; None for a tensor no op uses."""
+    for op in info.ops:
+        if index in op.outputs:
+            return f"output of op {op.index} {op.op}"
+    for op in info.ops:
+        if index in op.inputs:
+            return f"input of op {op.index} {op.op}"
+    return None
+
+
 def with_safe_scales(model: bytes, problems: list[ScaleProblem]) -> bytes:
     """A copy of ``model`` with each problem's tensor given its safe scale.
 
@@ -110,8 +165,10 @@ def _bad_scale(op: OpInfo, info: ModelInfo) -> ScaleProblem | None:
         if bad:
             return ScaleProblem(
                 op.index, op.op, f"tensor '{t.name}' has scale {bad[0]!r}",
-                "a scale must be a positive finite number; re-export the model with the TFLite "
-                "converter from a model that produces finite activations", t.index, 1.0)
+                "a scale must be a positive finite number. An infinite or NaN one comes from "
+                "activations past float32: calibration values far out of range (edgeq's data "
+                "warnings name such samples; remove them) or a model that overflows; "
+                "re-export it from a model and data that give finite activations", t.index, 1.0)
     return None
 
 

@@ -11,7 +11,8 @@ flatbuffers verifier does, plus the semantic checks an interpreter relies on:
 - at least one subgraph; tensor, operator-code, buffer and subgraph indices within range;
 - buffers stored after the flatbuffer (offset/size, for >2 GB models) within the file, and every
   constant tensor's buffer large enough for its shape and type;
-- shapes non-negative (shape signatures may use -1), a sane rank and tensor size;
+- shapes non-negative (shape signatures may use -1), a sane rank, and an element count a
+  TensorFlow shape can hold (at most 2^63 - 1);
 - quantization parameters consistent (as many zero points as scales, per-channel counts that
   match the quantized dimension).
 
@@ -19,6 +20,16 @@ Builtin-option tables (a union over ~150 tables) are checked generically: the ta
 vtable must lie inside the file; the vector fields of the three option tables that have them
 are checked too. What this cannot know (the number of inputs each kernel expects) is why
 interpreters on user files still run in a child process (`edgeq.process.isolation`).
+
+Sizes are Python integers, computed from the shapes in the file, so nothing wraps. A sound
+file can still describe tensors that the runtimes cannot address. Every runtime edgeq targets
+counts a tensor's elements in a C `int`: `RuntimeShape::FlatSize()`
+(tensorflow/lite/kernels/internal/runtime_shape.h), which every kernel uses, and TFLite Micro's
+`BytesRequiredForTensor` (tensorflow/lite/micro/memory_helpers.cc, `int element_count`). A
+microcontroller's `size_t` is 32 bits. So a tensor with more than 2^31 - 1 elements, or of
+4 GiB or more, is refused before any interpreter reads the file. TFLite Micro used to wrap
+[1, 65536, 65536] int8 to 0 bytes and reported it as fitting. The file is well formed, so this
+is a `TensorSizeError` (exit 3), which names the tensor and its op (see that class for why).
 
 Pure Python and `struct`: no TensorFlow, no flatbuffers runtime.
 """
@@ -29,12 +40,16 @@ import math
 import struct
 from pathlib import Path
 
-from edgeq.errors import ModelFileError
+from edgeq.errors import ModelFileError, TensorSizeError
 
 IDENTIFIER = b"TFL3"
 MAX_RANK = 16  # TFLite kernels handle up to 6 dims; 16 leaves room without letting a file
 # make the check itself quadratic.
-MAX_TENSOR_BYTES = 1 << 32  # no edge runtime holds a 4 GiB tensor; beyond, sizes overflow
+MAX_ELEMENTS = 2**31 - 1  # INT32_MAX: kernels and TFLite Micro count elements in a C int
+MAX_TENSOR_BYTES = 2**32 - 1  # a 32-bit size_t (every MCU, 32-bit Arm Linux) ends here
+# TensorFlow shapes count elements in int64 and refuse products past it (TFSA-2021-198), so a
+# file whose dimensions multiply past 2^63 - 1 was not written by a converter: it is damaged.
+MAX_SHAPE_ELEMENTS = 2**63 - 1
 _HINT = "the file is damaged or not written by a TFLite converter; re-export it"
 
 # TensorType -> bytes per element (None: variable-size types whose buffers are not checked).
@@ -43,6 +58,12 @@ _ELEMENT_BYTES: dict[int, float | None] = {
     0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 5: None, 6: 1, 7: 2, 8: 8, 9: 1, 10: 8, 11: 16, 12: 8,
     13: None, 14: None, 15: 4, 16: 2, 17: 0.5, 18: 2, 19: 0.25, 20: 0.5, 21: 1, 22: 1,
 }
+# TensorType -> name, for messages (the schema's enum without importing it).
+_TYPE_NAMES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5: "string",
+               6: "bool", 7: "int16", 8: "complex64", 9: "int8", 10: "float64",
+               11: "complex128", 12: "uint64", 13: "resource", 14: "variant", 15: "uint32",
+               16: "uint16", 17: "int4", 18: "bfloat16", 19: "int2", 20: "uint4",
+               21: "float8e4m3fn", 22: "float8e5m2"}
 # BuiltinOptions union members whose tables hold vectors of int32: {type: (field slots)}.
 _OPTION_VECTORS = {17: (0,), 30: (0,), 3: (1, 2)}  # Reshape, Squeeze, ConcatEmbeddings
 
@@ -148,6 +169,13 @@ class _Table:
         if vec is not None:
             self.r.need(vec[0] + vec[1], 1, f"{self.what}.{name} terminator")
 
+    def text(self, slot: int, name: str) -> str:
+        """The string field's value (checked by `string` first), for messages."""
+        vec = self.vector(slot, 1, name)
+        if vec is None:
+            return ""
+        return self.r.data[vec[0]:vec[0] + min(vec[1], 200)].decode("utf-8", errors="replace")
+
     def sub_table(self, slot: int, name: str) -> _Table | None:
         at = self.target(slot, name)
         return None if at is None else self.r.table(at, f"{self.what}.{name}")
@@ -163,22 +191,71 @@ class _Table:
 
 
 def check_model(data: bytes, path: str | Path = "<bytes>") -> None:
-    """Raise ModelFileError naming `path` and the first defect found; return when sound."""
+    """Return when the file is sound and every tensor is one the runtimes can address.
+
+    Raises:
+        ModelFileError: the first defect found, naming `path` (exit 2).
+        TensorSizeError: a well-formed tensor too large for 32-bit size arithmetic (exit 3);
+            raised only when the file has no defect, which would take precedence.
+    """
     if len(data) < 8 or data[4:8] != IDENTIFIER:
         raise ModelFileError(
             path, "not a TFLite flatbuffer (missing the 'TFL3' identifier)",
             hint="pass a .tflite file written by the TFLite converter",
         )
     try:
-        _check(_Reader(bytes(data)))
+        oversized = _check(_Reader(bytes(data)))
     except _Invalid as exc:
         raise ModelFileError(path, f"malformed TFLite flatbuffer: {exc}", hint=_HINT) from None
     except (struct.error, IndexError, ValueError, OverflowError) as exc:  # a gap in the walk
         raise ModelFileError(path, f"malformed TFLite flatbuffer ({type(exc).__name__})",
                              hint=_HINT) from None
+    if oversized:
+        raise _size_error(path, oversized[0], len(oversized) - 1)
 
 
-def _check(r: _Reader) -> None:
+class _Oversized:
+    """A tensor over MAX_ELEMENTS or MAX_TENSOR_BYTES, and the op that first uses it."""
+
+    def __init__(self, subgraph: int, index: int, name: str, shape: tuple[int, ...],
+                 dtype: int, elements: int, nbytes: int | None) -> None:
+        self.subgraph, self.index, self.name, self.shape = subgraph, index, name, shape
+        self.dtype, self.elements, self.nbytes = dtype, elements, nbytes
+        self.op: str | None = None  # "output of op 3 CONV_2D", filled in by the operator walk
+
+
+def _size_error(path: str | Path, t: _Oversized, more: int) -> TensorSizeError:
+    where = f"subgraph {t.subgraph} tensor {t.index}" if t.subgraph else f"tensor {t.index}"
+    what = f"{where} '{t.name}'" + (f" ({t.op})" if t.op else "")
+    size = f"{t.elements} elements" + (f", {t.nbytes} bytes ({t.nbytes / 2**30:.1f} GiB)"
+                                       if t.nbytes is not None else "")
+    if t.elements > MAX_ELEMENTS:
+        limit = (f"over the {MAX_ELEMENTS} (2^31 - 1) elements TFLite's kernels and TFLite "
+                 "Micro can count (a 32-bit int)")
+    else:
+        limit = "4 GiB or more, past what a 32-bit size_t (a microcontroller's) can hold"
+    extra = f"; {more} more tensor(s) like it" if more else ""
+    return TensorSizeError(
+        path, f"{what} of shape {list(t.shape)} {_TYPE_NAMES.get(t.dtype, t.dtype)} has {size}: "
+        f"{limit}{extra}", tensor=t.index, tensor_name=t.name, op=t.op,
+        hint="no TFLite runtime can run it; shrink the layer (input resolution, channels, "
+             "sequence length) or split the model")
+
+
+def _op_name(code: _Table) -> str:
+    builtin = max(code.scalar(3, "i"), code.scalar(0, "b"))
+    if builtin == 32:  # CUSTOM
+        return f"CUSTOM:{code.text(1, 'custom_code')}"
+    try:  # the schema module ships with ai-edge-litert; a name is a nicety, not a need
+        from edgeq.formats.tflite import _enum_names
+
+        return _enum_names("BuiltinOperator").get(builtin, f"BUILTIN_{builtin}")
+    except Exception:  # noqa: BLE001 - any import problem falls back to the number
+        return f"BUILTIN_{builtin}"
+
+
+def _check(r: _Reader) -> list[_Oversized]:
+    """Walk the file; return the oversized tensors (raising _Invalid on any defect)."""
     model = r.table(r.offset_target(0, "root offset"), "model")
     codes = model.tables(1, "operator_codes")
     for i, code in enumerate(codes):
@@ -194,7 +271,9 @@ def _check(r: _Reader) -> None:
     for i, meta in enumerate(model.tables(6, "metadata")):
         meta.string(0, "name")
         _index(meta.scalar(1, "I"), len(buffers), f"metadata[{i}]", "buffer")
-    tensor_counts = [_check_subgraph(r, k, sg, len(codes), sizes) for k, sg in enumerate(subgraphs)]
+    oversized: list[_Oversized] = []
+    tensor_counts = [_check_subgraph(r, k, sg, codes, sizes, oversized)
+                     for k, sg in enumerate(subgraphs)]
     for i, sig in enumerate(model.tables(7, "signature_defs")):
         k = sig.scalar(4, "I")
         _index(k, len(subgraphs), f"signature_defs[{i}]", "subgraph")
@@ -204,6 +283,7 @@ def _check(r: _Reader) -> None:
                 tmap.string(0, "name")
                 _index(tmap.scalar(1, "I"), tensor_counts[k], f"signature_defs[{i}].{name}[{j}]",
                        "tensor")
+    return oversized
 
 
 def _check_buffer(r: _Reader, i: int, buf: _Table) -> int:
@@ -225,20 +305,30 @@ def _index(value: int, count: int, where: str, what: str, *, optional: bool = Fa
         raise _Invalid(f"{where} refers to {what} {value}, but there are {count}")
 
 
-def _check_subgraph(r: _Reader, k: int, sg: _Table, n_codes: int, sizes: list[int]) -> int:
+def _check_subgraph(r: _Reader, k: int, sg: _Table, codes: list[_Table], sizes: list[int],
+                    oversized: list[_Oversized]) -> int:
     tensors = sg.tables(0, "tensors")
     n = len(tensors)
+    mine: dict[int, _Oversized] = {}
     for i, t in enumerate(tensors):
-        _check_tensor(r, f"subgraph {k} tensor {i}", t, sizes)
+        found = _check_tensor(r, f"subgraph {k} tensor {i}", t, sizes)
+        if found is not None:
+            mine[i] = _Oversized(k, i, t.text(3, "name"), *found)
     for slot, name in ((1, "inputs"), (2, "outputs")):
         for j, idx in enumerate(sg.int_vector(slot, name) or ()):
             _index(idx, n, f"subgraph {k} {name}[{j}]", "tensor")
     for j, op in enumerate(sg.tables(3, "operators")):
         where = f"subgraph {k} operator {j}"
-        _index(op.scalar(0, "I"), n_codes, where, "operator code")
+        code = op.scalar(0, "I")
+        _index(code, len(codes), where, "operator code")
         for slot, name in ((1, "inputs"), (2, "outputs"), (8, "intermediates")):
             for idx in op.int_vector(slot, name) or ():
                 _index(idx, n, f"{where} {name}", "tensor", optional=True)
+                big = mine.get(idx)
+                # Name the op that makes the tensor, else the first that reads it.
+                if big is not None and (big.op is None or (slot == 2 and "output" not in big.op)):
+                    role = {1: "input", 2: "output", 8: "intermediate"}[slot]
+                    big.op = f"{role} of op {j} {_op_name(codes[code])}"
         _check_options(op, op.scalar(3, "B"), 4, where)
         _check_options(op, op.scalar(11, "B"), 12, where)
         op.vector(5, 1, "custom_options")
@@ -248,6 +338,7 @@ def _check_subgraph(r: _Reader, k: int, sg: _Table, n_codes: int, sizes: list[in
             raise _Invalid(f"{where}: custom options at offset {large_off} (+{large_size}) lie "
                            "past the end of the file")
     sg.string(4, "name")
+    oversized.extend(mine.values())
     return n
 
 
@@ -259,7 +350,9 @@ def _check_options(op: _Table, kind: int, slot: int, where: str) -> None:
         table.vector(vslot, 4, f"builtin_options field {vslot}")
 
 
-def _check_tensor(r: _Reader, where: str, t: _Table, sizes: list[int]) -> None:
+def _check_tensor(r: _Reader, where: str, t: _Table,
+                  sizes: list[int]) -> tuple[tuple[int, ...], int, int, int | None] | None:
+    """Check one tensor; return (shape, type, elements, bytes) when it is too large to run."""
     shape_vec = t.vector(0, 4, "shape")
     if shape_vec is not None and shape_vec[1] > MAX_RANK:
         raise _Invalid(f"{where} has rank {shape_vec[1]}, over {MAX_RANK}")
@@ -279,11 +372,14 @@ def _check_tensor(r: _Reader, where: str, t: _Table, sizes: list[int]) -> None:
     if dtype not in _ELEMENT_BYTES:
         raise _Invalid(f"{where} has unknown type {dtype}")
     t.string(3, "name")
-    elements = math.prod(shape)
+    elements = math.prod(shape)  # a Python int: exact, whatever the dimensions
+    if elements > MAX_SHAPE_ELEMENTS:
+        raise _Invalid(f"{where} has shape {list(shape)}, whose {elements} elements are more "
+                       "than any TensorFlow shape holds (2^63 - 1)")
     per = _ELEMENT_BYTES[dtype]
-    need = math.ceil(elements * per) if per is not None else 0
-    if need > MAX_TENSOR_BYTES:
-        raise _Invalid(f"{where} of shape {list(shape)} would take {need} bytes")
+    # In integers, exact for the packed sub-byte types too (per is a multiple of 1/4): a float
+    # product would round once elements pass 2^53.
+    need = -(-elements * int(per * 4) // 4) if per is not None else 0
     buffer = t.scalar(2, "I")
     _index(buffer, max(len(sizes), 1), where, "buffer")
     sparse = t.sub_table(6, "sparsity") is not None
@@ -296,6 +392,9 @@ def _check_tensor(r: _Reader, where: str, t: _Table, sizes: list[int]) -> None:
     q = t.sub_table(4, "quantization")
     if q is not None:
         _check_quantization(r, where, q, shape)
+    if elements > MAX_ELEMENTS or need > MAX_TENSOR_BYTES:
+        return shape, dtype, elements, (need if per is not None else None)
+    return None
 
 
 def _check_quantization(r: _Reader, where: str, q: _Table, shape: tuple[int, ...]) -> None:

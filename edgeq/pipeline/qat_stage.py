@@ -17,12 +17,13 @@ from edgeq.targets import Target
 def for_auto(opts, target, loaded, calib, evaluation, float_outputs, timed, progress):
     """Stage 3 of --method auto: QAT from the best result so far, its prerequisites (training
     data, the tf_keras bridge, tfmot's layer support) checked only when it is reached."""
-    from edgeq.data import load_dataset
+    from edgeq.data import load_dataset, output_classes
 
     def stage(best):
         qat_settings = settings(replace(opts, method="qat"), target, full_integer=True)
         train = timed("check training data", load_dataset, opts.train_data, loaded.input_spec,
-                      opts.preprocess, role="training", require_labels=True)
+                      opts.preprocess, role="training", require_labels=True,
+                      classes=output_classes(loaded.output_shapes[0]))
         bridged = timed("bridge to tf_keras", bridge, loaded, train, qat_settings, target)
         return run(target, loaded, bridged, calib, evaluation, train, float_outputs, best,
                    qat_settings, timed, progress)

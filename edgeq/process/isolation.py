@@ -42,6 +42,8 @@ def run_in_child(task: str, model: bytes, *, stage: str, source: str | Path,
 
     Raises:
         KernelLimitError: the model has scales the task's interpreter aborts on (exit 3).
+        TensorSizeError: a tensor, or for TFLite Micro the arena, too large for the runtime's
+            32-bit size arithmetic (exit 3).
         ModelFileError: (user_file) the child crashed, hung, or its interpreter rejected the
             model: the file is what was wrong (exit 2), and the stage is named.
         ConversionError: the same for a model edgeq made itself (exit 1).
@@ -52,11 +54,13 @@ def run_in_child(task: str, model: bytes, *, stage: str, source: str | Path,
     runtime = {"tflm_arena": "tflm", "litert_invoke": "litert"}.get(task) or (args or {}).get(
         "runtime")
     if runtime is not None:  # name the scales the kernels abort on, rather than a SIGABRT
-        from edgeq.formats.kernel_limits import check_scales
+        from edgeq.formats.kernel_limits import check_arena_sizes, check_scales
         from edgeq.formats.tflite import read_model
 
-        check_scales(read_model(model, source), str(source),
-                     "tflm" if runtime == "tflm" else "litert")
+        info = read_model(model, source)  # tensors past 32-bit sizes are refused here (exit 3)
+        check_scales(info, str(source), "tflm" if runtime == "tflm" else "litert")
+        if runtime == "tflm":  # here, not in the child: its errors come back as exit 2
+            check_arena_sizes(info, str(source))
     limit = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
     request = json.dumps({"task": task, "args": args or {}}).encode() + b"\n" + bytes(model)
     try:

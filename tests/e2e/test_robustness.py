@@ -150,12 +150,6 @@ def _spot(kind: str, data: bytes | None = None) -> int:
     return targets(data or HELLO.read_bytes())[kind][0]
 
 
-def _no_signature_huge(m):
-    t = m.subgraphs[0].tensors[0]
-    t.shapeSignature = None
-    t.shape = [1 << 20, 1 << 20]
-
-
 def _bad_files() -> dict[str, tuple[bytes, str]]:
     import numpy as np
 
@@ -189,7 +183,6 @@ def _bad_files() -> dict[str, tuple[bytes, str]]:
         "negative dimension": (_patched(hello, first_shape_dim, -5), "negative dimension"),
         "huge tensor": (_patched(_patched(hello, first_shape_dim, 1 << 20), first_shape_dim + 4,
                                  1 << 20), "does not match shape [1048576, 1048576]"),
-        "huge tensor, no signature": (_repacked(_no_signature_huge), "would take"),
         "buffer length": (_patched(hello, _spot("buffer_size"), 1 << 27), "outside"),
         "no subgraph": (_repacked(no_subgraphs), "no subgraph"),
         "buffer past the end": (_repacked(external_buffer), "past the end"),

@@ -125,7 +125,7 @@ def test_nan_and_inf_are_refused(tmp_path: Path, bad: float, expected: str) -> N
     x = np.zeros((5, 28, 28, 1), np.float32)
     x[3, 1, 2, 0] = bad
     np.savez(tmp_path / "x.npz", x=x)
-    with pytest.raises(DataError, match=rf"{expected} value\(s\); the first is in sample 3"):
+    with pytest.raises(DataError, match=rf"{expected} value\(s\) in sample 3\. Fix"):
         load_dataset(tmp_path / "x.npz", MNIST)
 
 
