@@ -212,39 +212,38 @@ def sample_peaks(x: np.ndarray) -> np.ndarray:
 
 
 def outlier_samples(x: np.ndarray, factor: float = OUTLIER_FACTOR) -> tuple[np.ndarray, str]:
-    """Indices of samples whose peak magnitude in some channel is at least ``factor`` times
-    the typical sample's peak there, and a description of the worst one ("" when none).
+    """Indices of samples whose peak magnitude is at least ``factor`` times the typical
+    sample's peak, and a description of the worst one ("" when none).
 
     Why magnitudes and not deviations from the median: TFLite's int8 ranges always include
     zero (the converter nudges min <= 0 <= max), so what a value costs the others is its
-    distance from zero. Why per-sample peaks and the median over samples: one bad sample may
-    be all 3e38 (every value of it), which moves percentiles over all values but not the
-    median sample. The typical peak is that median, per channel. When it is 0 (most samples
-    are zero in that channel, like MNIST's corner pixels), the median peak over all channels
-    stands in. When that is 0 too, the median of the samples that are not all zero does. A set
-    where at most one sample is not zero has no typical peak, and nothing is flagged
-    (`_degenerate` names the constant samples instead).
+    distance from zero. Why the whole sample and not each channel: a model input has one scale
+    for the whole tensor (TFLite quantizes activations per tensor), so a value that is large
+    for its channel but ordinary for the tensor (a rarely active feature next to a busy one)
+    costs nothing. Why per-sample peaks and the median over samples: one bad sample may be all
+    3e38 (every value of it), which moves percentiles over all values but not the median
+    sample. When the median peak is 0 (a set of mostly empty samples), the median of the
+    samples that are not all zero stands in; a set where at most one sample is not zero has no
+    typical peak, and nothing is flagged (`_degenerate` names the constant samples instead).
     """
     if len(x) < 2 or x.size == 0:
         return np.zeros(0, dtype=np.int64), ""
     peaks = sample_peaks(x)
     overall = peaks.max(axis=1)
-    fallback = float(np.median(overall))
-    if fallback == 0 and np.count_nonzero(overall) > 1:
-        fallback = float(np.median(overall[overall > 0]))
-    typical = np.median(peaks, axis=0)
-    typical = np.where(typical > 0, typical, fallback)
-    if not np.any(typical > 0):
+    typical = float(np.median(overall))
+    if typical == 0 and np.count_nonzero(overall) > 1:
+        typical = float(np.median(overall[overall > 0]))
+    if not typical > 0:
         return np.zeros(0, dtype=np.int64), ""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(typical > 0, peaks / np.where(typical > 0, typical, 1.0), 0.0)
-    flagged = np.flatnonzero((ratio >= factor).any(axis=1))
+    ratio = overall / typical
+    flagged = np.flatnonzero(ratio >= factor)
     if not len(flagged):
         return flagged, ""
-    i, c = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+    i = int(np.argmax(ratio))
+    c = int(np.argmax(peaks[i]))
     channel = f" in channel {c}" if peaks.shape[1] > 1 else ""
-    return flagged, (f"sample {i} reaches {_g(peaks[i, c])}{channel}, {_g(ratio[i, c])}x the "
-                     f"typical sample's peak ({_g(typical[c])})")
+    return flagged, (f"sample {i} reaches {_g(peaks[i, c])}{channel}, {_g(ratio[i])}x the "
+                     f"typical sample's peak ({_g(typical)})")
 
 
 def _outliers(role: str, source: str, x: np.ndarray) -> list[str]:

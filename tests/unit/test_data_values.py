@@ -199,14 +199,26 @@ def test_a_sample_that_is_all_outlier_is_found():
     assert data_check.outlier_samples(x)[0].tolist() == [4]
 
 
-def test_channels_that_are_mostly_zero_fall_back_to_the_tensor():
-    """MNIST's corner pixels are zero in almost every sample: their typical peak is 0, so the
-    whole tensor's typical peak stands in (no division by zero, no flood of warnings)."""
+def test_a_pixel_is_compared_with_the_whole_tensor():
+    """MNIST's corner pixels are zero in almost every sample; the input has one int8 scale,
+    so a corner pixel counts against the typical sample's peak (no division by zero, no flood
+    of warnings)."""
     d = np.load(FIXTURES / "data" / "mnist_5k.npz")
     x = (d["x"][:500, ..., None] / 255.0).astype(np.float32)
     assert data_check.outlier_samples(x)[0].tolist() == []
     x[123, 0, 0, 0] = 5e3  # a corner pixel
     assert data_check.outlier_samples(x)[0].tolist() == [123]
+
+
+def test_a_quiet_channel_beside_a_busy_one_is_not_an_outlier():
+    """One int8 scale covers the whole input: a value ordinary for the tensor costs nothing,
+    however rare it is in its own channel."""
+    x = np.random.default_rng(2).uniform(0, 1, (100, 2)).astype(np.float32)
+    x[:, 0] *= 1e-5  # a feature that is almost always near zero
+    x[17, 0] = 1.0   # ... and once as large as the other feature
+    assert data_check.outlier_samples(x)[0].tolist() == []
+    x[17, 0] = 2e3   # beyond the tensor's typical peak: it takes the range from the rest
+    assert data_check.outlier_samples(x)[0].tolist() == [17]
 
 
 def test_zero_spread_sets_flag_nothing():
