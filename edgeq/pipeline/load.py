@@ -262,6 +262,7 @@ def from_keras_model(model: Any, p: Path, fmt: str, loader: str, notes: list[str
         raise ModelFileError(
             p, f"has {len(inputs)} inputs; edgeq converts single-input models for now"
         )
+    _refuse_stateful(model)
     shape = _static_shape(p, tuple(inputs[0].shape[1:]), "input")
     dtype = tf.as_dtype(inputs[0].dtype).name
     name = _tensor_name(getattr(inputs[0], "name", "input"))
@@ -275,6 +276,30 @@ def from_keras_model(model: Any, p: Path, fmt: str, loader: str, notes: list[str
     layers = tuple(layer.name for layer in getattr(model, "layers", []))
     return LoadedModel(str(p), fmt, loader, spec, out_shapes, batch1, predict, layers, notes,
                        owner=model)
+
+
+def _refuse_stateful(model: Any) -> None:
+    """A stateful RNN keeps its state in variables it assigns on every call (READ_VARIABLE /
+    ASSIGN_VARIABLE in TFLite): the float reference, the calibrator and the edge runtimes all
+    fail on it, each differently, so it is refused here, by layer."""
+    from edgeq.errors import CalibrationLimitError
+    from edgeq.formats.calibration_limits import variable_problem
+
+    stack, seen = [model], set()
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        # A tf_keras model reports `stateful` for its layers too; name the layer itself.
+        if not hasattr(layer, "layers") and getattr(layer, "stateful", False) is True:
+            problem = variable_problem("READ_VARIABLE", f"layer '{layer.name}' (stateful=True)")
+            raise CalibrationLimitError(problem.op, problem.where, problem.detail,
+                                        hint=problem.fix)
+        # Sequential/functional models nest layers; Bidirectional and TimeDistributed wrap one.
+        stack += list(getattr(layer, "layers", None) or [])
+        stack += [getattr(layer, a, None) for a in ("layer", "forward_layer", "backward_layer")
+                  if getattr(layer, a, None) is not None]
 
 
 def _load_savedmodel(p: Path) -> LoadedModel:
