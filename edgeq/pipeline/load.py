@@ -4,10 +4,10 @@ Safety: Keras files are read as data first. A `Lambda` layer (Python bytecode or
 serialized lambda, or a class from outside Keras (a custom layer's module, a custom registered
 name) is refused before Keras deserializes anything, unless `--allow-unsafe`; Keras 3 then
 loads in its own safe mode too. Pickles are never unpickled (data is read with
-`allow_pickle=False` semantics, see edgeq.data). A SavedModel is accepted without the flag: it
-is a TensorFlow graph, and loading it runs no Python from the file (functions wrapped in
-`tf.py_function` are not serialized and cannot load); what its graph computes when run is the
-model itself, like any model's weights.
+`allow_pickle=False` semantics, see edgeq.data). A SavedModel runs no Python from the file, but
+TensorFlow runs its graph when loading and calling it, so its files and graph are read as data
+first (edgeq.formats.savedmodel_policy): ops that act outside the graph (files, Python,
+network) are refused unless `--allow-unsafe`.
 
 Returns a `LoadedModel` holding two traced functions over the same weights: a batch-1 function
 for the converter (edge compilers reject dynamic dimensions, and converting a Keras model
@@ -29,6 +29,7 @@ import numpy as np
 from edgeq.adapters.native import import_tensorflow_quietly
 from edgeq.data import InputSpec
 from edgeq.errors import ModelFileError, UnsafeModelError, UsageError
+from edgeq.formats.savedmodel_policy import check_savedmodel
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _PREDICT_BATCH = 256
@@ -76,7 +77,8 @@ def load_model(path: str | Path, *, allow_unsafe: bool = False) -> LoadedModel:
 
     Raises:
         ModelFileError: missing, unreadable or corrupt file, unknown format, no static shape.
-        UnsafeModelError: a Lambda layer (arbitrary Python) without ``allow_unsafe``.
+        UnsafeModelError: a Lambda layer (arbitrary Python), or a SavedModel op that acts
+            outside the graph, without ``allow_unsafe``.
     """
     p = Path(path)
     if not p.exists():
@@ -88,6 +90,7 @@ def load_model(path: str | Path, *, allow_unsafe: bool = False) -> LoadedModel:
                 "is a directory without saved_model.pb",
                 hint="pass a .keras or .h5 file, or a SavedModel directory",
             )
+        check_savedmodel(p, allow_unsafe=allow_unsafe)  # its files and graph, as data
         import_tensorflow_quietly()
         return _load_savedmodel(p)
     suffix = p.suffix.lower()
