@@ -113,7 +113,22 @@ def _tell(line: str) -> None:
 
 
 def run(argv: list[str], command: list[str] | None = None) -> int:
-    """Parent side: run `edgeq ARGV` (or `command`, for tests) in a child; its exit status."""
+    """Parent side: run `edgeq ARGV` (or `command`, for tests) in a child; its exit status.
+
+    The child's native-output captures go to a private directory (edgeq.adapters.native), so
+    that a crash can be reported with the last error the converter or interpreter printed."""
+    import shutil
+    import tempfile
+
+    log_dir = tempfile.mkdtemp(prefix="edgeq-native-")
+    try:
+        return _run(argv, command, log_dir)
+    finally:
+        shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def _run(argv: list[str], command: list[str] | None, log_dir: str) -> int:
+    from edgeq.adapters.native import NATIVE_LOG_ENV, last_native_error
     from edgeq.status import INTERRUPTED
 
     interrupts: list[int] = []
@@ -138,7 +153,7 @@ def run(argv: list[str], command: list[str] | None = None) -> int:
     stage, limit, started = "start", stage_limit("start"), time.monotonic()
     reported: int | None = None
     try:
-        env = dict(os.environ, **{STAGE_FD_ENV: str(write_end)})
+        env = dict(os.environ, **{STAGE_FD_ENV: str(write_end), NATIVE_LOG_ENV: log_dir})
         group = {"process_group": 0} if sys.version_info >= (3, 11) \
             else {"preexec_fn": os.setpgrp}
         if not interrupts:
@@ -191,12 +206,14 @@ def run(argv: list[str], command: list[str] | None = None) -> int:
         _error(INTERRUPTED)
         return 130
     name = signal_name(-code)
+    said = last_native_error(log_dir)
+    said = f"; its last message: {said!r}" if said else ""
     if stage in _INPUT_STAGES:
-        _error(f"{stage} crashed in native code ({name}) reading the input files; they may be "
-               "corrupt (rerun with --debug for details)")
+        _error(f"{stage} crashed in native code ({name}) reading the input files{said}; they "
+               "may be corrupt (rerun with --debug for details)")
         return 2
-    _error(f"{stage} crashed in native code ({name}); this is a bug in edgeq or the tool it "
-           "runs, please report it with the model (outputs are untouched)")
+    _error(f"{stage} crashed in native code ({name}){said}; this is a bug in edgeq or the tool "
+           "it runs, please report it with the model (outputs are untouched)")
     return 1
 
 

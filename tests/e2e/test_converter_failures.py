@@ -3,6 +3,7 @@ would crash on ends as exit 3 with one line naming the op and the fix, not as a 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +78,37 @@ def test_the_same_rnn_unrolled_converts(tmp_path, data):
     r = _convert(_rnn(tmp_path, "unrolled", unroll=True), data, out)
     assert r.returncode == 0, r.stderr
     assert (out / "unrolled_int8.tflite").is_file()
+
+
+# --- any native crash: the supervisor reports the last error the tool printed ----------------------
+
+
+def test_a_crash_inside_a_capture_reports_the_tools_last_error(capsys, monkeypatch):
+    from edgeq.process import supervise
+
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+    body = (
+        "import ctypes, os\n"
+        "from edgeq.adapters.native import capture_fds\n"
+        "os.write(int(os.environ['EDGEQ_STAGE_FD']), b'quantize\\t60\\n')\n"
+        "with capture_fds():\n"
+        "    os.write(2, b'I0000 00:00:1.0 1 lite.cc:1] starting\\n')\n"
+        "    os.write(2, b'F0000 00:00:1.0 1 calibrator.cc:267] Check failed: tensor.data.f"
+        " != nullptr \\x1b[1mbold\\x1b[0m\\n')\n"
+        "    os.write(2, b'progress 3/4\\n')\n"
+        "    ctypes.string_at(0)\n")
+    assert supervise.run(["convert"], command=[sys.executable, "-c", body]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert ("quantize crashed in native code (SIGSEGV); its last message: 'Check failed: "
+            "tensor.data.f != nullptr bold'; this is a bug") in err
+
+
+def test_a_capture_that_ends_leaves_nothing_behind(tmp_path, monkeypatch):
+    from edgeq.adapters.native import NATIVE_LOG_ENV, capture_fds, last_native_error
+
+    monkeypatch.setenv(NATIVE_LOG_ENV, str(tmp_path))
+    with capture_fds() as captured:
+        os.write(2, b"E0000 00:00:1.0 1 x.cc:1] not a crash\n")
+    assert "not a crash" in captured.text
+    assert list(tmp_path.iterdir()) == [] and last_native_error(tmp_path) is None
