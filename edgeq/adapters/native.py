@@ -56,19 +56,20 @@ def _sink() -> IO[bytes]:
     directory = os.environ.get(NATIVE_LOG_ENV)
     if directory and os.path.isdir(directory):
         # Removed when the block ends; left behind only if the process dies inside it.
-        return tempfile.NamedTemporaryFile(dir=directory, prefix="capture-")
+        return tempfile.NamedTemporaryFile(dir=directory, prefix=f"capture-{os.getpid()}-")
     return tempfile.TemporaryFile()
 
 
-def last_native_error(directory: str | Path) -> str | None:
-    """The last error line native code wrote inside a capture block that never ended (the
-    process died in it), as one printable line; None when there is none.
+def last_native_error(directory: str | Path, pid: int) -> str | None:
+    """The last error line native code wrote inside a capture block of process ``pid`` that
+    never ended (the process died in it), as one printable line; None when there is none.
+    (Other processes sharing the directory, such as the interpreter workers, are not looked at.)
 
     Only lines that look like errors count (absl F/E lines, MLIR "error:", TFLite "ERROR:",
     "Check failed"), so progress chatter is not mistaken for the cause. The text may name the
     model's ops and tensors; control characters and escape sequences are removed.
     """
-    files = sorted(Path(directory).glob("capture-*"), key=lambda f: f.stat().st_mtime)
+    files = sorted(Path(directory).glob(f"capture-{pid}-*"), key=lambda f: f.stat().st_mtime)
     for f in reversed(files):
         with f.open("rb") as fh:
             fh.seek(max(0, f.stat().st_size - _TAIL_BYTES))

@@ -206,7 +206,7 @@ def _run(argv: list[str], command: list[str] | None, log_dir: str) -> int:
         _error(INTERRUPTED)
         return 130
     name = signal_name(-code)
-    said = last_native_error(log_dir)
+    said = last_native_error(log_dir, child.pid)
     said = f"; its last message: {said!r}" if said else ""
     if stage in _INPUT_STAGES:
         _error(f"{stage} crashed in native code ({name}) reading the input files{said}; they "

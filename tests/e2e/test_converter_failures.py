@@ -111,4 +111,4 @@ def test_a_capture_that_ends_leaves_nothing_behind(tmp_path, monkeypatch):
     with capture_fds() as captured:
         os.write(2, b"E0000 00:00:1.0 1 x.cc:1] not a crash\n")
     assert "not a crash" in captured.text
-    assert list(tmp_path.iterdir()) == [] and last_native_error(tmp_path) is None
+    assert list(tmp_path.iterdir()) == [] and last_native_error(tmp_path, os.getpid()) is None
