@@ -97,8 +97,8 @@ def _loop_problem(body_name: str) -> CalibrationProblem:
         "WHILE", where,
         "TensorFlow's full-integer calibrator crashes (SIGSEGV) on loops that pass a value "
         f"through unchanged ({ISSUE}), so edgeq stops before it",
-        "build the SimpleRNN/LSTM/GRU layer with unroll=True (its fixed number of time steps "
-        "become plain ops) and convert again")
+        "build the SimpleRNN/LSTM/GRU layer with unroll=True (its time steps become plain ops; "
+        "the sequence length must be fixed) and convert again")
 
 
 def variable_problem(op: str, at: str = "") -> CalibrationProblem:

@@ -120,14 +120,6 @@ def run(argv: list[str], command: list[str] | None = None) -> int:
     import shutil
     import tempfile
 
-    log_dir = tempfile.mkdtemp(prefix="edgeq-native-")
-    try:
-        return _run(argv, command, log_dir)
-    finally:
-        shutil.rmtree(log_dir, ignore_errors=True)
-
-
-def _run(argv: list[str], command: list[str] | None, log_dir: str) -> int:
     from edgeq.adapters.native import NATIVE_LOG_ENV, last_native_error
     from edgeq.status import INTERRUPTED
 
@@ -152,6 +144,8 @@ def _run(argv: list[str], command: list[str] | None, log_dir: str) -> int:
     read_end, write_end = os.pipe()
     stage, limit, started = "start", stage_limit("start"), time.monotonic()
     reported: int | None = None
+    log_dir = tempfile.mkdtemp(prefix="edgeq-native-")
+    said = None  # the last error line native code printed before a crash
     try:
         env = dict(os.environ, **{STAGE_FD_ENV: str(write_end), NATIVE_LOG_ENV: log_dir})
         group = {"process_group": 0} if sys.version_info >= (3, 11) \
@@ -194,7 +188,10 @@ def _run(argv: list[str], command: list[str] | None, log_dir: str) -> int:
                     stage, started = name or stage, time.monotonic()
                     limit = float(value) if value else stage_limit(stage)
         code = child.wait()
+        if code < 0:
+            said = last_native_error(log_dir, child.pid)
     finally:
+        shutil.rmtree(log_dir, ignore_errors=True)
         os.close(read_end)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -206,7 +203,6 @@ def _run(argv: list[str], command: list[str] | None, log_dir: str) -> int:
         _error(INTERRUPTED)
         return 130
     name = signal_name(-code)
-    said = last_native_error(log_dir, child.pid)
     said = f"; its last message: {said!r}" if said else ""
     if stage in _INPUT_STAGES:
         _error(f"{stage} crashed in native code ({name}) reading the input files{said}; they "
