@@ -88,9 +88,12 @@ def _passes_through(body) -> bool:
 
 
 def _loop_problem(body_name: str) -> CalibrationProblem:
-    # The converter names a Keras RNN's loop body "<model>/<layer>/while_body".
+    # The converter names a Keras RNN's loop body "<model>/<layer>/while_body" (Keras 3) or
+    # "while;<model>/<layer>/PartitionedCall/while_body" (tf_keras: fused names, call wrappers).
     scope, _, _ = body_name.rpartition("/while_body")
-    # Its scope is the traced one (Keras 3 adds "_1" to both names), so it is quoted as is.
+    scope = "/".join(part for part in scope.rpartition(";")[2].split("/")
+                     if part not in ("PartitionedCall", "StatefulPartitionedCall"))
+    # The scope is the traced one (Keras 3 adds "_1" to both names), so it is quoted as is.
     where = f"the loop in '{scope}', a recurrent layer that is not unrolled" if scope \
         else f"the loop '{body_name}'"
     return CalibrationProblem(

@@ -104,3 +104,14 @@ def test_unrolled_rnns_quantize_to_int8(kind):
 
     info = read_model(out.model)
     assert "WHILE" not in info.op_names and info.input_tensors[0].dtype == "int8"
+
+
+@pytest.mark.parametrize("body, where", [
+    ("sequential_1/simple_rnn_1/while_body", "the loop in 'sequential_1/simple_rnn_1'"),
+    ("while;sequential/lstm/PartitionedCall/while_body", "the loop in 'sequential/lstm'"),
+    ("while_body", "the loop 'while_body'"),
+])
+def test_the_loop_is_named_by_its_layer_scope(body, where):
+    from edgeq.formats.calibration_limits import _loop_problem
+
+    assert _loop_problem(body).where.startswith(where)
