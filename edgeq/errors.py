@@ -169,6 +169,16 @@ class TensorSizeError(TargetConstraintError):
         super().__init__(f"model '{source}': {message}", hint=hint)
 
 
+class CalibrationLimitError(TargetConstraintError):
+    """An op TensorFlow's full-integer calibrator crashes or fails on
+    (edgeq.formats.calibration_limits), found in the float model before the calibrator runs."""
+
+    def __init__(self, op: str, where: str, message: str, *, hint: str | None = None) -> None:
+        self.op = op
+        self.where = where
+        super().__init__(f"op {op} ({where}): {message}", hint=hint)
+
+
 # --- exit 4: accuracy gate ----------------------------------------------------------------------
 
 

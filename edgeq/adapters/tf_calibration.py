@@ -20,7 +20,7 @@ from edgeq.adapters.tf_converter import (
     _set_private,
     build_converter,
 )
-from edgeq.errors import ConversionError
+from edgeq.errors import ConversionError, EdgeqError
 
 
 def float_model(concrete_function: Any) -> bytes:
@@ -46,6 +46,8 @@ def calibrated_model(
     try:
         with capture_fds() as captured:
             return bytes(converter.convert())
+    except EdgeqError:  # our own check before calibration (tf_converter._check_before_calibration)
+        raise
     except Exception as exc:
         raise _explain(exc, captured.text, settings, target_name) from exc
 

@@ -14,7 +14,12 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from edgeq.adapters.native import capture_fds
-from edgeq.errors import ConversionError, UnsupportedOpsError
+from edgeq.errors import (
+    CalibrationLimitError,
+    ConversionError,
+    EdgeqError,
+    UnsupportedOpsError,
+)
 
 _DTYPES = ("int8", "uint8", "int16", "float32")
 
@@ -60,6 +65,8 @@ def convert_int8(
     try:
         with capture_fds() as captured:
             model = converter.convert()
+    except EdgeqError:  # raised by our own check inside the converter (_check_before_calibration)
+        raise
     except Exception as exc:  # the converter raises ConverterError, RuntimeError, ValueError
         raise _explain(exc, captured.text, settings, target_name) from exc
     return ConversionOutput(model=bytes(model), log=captured.text)
@@ -70,7 +77,10 @@ def build_converter(
     representative: Callable[[], Iterable[np.ndarray]],
     settings: ConverterSettings,
 ) -> Any:
-    """A TFLiteConverter set up for full-integer PTQ as the target asks (not yet run)."""
+    """A TFLiteConverter set up for full-integer PTQ as the target asks (not yet run).
+
+    Its float model is checked before TF's calibrator runs it (`_check_before_calibration`):
+    converting raises CalibrationLimitError where the calibrator would crash."""
     import tensorflow as tf
 
     for name, dtype in (("input", settings.input_dtype), ("output", settings.output_dtype)):
@@ -97,7 +107,41 @@ def build_converter(
         "_experimental_disable_per_channel_quantization_for_dense_layers",
         not settings.dense_per_channel,
     )
+    _check_before_calibration(converter)
     return converter
+
+
+def _check_before_calibration(converter: Any) -> None:
+    """Check the converter's float model before it reaches TF's calibrator.
+
+    `convert()` makes the float TFLite model and hands it to `_quantize(model, ...)`, which
+    runs it in the calibrator; a float model the calibrator crashes on (a not-unrolled RNN's
+    loop, see edgeq.formats.calibration_limits) would kill the process with SIGSEGV and no
+    message. Wrapping that one hand-over sees the very bytes the calibrator gets at the cost
+    of a flatbuffer scan; converting the float model separately first would double the
+    converter's work on every model.
+    """
+    quantize = getattr(converter, "_quantize", None)
+    if quantize is None:
+        import tensorflow as tf
+
+        raise ConversionError(
+            "quantize",
+            f"TensorFlow {tf.__version__} has no converter method '_quantize' that edgeq "
+            "checks the float model in before calibration",
+            hint="install the TensorFlow version edgeq is tested with (2.21)",
+        )
+
+    def checked(float_model, *args, **kwargs):
+        from edgeq.formats.calibration_limits import calibration_problem
+
+        problem = calibration_problem(bytes(float_model))
+        if problem is not None:
+            raise CalibrationLimitError(problem.op, problem.where, problem.detail,
+                                        hint=problem.fix)
+        return quantize(float_model, *args, **kwargs)
+
+    converter._quantize = checked
 
 
 def _set_private(converter: Any, name: str, value: bool) -> None:
@@ -120,8 +164,21 @@ _OP_PATTERNS = (
 )
 
 
+# State in resource variables (a stateful RNN): the calibrator's interpreter fails on the TFLite
+# op, or freezing the graph fails on the TF op before that.
+_VARIABLE_PATTERNS = (
+    re.compile(r"\((READ_VARIABLE|ASSIGN_VARIABLE|VAR_HANDLE)\) failed to (?:invoke|prepare)"),
+    re.compile(r"node (\S*(?:AssignVariableOp|ReadVariableOp)\S*) was passed \w+ from .*"
+               r"incompatible with expected resource"),
+)
+_TF_VARIABLE_OPS = {"AssignVariableOp": "ASSIGN_VARIABLE", "ReadVariableOp": "READ_VARIABLE"}
+
+
 def _explain(exc: Exception, log: str, settings: ConverterSettings, target: str) -> Exception:
     text = f"{exc}\n{log}"
+    variable = _variable_error(text)
+    if variable is not None:
+        return variable
     ops = sorted({m.group(1) for p in _OP_PATTERNS for m in p.finditer(text)})
     if ops:
         hint = (
@@ -132,6 +189,21 @@ def _explain(exc: Exception, log: str, settings: ConverterSettings, target: str)
         return UnsupportedOpsError(target, ops, hint=hint)
     first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
     return ConversionError("quantize (TFLiteConverter)", first[:400])
+
+
+def _variable_error(text: str) -> CalibrationLimitError | None:
+    from edgeq.formats.calibration_limits import variable_problem
+
+    for pattern in _VARIABLE_PATTERNS:
+        m = pattern.search(text)
+        if m:
+            found = m.group(1)
+            op = next((tflite for tf_op, tflite in _TF_VARIABLE_OPS.items() if tf_op in found),
+                      found)
+            problem = variable_problem(op, "" if op == found else f"node '{found}'")
+            return CalibrationLimitError(problem.op, problem.where, problem.detail,
+                                         hint=problem.fix)
+    return None
 
 
 def tensorflow_version() -> str:

@@ -4,10 +4,10 @@ Safety: Keras files are read as data first. A `Lambda` layer (Python bytecode or
 serialized lambda, or a class from outside Keras (a custom layer's module, a custom registered
 name) is refused before Keras deserializes anything, unless `--allow-unsafe`; Keras 3 then
 loads in its own safe mode too. Pickles are never unpickled (data is read with
-`allow_pickle=False` semantics, see edgeq.data). A SavedModel is accepted without the flag: it
-is a TensorFlow graph, and loading it runs no Python from the file (functions wrapped in
-`tf.py_function` are not serialized and cannot load); what its graph computes when run is the
-model itself, like any model's weights.
+`allow_pickle=False` semantics, see edgeq.data). A SavedModel runs no Python from the file, but
+TensorFlow runs its graph when loading and calling it, so its files and graph are read as data
+first (edgeq.formats.savedmodel_policy): ops that act outside the graph (files, Python,
+network) are refused unless `--allow-unsafe`.
 
 Returns a `LoadedModel` holding two traced functions over the same weights: a batch-1 function
 for the converter (edge compilers reject dynamic dimensions, and converting a Keras model
@@ -29,6 +29,7 @@ import numpy as np
 from edgeq.adapters.native import import_tensorflow_quietly
 from edgeq.data import InputSpec
 from edgeq.errors import ModelFileError, UnsafeModelError, UsageError
+from edgeq.formats.savedmodel_policy import check_savedmodel
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _PREDICT_BATCH = 256
@@ -76,7 +77,8 @@ def load_model(path: str | Path, *, allow_unsafe: bool = False) -> LoadedModel:
 
     Raises:
         ModelFileError: missing, unreadable or corrupt file, unknown format, no static shape.
-        UnsafeModelError: a Lambda layer (arbitrary Python) without ``allow_unsafe``.
+        UnsafeModelError: a Lambda layer (arbitrary Python), or a SavedModel op that acts
+            outside the graph, without ``allow_unsafe``.
     """
     p = Path(path)
     if not p.exists():
@@ -88,6 +90,7 @@ def load_model(path: str | Path, *, allow_unsafe: bool = False) -> LoadedModel:
                 "is a directory without saved_model.pb",
                 hint="pass a .keras or .h5 file, or a SavedModel directory",
             )
+        check_savedmodel(p, allow_unsafe=allow_unsafe)  # its files and graph, as data
         import_tensorflow_quietly()
         return _load_savedmodel(p)
     suffix = p.suffix.lower()
@@ -262,6 +265,7 @@ def from_keras_model(model: Any, p: Path, fmt: str, loader: str, notes: list[str
         raise ModelFileError(
             p, f"has {len(inputs)} inputs; edgeq converts single-input models for now"
         )
+    _refuse_stateful(model)
     shape = _static_shape(p, tuple(inputs[0].shape[1:]), "input")
     dtype = tf.as_dtype(inputs[0].dtype).name
     name = _tensor_name(getattr(inputs[0], "name", "input"))
@@ -275,6 +279,30 @@ def from_keras_model(model: Any, p: Path, fmt: str, loader: str, notes: list[str
     layers = tuple(layer.name for layer in getattr(model, "layers", []))
     return LoadedModel(str(p), fmt, loader, spec, out_shapes, batch1, predict, layers, notes,
                        owner=model)
+
+
+def _refuse_stateful(model: Any) -> None:
+    """A stateful RNN keeps its state in variables it assigns on every call (READ_VARIABLE /
+    ASSIGN_VARIABLE in TFLite): the float reference, the calibrator and the edge runtimes all
+    fail on it, each differently, so it is refused here, by layer."""
+    from edgeq.errors import CalibrationLimitError
+    from edgeq.formats.calibration_limits import variable_problem
+
+    stack, seen = [model], set()
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        # A tf_keras model reports `stateful` for its layers too; name the layer itself.
+        if not hasattr(layer, "layers") and getattr(layer, "stateful", False) is True:
+            problem = variable_problem("READ_VARIABLE", f"layer '{layer.name}' (stateful=True)")
+            raise CalibrationLimitError(problem.op, problem.where, problem.detail,
+                                        hint=problem.fix)
+        # Sequential/functional models nest layers; Bidirectional and TimeDistributed wrap one.
+        stack += list(getattr(layer, "layers", None) or [])
+        stack += [getattr(layer, a, None) for a in ("layer", "forward_layer", "backward_layer")
+                  if getattr(layer, a, None) is not None]
 
 
 def _load_savedmodel(p: Path) -> LoadedModel:

@@ -126,7 +126,14 @@ def _tell(line: str) -> bool:
 
 
 def run(argv: list[str], command: list[str] | None = None) -> int:
-    """Parent side: run `edgeq ARGV` (or `command`, for tests) in a child; its exit status."""
+    """Parent side: run `edgeq ARGV` (or `command`, for tests) in a child; its exit status.
+
+    The child's native-output captures go to a private directory (edgeq.adapters.native), so
+    that a crash can be reported with the last error the converter or interpreter printed."""
+    import shutil
+    import tempfile
+
+    from edgeq.adapters.native import NATIVE_LOG_ENV, last_native_error
     from edgeq.errors import KilledError
     from edgeq.process.spawn import is_crash, python_command, signal_name
     from edgeq.status import INTERRUPTED
@@ -152,8 +159,10 @@ def run(argv: list[str], command: list[str] | None = None) -> int:
     read_end, write_end = os.pipe()
     stage, limit, started = "start", stage_limit("start"), time.monotonic()
     reported: int | None = None
+    log_dir = tempfile.mkdtemp(prefix="edgeq-native-")
+    said = None  # the last error line native code printed before a crash
     try:
-        env = dict(os.environ, **{STAGE_FD_ENV: str(write_end)})
+        env = dict(os.environ, **{STAGE_FD_ENV: str(write_end), NATIVE_LOG_ENV: log_dir})
         group = {"process_group": 0} if sys.version_info >= (3, 11) \
             else {"preexec_fn": os.setpgrp}
         if not interrupts:
@@ -194,7 +203,10 @@ def run(argv: list[str], command: list[str] | None = None) -> int:
                     stage, started = name or stage, time.monotonic()
                     limit = float(value) if value else stage_limit(stage)
         code = child.wait()
+        if code < 0:
+            said = last_native_error(log_dir, child.pid)
     finally:
+        shutil.rmtree(log_dir, ignore_errors=True)
         os.close(read_end)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -210,12 +222,13 @@ def run(argv: list[str], command: list[str] | None = None) -> int:
         _error(str(killed))
         return int(killed.exit_status)
     name = signal_name(-code)
+    said = f"; its last message: {said!r}" if said else ""
     if stage in _INPUT_STAGES:
-        _error(f"{stage} crashed in native code ({name}) reading the input files; they may be "
-               "corrupt (rerun with --debug for details)")
+        _error(f"{stage} crashed in native code ({name}) reading the input files{said}; they "
+               "may be corrupt (rerun with --debug for details)")
         return 2
-    _error(f"{stage} crashed in native code ({name}); this is a bug in edgeq or the tool it "
-           "runs, please report it with the model (outputs are untouched)")
+    _error(f"{stage} crashed in native code ({name}){said}; this is a bug in edgeq or the tool "
+           "it runs, please report it with the model (outputs are untouched)")
     return 1
 
 
