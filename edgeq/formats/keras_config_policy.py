@@ -47,7 +47,8 @@ DENIED = {
 }
 # Keys whose value is a Python function even without a `*_type` key next to them.
 CODE_KEYS = {"residual_fn": "the ResidualWrapper's residual function",
-             "dropout_state_filter_visitor": "the DropoutWrapper's state filter"}
+             "dropout_fn": "the DropoutWrapper's state filter function",
+             "dropout_state_filter_visitor": "the DropoutWrapper's state filter function"}
 # Serialization markers for data (tensors, tuples, shapes), not classes.
 _MARKERS = {"__keras_tensor__", "__tuple__", "__tensor__", "__numpy__", "__bytes__", "__slice__",
             "__ellipsis__", "TensorShape", "TypeSpec", "CompositeTensor"}
