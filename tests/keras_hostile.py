@@ -82,7 +82,10 @@ def write_config(src: Path, dst: Path, config: Any = None, *, text: str | bytes 
 
     shutil.copyfile(src, dst)
     with h5py.File(dst, "a") as f:
-        f.attrs["model_config"] = np.bytes_(data)  # fixed-length, as tf_keras writes it
+        try:
+            f.attrs["model_config"] = np.bytes_(data)  # fixed-length, as tf_keras writes it
+        except OSError:  # past 64 KiB: variable-length, kept outside the object header
+            f.attrs.create("model_config", data, dtype=h5py.string_dtype("ascii"))
     return dst
 
 

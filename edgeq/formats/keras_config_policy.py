@@ -152,7 +152,8 @@ def find_code(config: Any) -> list[Finding] | None:
                 # (activation, cell, kernel_initializer) by that key.
                 findings += _check_object(node, path, owner,
                                           "class_name" if path.endswith("]") or not key else key)
-                if node["class_name"] == "__lambda__" or node["class_name"] in DENIED:
+                cls = node["class_name"]
+                if isinstance(cls, str) and (cls == "__lambda__" or cls in DENIED):
                     continue  # refused whole: what it holds adds nothing to say
                 names = False  # an object's config is keyed by argument names again
             for k, v in node.items():
