@@ -32,7 +32,8 @@ _GRAFTS = [
                                          "config": {"seed": None}, "registered_name": None}}}}},
     {"class_name": "RNN", "config": {
         "name": "rnn", "cell": {"module": "tf_keras.src.layers.rnn.cell_wrappers",
-                                "class_name": "ResidualWrapper", "registered_name": "ResidualWrapper",
+                                "class_name": "ResidualWrapper",
+                                "registered_name": "ResidualWrapper",
                                 "config": {"name": "residual_wrapper", "cell": {
                                     "class_name": "LSTMCell", "config": {
                                         "name": "lstm_cell", "units": 3, "activation": "tanh",

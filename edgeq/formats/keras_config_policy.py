@@ -29,11 +29,15 @@ import binascii
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from edgeq.errors import ModelFileError, UnsafeModelError
 
 MAX_DEPTH = 200  # real configs nest about 20 deep; Keras recurses once per level or more
+# Real configs hold about 16 bytes of JSON per value (a 40 KiB config, 2,600 values), so a 16 MiB
+# config (keras_files.CONFIG_MAX) of real layers stays under this; a config of 16 MiB of `{},`
+# holds 5.6 million, and walking them all would take 20 s.
+MAX_VALUES = 2_000_000
 
 # Built-in classes that run or load code named by the file.
 DENIED = {
@@ -86,17 +90,18 @@ def check_config(p: Path, config: Any, source: str, *, allow_unsafe: bool) -> No
         source: where it came from in the file ("config.json", "model_config").
 
     Raises:
-        ModelFileError: the config is not an object config, or is nested too deeply.
+        ModelFileError: the config is not an object config, nests too deeply or is too big.
         UnsafeModelError: the first finding, with a count of the others.
     """
     if not isinstance(config, dict) or "class_name" not in config:
         raise ModelFileError(p, f"its {source} is not a Keras model config (a "
                              f"{type(config).__name__} without a class_name)",
                              hint="re-save the model with model.save()")
-    findings = find_code(config)
-    if findings is None:
-        raise ModelFileError(p, f"its {source} is nested deeper than {MAX_DEPTH} levels",
-                             hint="re-save the model with model.save()")
+    try:
+        findings = find_code(config)
+    except ConfigTooComplexError as exc:
+        raise ModelFileError(p, f"its {source} {exc}, more than any model config",
+                             hint="re-save the model with model.save()") from exc
     if not findings or allow_unsafe:
         return
     raise UnsafeModelError(p, describe(findings, source),
@@ -132,51 +137,102 @@ def _distinct(findings: list[Finding]) -> list[Finding]:
     return out
 
 
-def find_code(config: Any) -> list[Finding] | None:
-    """Every code-carrying entry in a parsed config, in document order; None when the config
-    nests deeper than MAX_DEPTH. Walks with an explicit stack: no recursion, no limit but
-    MAX_DEPTH on how hostile the nesting is."""
+class ConfigTooComplexError(ValueError):
+    """The config nests deeper or holds more values than a model config does."""
+
+
+def find_code(config: Any) -> list[Finding]:
+    """Every code-carrying entry in a parsed config, in document order.
+
+    Walks depth-first with a stack of iterators, so memory grows with the nesting depth, not
+    with the config's width, and nothing recurses.
+
+    Raises:
+        ConfigTooComplexError: deeper than MAX_DEPTH or more than MAX_VALUES values.
+    """
     findings: list[Finding] = []
-    # (node, path, owner layer path, key it sits under, strings are names of built-ins, depth)
-    stack: list[tuple[Any, str, str, str, bool, int]] = [(config, "", "", "", False, 0)]
+    trail: list[str | int] = []  # the keys and indices down to the container being walked
+    # Each iterator yields (key or index, value, owner layer path, key it sits under, whether
+    # strings are names of built-ins) for one container; the first yields the root.
+    stack: list[Iterator[tuple[Any, Any, str, str, bool]]] = [iter([(None, config, "", "",
+                                                                     False)])]
+    values = 0
     while stack:
-        node, path, owner, key, names, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            return None
-        children: list[tuple[Any, str, str, str, bool, int]] = []
-        if isinstance(node, dict):
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+            if stack:
+                trail.pop()
+            continue
+        step, node, owner, key, names = item
+        values += 1
+        if values > MAX_VALUES:
+            raise ConfigTooComplexError(f"holds more than {MAX_VALUES:,} values")
+        if isinstance(node, str):
+            if _is_bytecode(node):
+                findings.append(Finding(owner, _path(trail, step), key,
+                                        "holds marshalled Python bytecode"))
+            elif names and node not in _names():
+                findings.append(Finding(owner, _path(trail, step), key, f"names "
+                                        f"'{node[:80]}', which is not a Keras built-in function "
+                                        "or class"))
+            continue
+        if not isinstance(node, (dict, list)):
+            continue
+        if len(stack) > MAX_DEPTH:
+            raise ConfigTooComplexError(f"is nested deeper than {MAX_DEPTH} levels")
+        path = _path(trail, step)
+        if isinstance(node, list):
+            children = _list_children(node, owner, key, names)
+        else:
             if "class_name" in node:
-                if path:  # the model itself is the root: its layers are named without it
+                if step is not None:  # the model itself is the root: layers are named without it
                     owner = _join_owner(owner, _name(node))
                 # An object in a list (a layer) is named by its class; one under a key
                 # (activation, cell, kernel_initializer) by that key.
-                findings += _check_object(node, path, owner,
-                                          "class_name" if path.endswith("]") or not key else key)
+                findings += _check_object(node, path, owner, "class_name"
+                                          if isinstance(step, int) or not key else key)
                 cls = node["class_name"]
                 if isinstance(cls, str) and (cls == "__lambda__" or cls in DENIED):
                     continue  # refused whole: what it holds adds nothing to say
                 names = False  # an object's config is keyed by argument names again
             for k, v in node.items():
-                k = str(k)
-                if path == "" and k == "compile_config":
-                    continue  # dropped by Keras under compile=False (module docstring)
-                findings += _check_key(node, k, v, path, owner)
-                children.append((v, _join(path, k), owner, k, names or _names_key(k), depth + 1))
-        elif isinstance(node, list):
-            children = [(v, f"{path}[{i}]", owner, key, names, depth + 1)
-                        for i, v in enumerate(node)]
-        elif isinstance(node, str):
-            if _is_bytecode(node):
-                findings.append(Finding(owner, path, key, "holds marshalled Python bytecode"))
-            elif names and node not in _names():
-                findings.append(Finding(owner, path, key, f"names '{node[:80]}', which is not a "
-                                        "Keras built-in function or class"))
-        stack.extend(reversed(children))
+                findings += _check_key(node, str(k), v, path, owner)
+            children = _dict_children(node, step is None, owner, names)
+        stack.append(children)
+        trail.append(step)
     return findings
 
 
+# Generator functions, not expressions: an expression would read owner/key/names when it runs,
+# by then rebound by the walk.
+def _list_children(node: list, owner: str, key: str, names: bool
+                   ) -> Iterator[tuple[Any, Any, str, str, bool]]:
+    for i, v in enumerate(node):
+        yield i, v, owner, key, names
+
+
+def _dict_children(node: dict, root: bool, owner: str, names: bool
+                   ) -> Iterator[tuple[Any, Any, str, str, bool]]:
+    for k, v in node.items():
+        k = str(k)
+        if root and k == "compile_config":
+            continue  # dropped by Keras under compile=False (module docstring)
+        yield k, v, owner, k, names or _names_key(k)
+
+
+def _path(trail: list[str | int], step: str | int | None) -> str:
+    out = ""
+    for part in (*trail, step):
+        if part is None:
+            continue
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
 def _check_object(node: dict, path: str, owner: str, key: str) -> list[Finding]:
-    cls, module, registered = node.get("class_name"), node.get("module"), node.get("registered_name")
+    cls, module = node.get("class_name"), node.get("module")
+    registered = node.get("registered_name")
     at = path or "(top level)"
     if not isinstance(cls, str):
         return [Finding(owner, at, "class_name", f"is {str(cls)[:40]!r}, not a class name")]

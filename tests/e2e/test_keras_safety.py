@@ -177,8 +177,8 @@ def _hostile(bases, tmp_path, case, fmt, strip, marker) -> Path:
     return edited(src, tmp_path / f"hostile.{fmt}", apply, strip=strip)
 
 
-@pytest.mark.parametrize("case,fmt,strip", VARIANTS,
-                         ids=[f"{c}-{f}-{'no modules' if s else 'modules'}" for c, f, s in VARIANTS])
+@pytest.mark.parametrize("case,fmt,strip", VARIANTS, ids=[
+    f"{c}-{f}-{'no modules' if s else 'modules'}" for c, f, s in VARIANTS])
 def test_code_in_a_keras_config_is_refused_and_never_runs(bases, tmp_path, capsys, case, fmt,
                                                           strip):
     marker = tmp_path / "MARKER"
