@@ -141,7 +141,7 @@ def check_h5_weights(p: Path) -> None:
     Raises:
         ModelFileError: external storage, or datasets over WEIGHTS_MAX or the bomb ratio.
     """
-    _check_h5_datasets(p, p, "its weights")
+    _check_h5_datasets(p, p, "the file")
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -181,7 +181,7 @@ def _archive_check(p: Path, fn, *args):
 def _check_weights_member(p: Path, fh: IO[bytes], info: zipfile.ZipInfo) -> None:
     if info.compress_type == zipfile.ZIP_STORED:
         _archive_check(p, inflate, fh, info)  # size and CRC
-        _check_h5_datasets(p, _Window(fh, info), f"its {_WEIGHTS}")
+        _check_h5_datasets(p, _Window(fh, info), _WEIGHTS)
         return
     # Deflated (Keras stores; someone re-zipped it): HDF5 seeks all over the file, and seeking
     # backwards in a deflated member starts inflating again from the top, so inflate it once
@@ -189,10 +189,10 @@ def _check_weights_member(p: Path, fh: IO[bytes], info: zipfile.ZipInfo) -> None
     with tempfile.TemporaryFile() as tmp:
         _archive_check(p, inflate, fh, info, tmp.write)
         tmp.seek(0)
-        _check_h5_datasets(p, tmp, f"its {_WEIGHTS}")
+        _check_h5_datasets(p, tmp, _WEIGHTS)
 
 
-def _check_h5_datasets(p: Path, source: Any, what: str) -> None:
+def _check_h5_datasets(p: Path, source: Any, where: str) -> None:
     import h5py
 
     declared = stored = 0
@@ -219,17 +219,17 @@ def _check_h5_datasets(p: Path, source: Any, what: str) -> None:
         with h5py.File(source, "r") as f:
             f.visititems_links(visit)
     except (OSError, RuntimeError, ValueError, TypeError, KeyError) as exc:
-        raise ModelFileError(p, f"{what} is not a readable HDF5 file ({_first_line(exc)})",
+        raise ModelFileError(p, f"{where} is not a readable HDF5 file ({_first_line(exc)})",
                              hint="re-save the model with model.save()") from exc
     if problems:
-        raise ModelFileError(p, f"{what}: {problems[0]}; edgeq reads weights stored in the file "
-                             "itself", hint="re-save the model with model.save()")
+        raise ModelFileError(p, f"{problems[0]} (in {where}); edgeq reads weights stored in the "
+                             "file itself", hint="re-save the model with model.save()")
     if declared > WEIGHTS_MAX:
-        raise ModelFileError(p, f"{what} declare {size_text(declared)} of weights, over the "
-                             f"{size_text(WEIGHTS_MAX)} limit for edge models")
+        raise ModelFileError(p, f"the datasets in {where} declare {size_text(declared)} of "
+                             f"weights, over the {size_text(WEIGHTS_MAX)} limit for edge models")
     if declared > RATIO_FLOOR and declared > MAX_RATIO * stored:
         raise ModelFileError(
-            p, f"{what} declare {size_text(declared)} of weights but store "
+            p, f"the datasets in {where} declare {size_text(declared)} of weights but store "
             f"{size_text(stored)} (over {MAX_RATIO}:1): a compressed or sparse dataset bomb",
             hint="re-save the model with model.save(), which stores weights uncompressed")
 

@@ -121,7 +121,8 @@ def _cases(out: Path) -> dict[str, tuple[Path, Path, str]]:
             "over 100:1): a decompression bomb"),
         "HDF5 weights declaring 3 GiB in a few KiB": (
             "model.weights.h5", h5_3g, {"data": h5_3g, "method": stored},
-            "its model.weights.h5 declare 3.0 GiB of weights, over the 2.0 GiB limit"),
+            "the datasets in model.weights.h5 declare 3.0 GiB of weights, over the 2.0 GiB "
+            "limit"),
         "HDF5 weights declaring 1 GiB in a few KiB": (
             "model.weights.h5", h5_1g, {"data": h5_1g, "method": stored},
             "a compressed or sparse dataset bomb"),
@@ -186,8 +187,28 @@ def test_legacy_h5_with_a_sparse_dataset_bomb(tmp_path):
     model = _legacy_h5_bomb(tmp_path)
     assert model.stat().st_size < 2 * MiB
     result = _convert(tmp_path, model)
-    _assert_refused(result, model, "its weights declare 3.0 GiB of weights, over the 2.0 GiB "
-                    "limit", "legacy .h5 with a 3 GiB sparse dataset")
+    _assert_refused(result, model, "the datasets in the file declare 3.0 GiB of weights, over "
+                    "the 2.0 GiB limit", "legacy .h5 with a 3 GiB sparse dataset")
+
+
+@pytest.mark.parametrize("how", ["external link", "external dataset"])
+def test_weights_stored_outside_the_file_are_refused(tmp_path, how):
+    """HDF5 can keep a dataset's bytes in another file; Keras would read whatever it names."""
+    import h5py
+
+    from edgeq.errors import ModelFileError
+    from edgeq.pipeline.load import check_keras_file
+
+    path = tmp_path / "outside.h5"
+    shutil.copyfile(FIXTURES / "models" / "mlperf_tiny" / "ic_resnet8.h5", path)
+    with h5py.File(path, "a") as f:
+        if how == "external link":
+            f["model_weights/dense/extra"] = h5py.ExternalLink("/etc/passwd", "/")
+        else:
+            f.create_dataset("model_weights/dense/extra", shape=(64,), dtype="u1",
+                             external=[("/dev/zero", 0, 64)])
+    with pytest.raises(ModelFileError, match="edgeq reads weights stored in the file itself"):
+        check_keras_file(path)
 
 
 def test_the_bombs_are_real():
