@@ -20,7 +20,8 @@ compile configs, shared objects, call arguments):
 
 The top-level `compile_config` is not checked: edgeq loads with compile=False and Keras drops
 it unread (a model compiled with a custom metric stays loadable); a nested model's
-compile_config is deserialized, so it is checked.
+compile_config is deserialized, so it is checked. For the same reason a legacy .h5 file's
+`training_config` attribute is never read.
 """
 
 from __future__ import annotations
