@@ -152,7 +152,9 @@ def cli(debug: bool) -> None:
 @click.option("--max-drop", type=float, help="Fail (exit 4) if top-1 drops more than PP points.")
 @click.option("--labels", type=click.Path(),
               help="Class names, one per line (android-arm64 writes them as labels.txt).")
-@click.option("--allow-unsafe", is_flag=True, help="Load Lambda layers (runs code from the file).")
+@click.option("--allow-unsafe", is_flag=True,
+              help="Load a Keras model whose config carries code (Lambda layers, lambdas, "
+                   "custom objects): runs code from the file; only for trusted files.")
 @click.option("--no-latency", is_flag=True, help="Skip the host latency measurement.")
 @click.option("--strict-data", is_flag=True,
               help="Stop (exit 2) on data warnings: data sets that disagree with each other or "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import zipfile
 import zlib
@@ -13,6 +14,7 @@ from typing import IO, Callable, Iterator
 import numpy as np
 
 from edgeq.errors import DataError, TensorSizeError, UsageError
+from edgeq.formats.archive import check_header, check_member_count
 
 MAX_BYTES = 4 * 1024**3  # data is held in memory; past this a subset serves calibration better
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -21,6 +23,7 @@ _OPTION_FOR_ROLE = {
 }
 _STATS_CHUNK = 1 << 22  # elements per float64 pass of _stats
 _ROWS_CHUNK = 256  # samples per pass of the value checks
+_MAX_NPY_HEADER = 65536
 _UINT8_NOTE = "used as 0..255 values; pass --input-scale 1/255 if the model expects 0..1"
 
 
@@ -404,6 +407,13 @@ def _open_members(path: Path, is_npz: bool) -> Iterator[dict[str, Callable[[], I
         yield {"x": lambda: open(path, "rb")}
         return
     with zipfile.ZipFile(path) as zf:
+        # Headers first (ArchiveError is a ValueError): a bomb, a false header or a method
+        # zipfile inflates without bound is refused before a byte is inflated. zipfile then
+        # returns no more than each header declares, and _read_rows reads no more than the
+        # .npy header declares.
+        check_member_count(zf)
+        for info in zf.infolist():
+            check_header(info)
         names = [n for n in zf.namelist() if n.endswith(".npy")]
         yield {n[: -len(".npy")]: (lambda n=n: zf.open(n)) for n in names}
 
@@ -467,12 +477,19 @@ def _class_coverage(y: np.ndarray, k: int) -> list[str]:
 
 def _read_header(fp: IO[bytes]) -> _Header:
     version = np.lib.format.read_magic(fp)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
-    elif version in ((2, 0), (3, 0)):
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
-    else:
+    if version not in ((1, 0), (2, 0), (3, 0)):
         raise ValueError(f"unsupported .npy format version {version}")
+    # numpy reads the whole header before it checks its 10,000-byte limit, and a version 2
+    # header may declare 4 GiB: the length is checked here, before anything is read.
+    length = fp.read(2 if version == (1, 0) else 4)
+    size = int.from_bytes(length, "little")
+    if size > _MAX_NPY_HEADER:
+        raise ValueError(f".npy header of {size} bytes (real headers are under 10,000)")
+    header = io.BytesIO(length + fp.read(size))
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(header)
+    else:
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(header)
     if any(d < 0 for d in shape):
         raise ValueError(f"negative dimension in shape {shape}")
     return _Header(tuple(int(d) for d in shape), dtype, bool(fortran))

@@ -51,7 +51,8 @@ class ModelFileError(InputError):
 
 
 class UnsafeModelError(ModelFileError):
-    """The model holds code (a Lambda layer) and --allow-unsafe was not given."""
+    """The model config would run or import code (a Lambda layer, a serialized function, a
+    custom object) and --allow-unsafe was not given."""
 
 
 class DataError(InputError):

@@ -1,13 +1,19 @@
 """Stage 1, load: a Keras 3 `.keras`, legacy `.h5` or SavedModel directory, fixed to batch 1.
 
-Safety: Keras files are read as data first. A `Lambda` layer (Python bytecode or source), a
-serialized lambda, or a class from outside Keras (a custom layer's module, a custom registered
-name) is refused before Keras deserializes anything, unless `--allow-unsafe`; Keras 3 then
-loads in its own safe mode too. Pickles are never unpickled (data is read with
-`allow_pickle=False` semantics, see edgeq.data). A SavedModel runs no Python from the file, but
-TensorFlow runs its graph when loading and calling it, so its files and graph are read as data
-first (edgeq.formats.savedmodel_policy): ops that act outside the graph (files, Python,
-network) are refused unless `--allow-unsafe`.
+Safety: a Keras file is read as data before any Keras loader sees it, and one policy
+(edgeq.formats.keras_config_policy) decides for every loader (Keras 3, and tf_keras for .h5
+files Keras 3 cannot read): a config that would run or import code (Lambda layers, serialized
+lambdas and functions, RNN cell wrapper functions, unknown or non-Keras classes, custom
+objects, non-built-in function names) is refused with exit 2, naming the layer and the key,
+unless `--allow-unsafe`. A file the policy refused never reaches a loader; the loaders then run
+in their own safe modes too (Keras 3 `safe_mode`, tf_keras' safe-mode scope, which its legacy
+.h5 loader ignores otherwise). Resources are bounded before loading as well
+(edgeq.formats.keras_files): archive members, the config and HDF5 weights are checked for
+declared and actual size, so a decompression bomb is refused before TensorFlow is imported.
+Pickles are never unpickled (data is read with `allow_pickle=False` semantics, see edgeq.data).
+A SavedModel runs no Python from the file, but TensorFlow runs its graph when loading and
+calling it, so its files and graph are read as data first (edgeq.formats.savedmodel_policy):
+ops that act outside the graph (files, Python, network) are refused unless `--allow-unsafe`.
 
 Returns a `LoadedModel` holding two traced functions over the same weights: a batch-1 function
 for the converter (edge compilers reject dynamic dimensions, and converting a Keras model
@@ -17,9 +23,7 @@ function that computes the float reference outputs quickly.
 
 from __future__ import annotations
 
-import json
 import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -28,10 +32,9 @@ import numpy as np
 
 from edgeq.adapters.native import import_tensorflow_quietly
 from edgeq.data import InputSpec
-from edgeq.errors import ModelFileError, UnsafeModelError, UsageError
+from edgeq.errors import ModelFileError, UsageError
 from edgeq.formats.savedmodel_policy import check_savedmodel
 
-_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _PREDICT_BATCH = 256
 
 
@@ -76,9 +79,10 @@ def load_model(path: str | Path, *, allow_unsafe: bool = False) -> LoadedModel:
     """Load a float model for conversion.
 
     Raises:
-        ModelFileError: missing, unreadable or corrupt file, unknown format, no static shape.
-        UnsafeModelError: a Lambda layer (arbitrary Python), or a SavedModel op that acts
-            outside the graph, without ``allow_unsafe``.
+        ModelFileError: missing, unreadable or corrupt file, unknown format, no static shape,
+            a member, config or weights over the size limits.
+        UnsafeModelError: a config that would run or import code, or a SavedModel op that
+            acts outside the graph, without ``allow_unsafe``.
     """
     p = Path(path)
     if not p.exists():
@@ -90,22 +94,15 @@ def load_model(path: str | Path, *, allow_unsafe: bool = False) -> LoadedModel:
                 "is a directory without saved_model.pb",
                 hint="pass a .keras or .h5 file, or a SavedModel directory",
             )
-        check_savedmodel(p, allow_unsafe=allow_unsafe)  # its files and graph, as data
+        # TF's own protobuf classes parse the graph, so TF is imported (quietly) first.
         import_tensorflow_quietly()
+        check_savedmodel(p, allow_unsafe=allow_unsafe)  # its files and graph, as data
         return _load_savedmodel(p)
     suffix = p.suffix.lower()
-    if suffix == ".keras":
-        config = _keras_zip_config(p)
-        _refuse_lambda(p, config, allow_unsafe)
-        _refuse_custom_objects(p, config, allow_unsafe)
+    if suffix in (".keras", ".h5", ".hdf5"):
+        check_keras_file(p, allow_unsafe=allow_unsafe)
         import_tensorflow_quietly()  # after the checks: a refused file costs no TF import
-        return _load_keras_file(p, "keras", allow_unsafe)
-    if suffix in (".h5", ".hdf5"):
-        config = _h5_config(p)
-        _refuse_lambda(p, config, allow_unsafe)
-        _refuse_custom_objects(p, config, allow_unsafe)
-        import_tensorflow_quietly()
-        return _load_keras_file(p, "h5", allow_unsafe)
+        return _load_keras_file(p, "keras" if suffix == ".keras" else "h5", allow_unsafe)
     if suffix == ".tflite":
         raise ModelFileError(
             p,
@@ -119,103 +116,28 @@ def load_model(path: str | Path, *, allow_unsafe: bool = False) -> LoadedModel:
     )
 
 
-# --- safety: find code-carrying layers before Keras deserializes anything ----------------------
+# --- safety: the file is read as data before any loader runs ----------------------------------
 
 
-def _keras_zip_config(p: Path) -> dict:
-    try:
-        with zipfile.ZipFile(p) as zf:
-            return json.loads(zf.read("config.json"))
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as exc:
-        raise ModelFileError(
-            p,
-            f"not a valid Keras 3 .keras archive ({type(exc).__name__})",
-            hint="re-save the model with model.save('model.keras')",
-        ) from exc
+def check_keras_file(p: Path, *, allow_unsafe: bool = False) -> None:
+    """The checks a .keras or .h5 file passes before TensorFlow is imported: sizes bounded,
+    then the config judged by the safe-loading policy, then the weights bounded.
 
+    Raises:
+        ModelFileError: not a readable Keras file, or over a size limit.
+        UnsafeModelError: the config would run or import code, without ``allow_unsafe``.
+    """
+    from edgeq.formats import keras_files
+    from edgeq.formats.keras_config_policy import check_config
 
-def _h5_config(p: Path) -> dict:
-    with p.open("rb") as fh:
-        magic = fh.read(8)
-    if magic != _HDF5_MAGIC:
-        raise ModelFileError(p, "not an HDF5 file", hint="re-save the model with model.save()")
-    import h5py
-
-    try:
-        with h5py.File(p, "r") as f:
-            raw = f.attrs.get("model_config")
-    except OSError as exc:
-        raise ModelFileError(p, f"corrupt HDF5 file ({exc})") from exc
-    if raw is None:
-        raise ModelFileError(
-            p,
-            "holds weights only, no model architecture",
-            hint="save the whole model (model.save), not model.save_weights",
-        )
-    try:
-        return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-    except json.JSONDecodeError as exc:
-        raise ModelFileError(p, "its model_config is not valid JSON") from exc
-
-
-def _lambda_layers(node: Any) -> list[str]:
-    found: list[str] = []
-    if isinstance(node, dict):
-        if node.get("class_name") == "Lambda":
-            found.append(str((node.get("config") or {}).get("name", "?")))
-        for value in node.values():
-            found += _lambda_layers(value)
-    elif isinstance(node, list):
-        for value in node:
-            found += _lambda_layers(value)
-    return found
-
-
-def _refuse_lambda(p: Path, config: dict, allow_unsafe: bool) -> None:
-    names = _lambda_layers(config)
-    if names and not allow_unsafe:
-        raise UnsafeModelError(
-            p,
-            f"has Lambda layer(s) {', '.join(names)}, which run arbitrary Python code when loaded",
-            hint="pass --allow-unsafe only if you trust where this file came from",
-        )
-
-
-def _custom_objects(node: Any) -> list[str]:
-    """Serialized objects that are not Keras' own: a class from another Python module, a class
-    registered under a custom name, or a serialized lambda. Deserializing them imports or runs
-    code that the file names."""
-    found: list[str] = []
-    if isinstance(node, dict):
-        cls, module = node.get("class_name"), node.get("module")
-        registered = node.get("registered_name")
-        if isinstance(cls, str):
-            if cls == "__lambda__":
-                found.append("a serialized lambda function")
-            elif isinstance(module, str) and not (
-                    module == "keras" or module.startswith("keras.") or module == "builtins"):
-                found.append(f"class '{cls}' from module '{module}'")
-            elif isinstance(registered, str) and registered not in (cls, "function") and not (
-                    registered.startswith("keras")):
-                found.append(f"custom registered class '{registered}'")
-        for value in node.values():
-            found += _custom_objects(value)
-    elif isinstance(node, list):
-        for value in node:
-            found += _custom_objects(value)
-    return found
-
-
-def _refuse_custom_objects(p: Path, config: dict, allow_unsafe: bool) -> None:
-    found = sorted(set(_custom_objects(config)))
-    if found and not allow_unsafe:
-        raise UnsafeModelError(
-            p,
-            f"uses {', '.join(found[:3])}{' and more' if len(found) > 3 else ''}, which is not "
-            "part of Keras: loading it would import or run code the file names",
-            hint="pass --allow-unsafe only if you trust where this file came from (and make "
-            "the class importable)",
-        )
+    if p.suffix.lower() == ".keras":
+        config = keras_files.keras_config(p)
+        check_config(p, config, "config.json", allow_unsafe=allow_unsafe)
+        keras_files.check_keras_members(p)
+    else:
+        config = keras_files.h5_config(p)
+        check_config(p, config, "model_config", allow_unsafe=allow_unsafe)
+        keras_files.check_h5_weights(p)
 
 
 # --- loaders -----------------------------------------------------------------------------------
@@ -233,12 +155,13 @@ def _load_keras_file(p: Path, fmt: str, allow_unsafe: bool) -> LoadedModel:
             raise ModelFileError(p, f"Keras could not load it: {_first_line(exc)}") from exc
         # Legacy .h5 files written by tf.keras 2.x may use configs Keras 3 rejects
         # (DepthwiseConv2D 'groups'); tf_keras reads them as written.
-        model, loader = _load_with_tf_keras(p, exc)
+        model, loader = _load_with_tf_keras(p, exc, allow_unsafe)
         notes.append(f"Keras 3 could not read this .h5 ({_first_line(exc)[:120]}); loaded with {loader}")
     return from_keras_model(model, p, fmt, loader, notes)
 
 
-def _load_with_tf_keras(p: Path, keras3_error: Exception) -> tuple[Any, str]:
+def _load_with_tf_keras(p: Path, keras3_error: Exception, allow_unsafe: bool
+                        ) -> tuple[Any, str]:
     try:
         import tf_keras
     except ImportError as exc:
@@ -248,12 +171,23 @@ def _load_with_tf_keras(p: Path, keras3_error: Exception) -> tuple[Any, str]:
             hint="pip install tf-keras",
         ) from exc
     try:
-        model = tf_keras.models.load_model(p, compile=False)
+        # tf_keras' legacy .h5 loader takes no safe_mode and would unmarshal a lambda; its
+        # safe-mode scope makes it refuse them. The policy has refused them already (a file it
+        # refused never gets here); this is the second lock.
+        with _tf_keras_safe_mode(not allow_unsafe):
+            model = tf_keras.models.load_model(p, compile=False)
     except Exception as exc:
         raise ModelFileError(
             p, f"neither Keras 3 nor tf_keras can load it: {_first_line(exc)}"
         ) from exc
     return model, f"tf_keras {tf_keras.__version__}"
+
+
+def _tf_keras_safe_mode(safe: bool) -> Any:
+    # Not exported by tf_keras' public API; pinned by tf-keras>=2.21,<2.22 in pyproject.
+    from tf_keras.src.saving.serialization_lib import SafeModeScope
+
+    return SafeModeScope(safe)
 
 
 def from_keras_model(model: Any, p: Path, fmt: str, loader: str, notes: list[str]) -> LoadedModel:
