@@ -74,11 +74,16 @@ class Analysis:
         }
 
 
-def analyze(model_path: str | Path, target_name: str, data: str | None = None) -> Analysis:
+def analyze(model_path: str | Path, target_name: str, data: str | None = None, *,
+            allow_unsafe: bool = False) -> Analysis:
     """Place the ops of a model on a target and measure what it needs.
+
+    ``allow_unsafe`` loads a Keras model or SavedModel that edgeq's safe loader policy refuses
+    (edgeq.pipeline.load), as `convert --allow-unsafe` does.
 
     Raises:
         ModelFileError: a missing, corrupt or unknown model file (exit 2).
+        UnsafeModelError: a model that would run code when loaded, without allow_unsafe.
         TargetNotFoundError / TargetFileError: bad --target (exit 2).
         TargetConstraintError: the target's compiler would refuse the whole model (exit 3).
     """
@@ -89,7 +94,7 @@ def analyze(model_path: str | Path, target_name: str, data: str | None = None) -
     notes: list[str] = []
     synthetic = False
     if p.is_dir() or p.suffix.lower() in (".keras", ".h5", ".hdf5"):
-        data_bytes, layer_scope = _convert_first(p, target, data, notes)
+        data_bytes, layer_scope = _convert_first(p, target, data, notes, allow_unsafe)
         synthetic = data is None
     elif p.suffix.lower() == ".tflite":
         data_bytes, layer_scope = p.read_bytes(), ((), None)
@@ -130,16 +135,21 @@ def analyze(model_path: str | Path, target_name: str, data: str | None = None) -
                     tuple(notes))
 
 
-def _convert_first(p: Path, target: Target, data: str | None,
-                   notes: list[str]) -> tuple[bytes, tuple[tuple[str, ...], str | None]]:
-    """Full-integer conversion of a Keras model for the target, to analyse what it becomes."""
+def _convert_first(p: Path, target: Target, data: str | None, notes: list[str],
+                   allow_unsafe: bool) -> tuple[bytes, tuple[tuple[str, ...], str | None]]:
+    """Full-integer conversion of a Keras model for the target, to analyse what it becomes.
+
+    Runs TensorFlow's converter in this process, so `edgeq analyze` runs under the crash
+    supervisor (edgeq.process.supervise) and names its stages like convert does."""
     import numpy as np
 
     from edgeq.data import MAX_BYTES, Dataset, Preprocess, check_input_spec, load_dataset
     from edgeq.pipeline.load import load_model
     from edgeq.pipeline.quantize import converter_settings, quantize_minmax
+    from edgeq.process.supervise import mark
 
-    loaded = load_model(p)
+    mark("load")
+    loaded = load_model(p, allow_unsafe=allow_unsafe)
     spec = loaded.input_spec
     check_input_spec(spec, p)  # a (65536, 65536, 3) input: exit 3, not numpy out of memory
     if data is not None:
@@ -154,7 +164,9 @@ def _convert_first(p: Path, target: Target, data: str | None,
         notes.append(f"converted to full integer for {target.name} with {n} synthetic calibration "
                      "inputs: op placement and sizes hold, accuracy needs 'edgeq convert' with "
                      "real data")
+    mark("quantize")
     result = quantize_minmax(loaded, target, calib, converter_settings(target))
+    mark("analyze")
     return result.model, loaded.layer_scope()
 
 

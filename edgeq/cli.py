@@ -260,8 +260,12 @@ def _emulator_markdown(emu) -> str:
 @click.option("--target", "-t", required=True, help="Target profile name or .toml path.")
 @click.option("--data", "-d", type=click.Path(),
               help="Calibration data when MODEL is a Keras model [synthetic inputs].")
+@click.option("--allow-unsafe", is_flag=True,
+              help="Load a Keras model or SavedModel that would run code (as for convert); "
+                   "only for trusted files.")
 @click.option("--json", "as_json", is_flag=True, help="Print the analysis as JSON.")
-def analyze(model: str, target: str, data: str | None, as_json: bool) -> None:
+def analyze(model: str, target: str, data: str | None, allow_unsafe: bool,
+            as_json: bool) -> None:
     """Show where each op of MODEL (.tflite, or a Keras model converted first) runs on a
     target, why, and what memory it needs (the TFLite Micro arena on microcontrollers, the
     parameter cache on the Edge TPU). Exit 3 when it does not fit or cannot compile."""
@@ -269,7 +273,7 @@ def analyze(model: str, target: str, data: str | None, as_json: bool) -> None:
     from edgeq.pipeline.gate import enforce_memory
     from edgeq.pipeline.place import check_placeable
 
-    result = run_analysis(model, target, data)
+    result = run_analysis(model, target, data, allow_unsafe=allow_unsafe)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:

@@ -1,5 +1,6 @@
-"""Crash and hang isolation for `edgeq convert`: a thin parent process runs the real command
-in a child and turns a native crash or a stage past its time limit into one error line.
+"""Crash and hang isolation for `edgeq convert` (and `analyze`, `emulate`): a thin parent
+process runs the real command in a child and turns a native crash or a stage past its time
+limit into one error line.
 
 Why a parent and not a child per stage: the conversion stages share a TensorFlow process
 (loaded model, traced functions); a child per stage would import TensorFlow again each time,
@@ -38,7 +39,8 @@ import subprocess
 import sys
 import time
 
-SUPERVISED = ("convert", "emulate")  # commands that run TensorFlow or TFLite Micro in-process
+# Commands that run TensorFlow or TFLite Micro in-process (analyze converts a Keras model first).
+SUPERVISED = ("convert", "emulate", "analyze")
 STAGE_FD_ENV = "EDGEQ_STAGE_FD"
 TIMEOUT_ENV = "EDGEQ_STAGE_TIMEOUT"
 DEFAULT_LIMIT_S = 3600.0

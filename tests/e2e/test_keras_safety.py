@@ -278,6 +278,17 @@ def test_a_lambda_layer_runs_in_keras_3_without_safe_mode(bases, tmp_path):
     assert marker.exists()
 
 
+def test_analyze_refuses_like_convert_and_takes_allow_unsafe(bases, tmp_path, capsys):
+    """analyze converts a Keras model first, so it applies the same policy and the same flag."""
+    marker = tmp_path / "MARKER"
+    model = _hostile(bases, tmp_path, "Lambda layer", "keras", False, marker)
+    assert main(["analyze", str(model), "--target", "cortex-m4"]) == 2
+    err = capsys.readouterr().err
+    assert "Lambda layer" in err and "--allow-unsafe" in err and not marker.exists()
+    assert main(["analyze", str(model), "--target", "arm-cpu", "--allow-unsafe"]) == 0
+    assert marker.exists()  # the flag did reach the loader: the trusted file's code ran
+
+
 # --- ordinary models load -----------------------------------------------------------------------
 
 
