@@ -19,6 +19,7 @@ from pathlib import Path
 
 from edgeq.errors import ConversionError
 from edgeq.formats.tflite import ModelInfo
+from edgeq.process.spawn import raise_if_killed, tied_command
 
 EXECUTABLE = "edgetpu_compiler"
 CUSTOM_OP = "CUSTOM:edgetpu-custom-op"
@@ -130,7 +131,7 @@ def compile_model(model: bytes, name: str, min_runtime_version: int | None,
         if min_runtime_version is not None:
             cmd += ["-m", str(min_runtime_version)]
         try:
-            proc = subprocess.run([*cmd, str(src)], capture_output=True, text=True,
+            proc = subprocess.run(tied_command([*cmd, str(src)]), capture_output=True, text=True,
                                   timeout=timeout_s, cwd=tmp)
         except subprocess.TimeoutExpired as exc:
             raise ConversionError(f"{EXECUTABLE} did not finish in {timeout_s} s") from exc
@@ -141,6 +142,7 @@ def compile_model(model: bytes, name: str, min_runtime_version: int | None,
         out = Path(tmp) / f"{name}_edgetpu.tflite"
         compiled = out.read_bytes() if proc.returncode == 0 and out.is_file() else None
     log = parse_log(text)
+    raise_if_killed(EXECUTABLE, proc.returncode)  # from outside (out of memory, a job limit)
     if proc.returncode < 0:
         raise ConversionError(f"{EXECUTABLE} was killed by signal {-proc.returncode}")
     return CompilerRun(log.version or "unknown", log, compiled, text)

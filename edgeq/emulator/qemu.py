@@ -21,6 +21,7 @@ from edgeq.emulator.build import MARKS, Firmware
 from edgeq.emulator.cores import Core
 from edgeq.emulator.toolchain import Toolchain
 from edgeq.errors import ConversionError
+from edgeq.process.spawn import raise_if_killed, tied_command
 
 _STAGE = "emulator run (QEMU)"
 
@@ -60,12 +61,13 @@ def run_firmware(fw: Firmware, core: Core, tool: Toolchain, plugin: Path, inputs
                f"nmarks={MARKS},out={counts}")
         start = time.perf_counter()
         try:
-            proc = subprocess.run(cmd, cwd=d, capture_output=True, timeout=timeout,
-                                  stdin=subprocess.DEVNULL)
+            proc = subprocess.run(tied_command(cmd), cwd=d, capture_output=True,
+                                  timeout=timeout, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as exc:
             raise ConversionError(_STAGE, f"no result after {timeout:.0f} s",
                                   hint="pass fewer samples (--eval-samples)") from exc
         seconds = time.perf_counter() - start
+        raise_if_killed(_STAGE, proc.returncode)  # from outside: not the firmware's fault
         text = proc.stdout.decode(errors="replace")
         report = dict(ln[6:].split("=", 1) for ln in text.splitlines()
                       if ln.startswith("EDGEQ ") and "=" in ln)

@@ -71,6 +71,36 @@ def python_command(module: str, *args: str) -> list[str]:
     return [sys.executable, *flags, "-c", code, *args]
 
 
+# Run by `python -I -c` in front of a native tool: the same request as `_die_with`, then the
+# tool replaces this process (same pid, and the request survives exec).
+_TIED = """\
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None).prctl({request}, int(signal.SIGKILL), 0, 0, 0)
+except (OSError, AttributeError):
+    pass
+if os.getppid() != {parent}:
+    os.kill(os.getpid(), signal.SIGKILL)
+try:
+    os.execv(sys.argv[1], sys.argv[1:])
+except OSError as exc:
+    sys.stderr.write(f"{{sys.argv[1]}}: {{exc.strerror}}\\n")
+    os._exit(127)
+"""
+
+
+def tied_command(cmd: list[str] | tuple[str, ...]) -> list[str]:
+    """The command line of a long-running native tool (QEMU, the Edge TPU compiler) that dies
+    with this process, as Python children do (see above): a few milliseconds of a bare
+    isolated Python, which then becomes the tool. ``cmd[0]`` must be a path (no PATH search).
+    Elsewhere than Linux, the command as it is."""
+    if not sys.platform.startswith("linux"):
+        return list(cmd)
+    code = _TIED.format(request=_PR_SET_PDEATHSIG, parent=os.getpid())
+    # Made absolute here: the tool may be started in another working directory.
+    return [sys.executable, "-I", "-S", "-c", code, os.path.abspath(cmd[0]), *map(str, cmd[1:])]
+
+
 def import_path() -> list[str]:
     """This process's import path without the working directory (as '' or by name)."""
     cwd = os.path.realpath(os.getcwd())

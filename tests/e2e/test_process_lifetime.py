@@ -199,6 +199,31 @@ def test_a_child_whose_parent_is_gone_before_it_starts_ends_at_once(tmp_path, mo
     assert run.returncode == -signal.SIGKILL and not marker.exists(), run.stderr
 
 
+_TIED_SLEEP = """\
+import subprocess, sys
+from edgeq.process.spawn import tied_command
+subprocess.run(tied_command(["/bin/sleep", "600"]))
+"""
+
+
+def test_a_native_tool_dies_with_edgeq_too(tmp_path):
+    """QEMU and the Edge TPU compiler start through spawn.tied_command: after a kill -9 of the
+    process that started them, they do not run on (here /bin/sleep stands for the tool)."""
+    parent = subprocess.Popen([sys.executable, "-c", _TIED_SLEEP], env=_env(), cwd=tmp_path,
+                              stderr=subprocess.PIPE, text=True)
+    tree = {}
+    try:
+        tool = _wait_for("the tool under its parent", lambda: next(
+            (pid for pid in _children(parent.pid) if _cmdline(pid).startswith("/bin/sleep")),
+            None), parent)
+        tree = {tool: _stat(tool)[2]}
+        parent.kill()
+        parent.wait()
+        _wait_for("the tool's end", lambda: not _alive(tool, tree[tool]))
+    finally:
+        _end(tree)
+
+
 def test_sigterm_to_edgeq_stops_the_child_as_ctrl_c_does(tmp_path, capsys):
     """Forwarded as the SIGINT the child stops on cleanly (its outputs old or new)."""
     pid_file, got = tmp_path / "pid", tmp_path / "got"
