@@ -53,9 +53,11 @@ def check_member_count(zf: zipfile.ZipFile) -> None:
         raise ArchiveError(f"holds {len(zf.infolist())} members, over the limit of {MAX_MEMBERS}")
 
 
-def check_header(info: zipfile.ZipInfo, limit: int | None = None) -> None:
+def check_header(info: zipfile.ZipInfo, limit: int | None = None,
+                 max_ratio: int = MAX_RATIO) -> None:
     """Refuse a member from its headers alone: encrypted, an unsupported compression method,
-    sizes that contradict each other, more than `limit` bytes inflated, or a bomb's ratio.
+    sizes that contradict each other, more than `limit` bytes inflated, or a bomb's ratio
+    (over `max_ratio`:1 past RATIO_FLOOR).
 
     Raises:
         ArchiveError: naming the member, what it declares and the limit.
@@ -78,11 +80,11 @@ def check_header(info: zipfile.ZipInfo, limit: int | None = None) -> None:
     if limit is not None and info.file_size > limit:
         raise ArchiveError(f"member '{name}' inflates to {size_text(info.file_size)}, over the "
                            f"{size_text(limit)} limit")
-    if info.file_size > RATIO_FLOOR and info.file_size > MAX_RATIO * info.compress_size:
+    if info.file_size > RATIO_FLOOR and info.file_size > max_ratio * info.compress_size:
         raise ArchiveError(
             f"member '{name}' inflates to {size_text(info.file_size)} from "
             f"{size_text(info.compress_size)} ({info.file_size // max(info.compress_size, 1)}:1, "
-            f"over {MAX_RATIO}:1): a decompression bomb")
+            f"over {max_ratio}:1): a decompression bomb")
 
 
 def inflate(fh: IO[bytes], info: zipfile.ZipInfo, sink: Callable[[bytes], object] | None = None
