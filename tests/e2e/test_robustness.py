@@ -312,15 +312,15 @@ _HELD_CHILD = ("import sys\n"
                "argv = sys.argv[1:]\n"
                "sys.exit(supervise.run(argv, command=spawn.python_command('held_edgeq', *argv)))\n")
 # (command, module whose first import the run waits in when the Ctrl-C comes, where that is);
-# for convert, every module but click is first imported by the supervised child.
+# both commands run supervised: every module but click is first imported by the child.
 INTERRUPT_POINTS = [
     ("convert", "click", "the supervisor's own start-up imports"),
     ("convert", "edgeq.api", "the child's start-up, after the CLI is set up"),
     ("convert", "tensorflow.python.framework.ops", "halfway through `import tensorflow`"),
     ("convert", "tflite_micro.python.tflite_micro.runtime", "the verify stage (TFLite Micro)"),
-    ("analyze", "click", "start-up imports, no supervisor"),
-    ("analyze", "tensorflow.python.framework.ops", "halfway through `import tensorflow`, "
-                                                   "no supervisor"),
+    ("analyze", "click", "the supervisor's own start-up imports"),
+    ("analyze", "tensorflow.python.framework.ops", "halfway through `import tensorflow` "
+                                                   "(converting the Keras model first)"),
 ]
 
 
@@ -335,7 +335,7 @@ def _interrupted_run(tmp_path: Path, command: str, module: str, out: Path):
     argv = _convert_argv(out) if command == "convert" else [
         sys.executable, "-m", "edgeq", "analyze", str(EXAMPLE_DIR / "digits_cnn.keras"),
         "--target", "cortex-m4", "--data", str(EXAMPLE_DIR / "digits_calibration.npz")]
-    if command == "convert" and module != "click":  # held in the child
+    if module != "click":  # held in the child
         argv = [sys.executable, "-c", _HELD_CHILD, *argv[3:]]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=env)
