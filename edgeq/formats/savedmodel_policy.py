@@ -49,7 +49,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from edgeq.errors import ModelFileError, UnsafeModelError
 
@@ -272,15 +272,9 @@ def _denied(nodes: Iterable[Any], allowed: frozenset[str]) -> Iterator[tuple[Any
 
 def _ancestors(graph: dict[str, Any], tensors: Iterable[str]) -> set[str]:
     """Names of the graph nodes the given tensors or ops depend on (data and control inputs)."""
-    todo = [_node_name(t) for t in tensors if t]
-    seen: set[str] = set()
-    while todo:
-        name = todo.pop()
-        if name in seen or name not in graph:
-            continue
-        seen.add(name)
-        todo += [_node_name(i) for i in graph[name].input]
-    return seen
+    return _reachable((_node_name(t) for t in tensors if t),
+                      lambda name: [_node_name(i) for i in graph[name].input]
+                      if name in graph else None)
 
 
 def _node_name(tensor: str) -> str:
@@ -294,16 +288,29 @@ def _closure(nodes: Iterable[Any], library: dict[str, Any], gradients: dict[str,
 
 def _closure_of(names: Iterable[str], library: dict[str, Any],
                 gradients: dict[str, str]) -> set[str]:
-    todo = list(names)
+    def callees(name: str) -> list[str] | None:
+        if name not in library:
+            return None
+        found = [f for n in library[name].node_def for f in _callees(n, library)]
+        return found + [gradients[name]] if name in gradients else found
+
+    return _reachable(names, callees)
+
+
+def _reachable(start: Iterable[str], next_of: Callable[[str], Iterable[str] | None]) -> set[str]:
+    """The names reached from `start` by following `next_of` (None: not a name of this graph,
+    left out), each visited once."""
+    todo = list(start)
     seen: set[str] = set()
     while todo:
         name = todo.pop()
-        if name in seen or name not in library:
+        if name in seen:
+            continue
+        following = next_of(name)
+        if following is None:
             continue
         seen.add(name)
-        todo += [f for n in library[name].node_def for f in _callees(n, library)]
-        if name in gradients:
-            todo.append(gradients[name])
+        todo += following
     return seen
 
 
