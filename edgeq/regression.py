@@ -25,10 +25,9 @@ from typing import Any
 import numpy as np
 
 from edgeq.data import InputSpec, Preprocess, load_dataset, output_classes
-from edgeq.errors import DataError, EdgeqError, InputError, ModelFileError, UsageError
+from edgeq.errors import DataError, EdgeqError, InputError, UsageError
 from edgeq.status import ExitStatus
 from edgeq.targets import load_target
-from edgeq.formats.tflite import read_model
 
 SCHEMA = "edgeq-verify/1"
 
@@ -116,7 +115,7 @@ def verify_model(model: str | Path, target: str, eval_data: str | Path, *,
         InputError: a bad model, target, data or baseline file (exit 2).
         TargetConstraintError: an op the target cannot run (exit 3).
     """
-    from edgeq.pipeline.place import check_placeable, place_ops
+    from edgeq.pipeline.place import read_placeable
 
     for option, value in (("--max-drop", max_drop), ("--max-growth", max_growth),
                           ("--max-latency-growth", max_latency_growth)):
@@ -130,12 +129,7 @@ def verify_model(model: str | Path, target: str, eval_data: str | Path, *,
         raise UsageError("--max-latency-growth needs the latency measurement",
                          hint="drop --no-latency")
     prof = load_target(target)
-    p = Path(model)
-    if not p.is_file():
-        raise ModelFileError(p, "not found", hint="pass the .tflite file to verify")
-    data = p.read_bytes()
-    info = read_model(data, p)
-    check_placeable(place_ops(info, prof), prof)
+    p, data, info = read_placeable(model, prof, "verify")
     base = _read_baseline(Path(baseline)) if baseline is not None else None
     inp = info.input_tensors[0]
     spec = InputSpec(shape=tuple(inp.shape[1:]), dtype="float32", name=inp.name)

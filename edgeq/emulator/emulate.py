@@ -17,9 +17,8 @@ import numpy as np
 from edgeq.data import InputSpec, Preprocess, load_dataset, output_classes
 from edgeq.emulator import cores
 from edgeq.emulator.costmodel import cost_model
-from edgeq.errors import (ConversionError, DataError, ModelFileError, TargetConstraintError,
-                          UsageError)
-from edgeq.formats.tflite import ModelInfo, TensorInfo, read_model
+from edgeq.errors import ConversionError, DataError, TargetConstraintError, UsageError
+from edgeq.formats.tflite import ModelInfo, TensorInfo
 
 SYNTHETIC_SAMPLES = 8  # without --eval-data: this many seeded random inputs
 # The firmware's arena is larger than embed's recommendation, so that a recommendation that is
@@ -159,6 +158,7 @@ def emulate(model: str | Path, target: str, *, eval_data: str | Path | None = No
     from edgeq.emulator.plugin import plugin_path
     from edgeq.emulator.qemu import run_firmware
     from edgeq.emulator.toolchain import find_toolchain, resolve_tree
+    from edgeq.pipeline.place import read_placeable
     from edgeq.embed import embed_model
     from edgeq.targets import list_targets, load_target
 
@@ -172,14 +172,7 @@ def emulate(model: str | Path, target: str, *, eval_data: str | Path | None = No
         raise UsageError("--eval-samples must be at least 1")
     core = cores.CORES[prof.emulator.core]
     clock = clock_hz or prof.emulator.clock_hz
-    p = Path(model)
-    if not p.is_file():
-        raise ModelFileError(p, "not found", hint="pass the .tflite file to emulate")
-    data = p.read_bytes()
-    info = read_model(data, p)
-    from edgeq.pipeline.place import check_placeable, place_ops
-
-    check_placeable(place_ops(info, prof), prof)
+    p, data, info = read_placeable(model, prof, "emulate")
     tool = find_toolchain()
     tree = resolve_tree(tflm_tree)
 

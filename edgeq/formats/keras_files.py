@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from edgeq.errors import ModelFileError
+from edgeq.keras_config import first_line
 from edgeq.formats.archive import (
     GiB,
     MAX_RATIO,
@@ -125,7 +126,7 @@ def h5_config(p: Path) -> Any:
                 raise _config_too_big(p, "model_config", declared)
             raw = f.attrs["model_config"]
     except (OSError, RuntimeError, ValueError, TypeError) as exc:
-        raise ModelFileError(p, f"corrupt HDF5 file ({_first_line(exc)})") from exc
+        raise ModelFileError(p, f"corrupt HDF5 file ({first_line(exc)})") from exc
     if isinstance(raw, str):
         raw = raw.encode("utf-8", "surrogateescape")
     if not isinstance(raw, bytes):
@@ -160,7 +161,7 @@ class _open_zip:  # noqa: N801 - used as a context manager, like open()
             check_member_count(self.zf)
         except (zipfile.BadZipFile, ArchiveError, OSError, ValueError, EOFError) as exc:
             self.fh.close()
-            raise ModelFileError(self.p, f"not a valid Keras 3 .keras archive ({_first_line(exc)})",
+            raise ModelFileError(self.p, f"not a valid Keras 3 .keras archive ({first_line(exc)})",
                                  hint=_RESAVE) from exc
         return self.fh, self.zf
 
@@ -175,7 +176,7 @@ def _archive_check(p: Path, fn, *args):
     except ArchiveError as exc:
         raise ModelFileError(p, str(exc), hint=_RESAVE) from exc
     except (OSError, zlib.error) as exc:
-        raise ModelFileError(p, f"corrupt archive ({_first_line(exc)})", hint=_RESAVE) from exc
+        raise ModelFileError(p, f"corrupt archive ({first_line(exc)})", hint=_RESAVE) from exc
 
 
 def _check_weights_member(p: Path, fh: IO[bytes], info: zipfile.ZipInfo) -> None:
@@ -219,7 +220,7 @@ def _check_h5_datasets(p: Path, source: Any, where: str) -> None:
         with h5py.File(source, "r") as f:
             f.visititems_links(visit)
     except (OSError, RuntimeError, ValueError, TypeError, KeyError) as exc:
-        raise ModelFileError(p, f"{where} is not a readable HDF5 file ({_first_line(exc)})",
+        raise ModelFileError(p, f"{where} is not a readable HDF5 file ({first_line(exc)})",
                              hint="re-save the model with model.save()") from exc
     if problems:
         raise ModelFileError(p, f"{problems[0]} (in {where}); edgeq reads weights stored in the "
@@ -272,15 +273,10 @@ def _parse(p: Path, raw: bytes, what: str) -> Any:
     except RecursionError as exc:
         raise ModelFileError(p, f"its {what} is nested too deeply to be a model config") from exc
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an int of 5,000 digits
-        raise ModelFileError(p, f"its {what} is not valid JSON ({_first_line(exc)[:120]})",
+        raise ModelFileError(p, f"its {what} is not valid JSON ({first_line(exc)[:120]})",
                              hint="re-save the model with model.save()") from exc
 
 
 def _config_too_big(p: Path, what: str, size: int) -> ModelFileError:
     return ModelFileError(p, f"its {what} is {size_text(size)}, over the {size_text(CONFIG_MAX)} "
                           "limit for a model config", hint="re-save the model with model.save()")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]

@@ -33,6 +33,7 @@ import numpy as np
 from edgeq.adapters.native import import_tensorflow_quietly
 from edgeq.data import InputSpec
 from edgeq.errors import ModelFileError, UsageError
+from edgeq.keras_config import first_line
 from edgeq.formats.savedmodel_policy import check_savedmodel
 
 _PREDICT_BATCH = 256
@@ -152,11 +153,11 @@ def _load_keras_file(p: Path, fmt: str, allow_unsafe: bool) -> LoadedModel:
         loader = f"keras {keras.__version__}"
     except Exception as exc:  # Keras raises TypeError/ValueError/... on configs it can't read
         if fmt != "h5":
-            raise ModelFileError(p, f"Keras could not load it: {_first_line(exc)}") from exc
+            raise ModelFileError(p, f"Keras could not load it: {first_line(exc)}") from exc
         # Legacy .h5 files written by tf.keras 2.x may use configs Keras 3 rejects
         # (DepthwiseConv2D 'groups'); tf_keras reads them as written.
         model, loader = _load_with_tf_keras(p, exc, allow_unsafe)
-        notes.append(f"Keras 3 could not read this .h5 ({_first_line(exc)[:120]}); loaded with {loader}")
+        notes.append(f"Keras 3 could not read this .h5 ({first_line(exc)[:120]}); loaded with {loader}")
     return from_keras_model(model, p, fmt, loader, notes)
 
 
@@ -167,7 +168,7 @@ def _load_with_tf_keras(p: Path, keras3_error: Exception, allow_unsafe: bool
     except ImportError as exc:
         raise ModelFileError(
             p,
-            f"Keras 3 cannot load it ({_first_line(keras3_error)}) and tf_keras is not installed",
+            f"Keras 3 cannot load it ({first_line(keras3_error)}) and tf_keras is not installed",
             hint="pip install tf-keras",
         ) from exc
     try:
@@ -178,7 +179,7 @@ def _load_with_tf_keras(p: Path, keras3_error: Exception, allow_unsafe: bool
             model = tf_keras.models.load_model(p, compile=False)
     except Exception as exc:
         raise ModelFileError(
-            p, f"neither Keras 3 nor tf_keras can load it: {_first_line(exc)}"
+            p, f"neither Keras 3 nor tf_keras can load it: {first_line(exc)}"
         ) from exc
     return model, f"tf_keras {tf_keras.__version__}"
 
@@ -245,7 +246,7 @@ def _load_savedmodel(p: Path) -> LoadedModel:
     try:
         obj = tf.saved_model.load(str(p))
     except Exception as exc:
-        raise ModelFileError(p, f"TensorFlow could not load the SavedModel: {_first_line(exc)}") from exc
+        raise ModelFileError(p, f"TensorFlow could not load the SavedModel: {first_line(exc)}") from exc
     sigs = getattr(obj, "signatures", {})
     if "serving_default" not in sigs:
         raise ModelFileError(
@@ -298,8 +299,3 @@ def _static_shape(p: Path, dims: tuple, what: str) -> tuple[int, ...]:
 def _tensor_name(name: str) -> str:
     clean = re.sub(r"[^A-Za-z0-9_]", "_", name.split(":")[0]) or "input"
     return clean
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]

@@ -8,10 +8,11 @@ checks) refine it in their own modules.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
-from edgeq.errors import UnsupportedOpsError
+from edgeq.errors import ModelFileError, UnsupportedOpsError
 from edgeq.targets import Target
-from edgeq.formats.tflite import ModelInfo, OpInfo
+from edgeq.formats.tflite import ModelInfo, OpInfo, read_model
 
 # The custom op Vela replaces each run of NPU ops with: the NPU's command stream, which only an
 # Ethos-U driver can run (TFLite Micro on a plain Cortex-M or on the host has no kernel for it).
@@ -109,6 +110,24 @@ def check_placeable(records: tuple[OpPlacement, ...], target: Target) -> None:
             hint=f"{first.reason}; replace the layer that produces {first.op}, or pick a target "
             "whose runtime has it (edgeq targets lists them)",
         )
+
+
+def read_placeable(model: str | Path, target: Target, command: str
+                   ) -> tuple[Path, bytes, ModelInfo]:
+    """A user's .tflite for `edgeq COMMAND` (verify, emulate): its path, bytes and structure,
+    once every op has a place on the target.
+
+    Raises:
+        ModelFileError: the file is missing or not a readable .tflite (exit 2).
+        UnsupportedOpsError: an op the target cannot run (exit 3).
+    """
+    p = Path(model)
+    if not p.is_file():
+        raise ModelFileError(p, "not found", hint=f"pass the .tflite file to {command}")
+    data = p.read_bytes()
+    info = read_model(data, p)
+    check_placeable(place_ops(info, target), target)
+    return p, data, info
 
 
 def _problem(op: OpInfo, info: ModelInfo, target: Target) -> str | None:
