@@ -30,6 +30,7 @@ from typing import Any
 
 from edgeq import errors
 from edgeq.errors import ConversionError, EdgeqError, ModelFileError
+from edgeq.status import ExitStatus
 from edgeq.process.spawn import python_command, raise_if_killed, signal_name
 
 DEFAULT_TIMEOUT_S = float(os.environ.get("EDGEQ_CHILD_TIMEOUT", "120"))
@@ -41,9 +42,9 @@ def run_in_child(task: str, model: bytes, *, stage: str, source: str | Path,
     """Run `edgeq.process.worker` task `task` on `model` in a child process and return its result.
 
     Raises:
-        KernelLimitError: the model has scales the task's interpreter aborts on (exit 3).
-        TensorSizeError: a tensor, or for TFLite Micro the arena, too large for the runtime's
-            32-bit size arithmetic (exit 3).
+        TargetConstraintError: the child's checks refused the model before its interpreter
+            ran: scales the interpreter aborts on, a tensor or (TFLite Micro) an arena too large
+            for the runtime's 32-bit size arithmetic (exit 3).
         ModelFileError: (user_file) the child crashed, hung, or its interpreter rejected the
             model: the file is what was wrong (exit 2), and the stage is named.
         ConversionError: the same for a model edgeq made itself (exit 1).
@@ -51,18 +52,11 @@ def run_in_child(task: str, model: bytes, *, stage: str, source: str | Path,
         KeyboardInterrupt: the child got the terminal's Ctrl-C (SIGINT).
         EdgeqError: what the worker raised, of the same class when it is one edgeq knows.
     """
-    runtime = {"tflm_arena": "tflm", "litert_invoke": "litert"}.get(task) or (args or {}).get(
-        "runtime")
-    if runtime is not None:  # name the scales the kernels abort on, rather than a SIGABRT
-        from edgeq.formats.kernel_limits import check_arena_sizes, check_scales
-        from edgeq.formats.tflite import read_model
-
-        info = read_model(model, source)  # tensors past 32-bit sizes are refused here (exit 3)
-        check_scales(info, str(source), "tflm" if runtime == "tflm" else "litert")
-        if runtime == "tflm":  # here, not in the child: its errors come back as exit 2
-            check_arena_sizes(info, str(source))
     limit = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
-    request = json.dumps({"task": task, "args": args or {}}).encode() + b"\n" + bytes(model)
+    # The child's runners check the model before its interpreter sees it (edgeq.formats:
+    # tensor sizes, kernel_limits) and name it by `source` in what they refuse.
+    args = {**(args or {}), "source": str(source)}
+    request = json.dumps({"task": task, "args": args}).encode() + b"\n" + bytes(model)
     try:
         proc = subprocess.run(python_command("edgeq.process.worker"), input=request,
                               capture_output=True, timeout=limit, check=False)
@@ -96,7 +90,8 @@ def _rebuild(err: dict[str, Any], stage: str, source: str | Path, user_file: boo
     kind, message = err.get("type", ""), str(err.get("message", ""))
     if kind == "MissingDependencyError":
         return errors.MissingDependencyError(message, "reinstall edgeq with its dependencies")
-    if kind == "KernelLimitError":  # named by edgeq.formats.kernel_limits inside the child: exit 3
+    if err.get("exit_status") == ExitStatus.TARGET_CONSTRAINT:
+        # edgeq's own checks in the child (kernel_limits, tensor sizes): the target's limit
         return errors.TargetConstraintError(message, hint=err.get("hint"))
     if user_file:  # the interpreter refused the file: a bad input, not an edgeq failure
         return ModelFileError(source, f"{stage} rejected it: {message}",

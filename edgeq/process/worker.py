@@ -21,7 +21,7 @@ from typing import Any, Callable
 def _tflm_arena(model: bytes, args: dict[str, Any]) -> dict[str, Any]:
     from edgeq.adapters.tflm import TFLMRunner
 
-    arena = TFLMRunner(model).arena
+    arena = TFLMRunner(model, source=args.get("source", "model")).arena
     return {"total": arena.total, "head": arena.head, "tail": arena.tail, "log": arena.log}
 
 
@@ -30,7 +30,8 @@ def _litert_invoke(model: bytes, args: dict[str, Any]) -> dict[str, Any]:
 
     from edgeq.adapters.litert import LiteRTRunner
 
-    runner = LiteRTRunner(model, xnnpack=bool(args.get("xnnpack", False)))
+    runner = LiteRTRunner(model, xnnpack=bool(args.get("xnnpack", False)),
+                          source=args.get("source", "model"))
     shape = [int(d) for d in runner._in["shape"][1:]]
     outputs = runner.run(np.zeros((1, *shape), dtype=np.float32))
     return {"outputs": [list(o.shape) for o in outputs]}
@@ -43,11 +44,12 @@ def _evaluate(model: bytes, args: dict[str, Any]) -> dict[str, Any]:
     from edgeq.adapters.tflm import TFLMRunner
 
     x = np.load(args["x_path"], allow_pickle=False)
-    threads = int(args.get("threads", 1))
+    threads, source = int(args.get("threads", 1)), args.get("source", "model")
     if args["runtime"] == "tflm":
-        runner: Any = TFLMRunner(model)
+        runner: Any = TFLMRunner(model, source=source)
     else:
-        runner = LiteRTRunner(model, threads=threads, xnnpack=bool(args.get("xnnpack", True)))
+        runner = LiteRTRunner(model, threads=threads, xnnpack=bool(args.get("xnnpack", True)),
+                              source=source)
     outputs = [np.concatenate(parts) for parts in zip(*(
         runner.run(x[i:i + 64]) for i in range(0, len(x), 64)))]
     np.savez(args["out_path"], *outputs)
@@ -93,7 +95,8 @@ def main() -> int:
     except Exception as exc:  # every failure goes back to the parent as data
         result = {"error": {"type": type(exc).__name__, "message": getattr(exc, "message", None)
                             or (str(exc).strip().splitlines() or [""])[0][:500],
-                            "hint": getattr(exc, "hint", None)}}
+                            "hint": getattr(exc, "hint", None),
+                            "exit_status": getattr(exc, "exit_status", None)}}
     with os.fdopen(answer_fd, "w") as out:
         out.write(json.dumps(result) + "\n")
     return 0
