@@ -26,26 +26,34 @@ def embed(model: str, out: str, name: str, target: str | None, overwrite: bool) 
 
     from edgeq.outputs.embed import embed_model
     from edgeq.errors import ModelFileError
-    from edgeq.outputs.atomic import check_free, check_out_dir, write_outputs
+    from edgeq.outputs.atomic import check_free, check_out_dir, claim, write_outputs
 
     check_out_dir(Path(out))
     p = Path(model)
     if not p.is_file():
         raise ModelFileError(p, "not found", hint="pass the .tflite file to embed")
-    check_free(Path(out), [f"{name}.h", f"{name}.cc", f"{name}_ops.h"], overwrite)
+    names = [f"{name}.h", f"{name}.cc", f"{name}_ops.h"]
+    check_free(Path(out), names, overwrite)
     data = p.read_bytes()
-    arena = None
-    if target:
-        from edgeq.commands.analyze import analyze as run_analysis
-        from edgeq.pipeline.gate import enforce_memory
-        from edgeq.pipeline.place import check_placeable
+    with claim(Path(out)):  # another run on --out exits 2; the files are checked again here
+        check_free(Path(out), names, overwrite)
+        if target:
+            from edgeq.commands.analyze import analyze as run_analysis
+            from edgeq.pipeline.gate import enforce_memory
+            from edgeq.pipeline.place import check_placeable
 
-        analysis = run_analysis(p, target)
-        check_placeable(analysis.ops, analysis.target)
-        enforce_memory(analysis.target, analysis.memory, analysis.info)
-        arena = analysis.arena
-    result = embed_model(data, name, source=str(p), arena=arena)
-    files = write_outputs(Path(out), result.files, overwrite=overwrite)
+            analysis = run_analysis(p, target)
+            check_placeable(analysis.ops, analysis.target)
+            enforce_memory(analysis.target, analysis.memory, analysis.info)
+            arena = analysis.arena
+        else:  # TFLite Micro loads the user's model in a child (edgeq.process.isolation)
+            from edgeq.commands.analyze import measure_arena
+            from edgeq.formats.tflite import read_model
+
+            read_model(data, p)  # not a .tflite: the reader's one line, before any child
+            arena = measure_arena(data, p)
+        result = embed_model(data, name, source=str(p), arena=arena)
+        files = write_outputs(Path(out), result.files, overwrite=overwrite)
     click.echo(f"{result.name}: {result.model_len} bytes, {len(result.ops)} op type(s), "
                f"tensor arena {result.arena_size} B (measured {result.arena_measured} B + margin)")
     click.echo("wrote: " + ", ".join(str(f) for f in files.values()))

@@ -141,6 +141,14 @@ def _convert_first(p: Path, target: Target, data: str | None, notes: list[str],
 
     Runs TensorFlow's converter in this process, so `edgeq analyze` runs under the crash
     supervisor (edgeq.process.supervise) and names its stages like convert does."""
+    from edgeq.adapters.tf_tempdir import private_tempdir
+
+    with private_tempdir():  # TensorFlow's autograph files go there, and are removed after
+        return _convert(p, target, data, notes, allow_unsafe)
+
+
+def _convert(p: Path, target: Target, data: str | None, notes: list[str],
+             allow_unsafe: bool) -> tuple[bytes, tuple[tuple[str, ...], str | None]]:
     import numpy as np
 
     from edgeq.data import MAX_BYTES, Dataset, Preprocess, check_input_spec, load_dataset

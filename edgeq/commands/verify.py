@@ -202,15 +202,40 @@ def _read_baseline(path: Path) -> dict[str, Any]:
                         hint="pass the report.json of the model you compare against")
     try:
         base = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DataError(path, f"is not a JSON report ({exc})",
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # deep nesting: Recursion
+        raise DataError(path, f"is not a JSON report ({str(exc)[:200] or type(exc).__name__})",
                         hint="pass a report.json written by edgeq convert or edgeq verify") \
             from exc
     if not isinstance(base, dict) or not isinstance(base.get("accuracy"), dict) \
             or not isinstance(base.get("output"), dict):
         raise DataError(path, "is not an edgeq report (no accuracy/output sections)",
                         hint="pass a report.json written by edgeq convert or edgeq verify")
+    for section, key in BASELINE_FIELDS:  # what _compare does arithmetic on
+        check_number(path, base, section, key)
     return base
+
+
+# The baseline's fields that are compared: each an object's number, or absent/null.
+BASELINE_FIELDS = (("accuracy", "quantized"), ("output", "bytes"), ("memory", "arena_bytes"),
+                   ("latency_ms", "median"))
+
+
+def check_number(path: str | Path, base: dict[str, Any], section: str, key: str) -> None:
+    """`base[section][key]` is a finite number, or missing: a report edited by hand (a string,
+    a list) is a bad input naming the field (exit 2), not a TypeError in the comparison."""
+    import math
+
+    part = base.get(section)
+    if part is None:
+        return
+    if not isinstance(part, dict):
+        raise DataError(path, f"'{section}' is a {type(part).__name__}, not an object",
+                        hint="pass a report.json written by edgeq, unedited")
+    value = part.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not math.isfinite(value)):
+        raise DataError(path, f"'{section}.{key}' is {json.dumps(value)[:40]}, not a number",
+                        hint="pass a report.json written by edgeq, unedited")
 
 
 def _compare(now: VerifyOutcome, base: dict[str, Any], max_drop: float, max_growth: float,

@@ -32,7 +32,7 @@ def read_baseline(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     try:
         data = json.loads(p.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # deep nesting: RecursionError
         raise InputError(f"baseline '{p}': cannot read it as JSON: {exc}",
                          hint="pass a report.json written by edgeq") from exc
     section = data.get("emulator") if isinstance(data, dict) else None
@@ -40,6 +40,10 @@ def read_baseline(path: str | Path) -> dict[str, Any]:
         raise InputError(f"baseline '{p}' has no emulator section",
                          hint="make the baseline with --emulate (convert or verify) or with "
                          "edgeq emulate --report")
+    from edgeq.commands.verify import check_number
+
+    check_number(p, section, "top1", "device")  # what checks() does arithmetic on
+    check_number(p, {"emulator": section}, "emulator", "estimated_cycles")
     return section
 
 
