@@ -10,6 +10,13 @@ a chain of N int8 ADD ops (x + c, one shared constant), or N subgraphs of one AD
 first runs, the others are only read). Each `edgeq analyze MODEL --target T` runs as a user
 runs it (a new process, `python -m edgeq`), timed wall-clock, and the figure printed is the
 seconds per 1,000 ops: flat across sizes when the work is linear.
+
+    python tools/bench_analyze.py --rates [--fixtures DIR]
+
+measures instead the rates behind the time limit of interpreter children
+(edgeq.process.isolation.time_limit): TFLite Micro's load time and its time per inference on the
+MLPerf Tiny int8 models, against the model's MACs and op count, and prints the limit edgeq sets
+for 100 samples next to what 100 samples took.
 """
 
 from __future__ import annotations
@@ -71,13 +78,48 @@ def chain_model(n_ops: int, n_subgraphs: int = 1, width: int = 4) -> bytes:
     return bytes(builder.Output())
 
 
+def rates(fixtures: Path) -> None:
+    import numpy as np
+
+    from edgeq.adapters.tflm import TFLMRunner
+    from edgeq.formats.tflite import read_model
+    from edgeq.process.isolation import model_work, time_limit
+
+    print(f"{'model':<42} {'ops':>4} {'MMACs':>7} {'load s':>7} {'ms/inf':>8} "
+          f"{'ns/MAC':>7} {'us/op':>7} {'100 inf s':>9} {'limit s':>8}")
+    for path in sorted((fixtures / "models" / "mlperf_tiny").glob("*_int8_reference.tflite")):
+        data = path.read_bytes()
+        info = read_model(data, path)
+        macs, _ = model_work(info)
+        t0 = time.perf_counter()
+        runner = TFLMRunner(data)
+        load = time.perf_counter() - t0
+        shape = [int(d) for d in runner._in["shape"][1:]]
+        x = np.random.default_rng(0).uniform(-1, 1, (5, *shape)).astype(np.float32)
+        runner.run(x[:1])
+        t0 = time.perf_counter()
+        runner.run(x)
+        per = (time.perf_counter() - t0) / len(x)
+        print(f"{path.name:<42} {len(info.ops):>4} {macs / 1e6:7.2f} {load:7.2f} "
+              f"{1000 * per:8.2f} {1e9 * per / max(macs, 1):7.2f} "
+              f"{1e6 * per / len(info.ops):7.1f} {load + 100 * per:9.1f} "
+              f"{time_limit(info, 100):8.1f}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ops", default="1000,5000,20000")
     ap.add_argument("--subgraphs", default="10000")
     ap.add_argument("--target", default="cortex-m4")
     ap.add_argument("--keep", help="write the models here instead of a temporary folder")
+    ap.add_argument("--rates", action="store_true",
+                    help="measure the interpreter rates behind the child time limits instead")
+    ap.add_argument("--fixtures", default=os.environ.get(
+        "EDGEQ_FIXTURES", str(Path(__file__).resolve().parents[2] / "shared" / "fixtures")))
     args = ap.parse_args()
+    if args.rates:
+        rates(Path(args.fixtures))
+        return 0
     cases = [(int(n), 1) for n in args.ops.split(",") if n] + \
         [(1, int(n)) for n in args.subgraphs.split(",") if n]
     with tempfile.TemporaryDirectory() as tmp:

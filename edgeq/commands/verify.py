@@ -144,7 +144,7 @@ def verify_model(model: str | Path, target: str, eval_data: str | Path, *,
     if warnings and strict_data:
         raise InputError("data sanity (--strict-data): " + " | ".join(warnings),
                          hint="fix the data, or drop --strict-data to go on with warnings")
-    first, got = _evaluate_in_child(data, p, prof, ds.x, measure_latency)
+    first, got = _evaluate_in_child(data, p, prof, ds.x, measure_latency, info)
     top1 = float(np.mean(first.reshape(ds.n, -1).argmax(axis=1) == ds.y))
     latency = got["latency_ms"]
     arena = got["arena"]["total"] if got["arena"] else None
@@ -173,8 +173,8 @@ def _data_warnings(ds, inp, preprocess: Preprocess) -> list[str]:
                             identity_preprocess=preprocess.is_identity())
 
 
-def _evaluate_in_child(model: bytes, path: Path, target, x: np.ndarray,
-                       latency: bool) -> tuple[np.ndarray, dict[str, Any]]:
+def _evaluate_in_child(model: bytes, path: Path, target, x: np.ndarray, latency: bool,
+                       info: Any = None) -> tuple[np.ndarray, dict[str, Any]]:
     """The user's model runs in a child process (edgeq.process.isolation): a model that crashes or
     hangs the interpreter is a bad input (exit 2), not a dead CI job without a message."""
     import tempfile
@@ -190,7 +190,10 @@ def _evaluate_in_child(model: bytes, path: Path, target, x: np.ndarray,
                                "runtime": target.runtime.name,
                                "threads": target.runtime.threads,
                                "xnnpack": target.runtime.delegate == "xnnpack",
-                               "latency": latency})
+                               "latency": latency},
+                           # the limit follows the model's work on the samples (and the
+                           # latency measurement's up to 20 + 5 x 50 invokes)
+                           samples=len(x) + (270 if latency else 0), info=info)
         with np.load(out_path, allow_pickle=False) as outs:
             first = outs["arr_0"]
     return first, got
