@@ -35,7 +35,7 @@ def embed(model: str, out: str, name: str, target: str | None, overwrite: bool) 
     names = [f"{name}.h", f"{name}.cc", f"{name}_ops.h"]
     check_free(Path(out), names, overwrite)
     data = p.read_bytes()
-    with claim(Path(out)):  # another run on --out exits 2; the files are checked again here
+    with claim(Path(out), create=False):  # another run on it exits 2; checked again here
         check_free(Path(out), names, overwrite)
         if target:
             from edgeq.commands.analyze import analyze as run_analysis

@@ -121,9 +121,9 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
     from edgeq.adapters.tf_tempdir import private_tempdir
 
     plan = _plan(opts)
-    # The output directory is this run's from here on (another run on it exits 2), and
+    # An existing output directory is this run's from here on (another run on it exits 2), and
     # TensorFlow's temporary files go to a directory that is removed at the end.
-    with claim(plan.out_dir), private_tempdir():
+    with claim(plan.out_dir, create=False), private_tempdir():
         return _run(plan, progress or _Silent())
 
 

@@ -16,9 +16,10 @@ output with its contents). So:
   with --overwrite; a directory or a special file named like an output is refused (exit 2);
 - concurrent runs on one output directory detect each other: a run holds an exclusive lock on
   the directory (`claim`, flock on the directory itself, so no lock file is left in it; a lock
-  file `.edgeq.lock` where the file system cannot lock a directory) for the whole command, and
-  a second run exits 2 at once; the files are checked again under the lock, so of two runs
-  without --overwrite one writes and the other exits 2;
+  file `.edgeq.lock` where the file system cannot lock a directory) for the whole command when
+  the directory exists (else from when its outputs are written), and a second run exits 2 at
+  once; the files are checked again under the lock, so of two runs without --overwrite one
+  writes and the other exits 2;
 - a directory created by a run that then fails is removed again when it is still empty.
 
 A run killed outright (SIGKILL) cannot clean up: its staging directory stays behind. It is
@@ -89,12 +90,17 @@ def check_free(out_dir: Path, names: list[str], overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
-def claim(out_dir: Path, option: str = "--out") -> Iterator[Path]:
-    """Hold the output directory for this run (created when missing): another edgeq run that
-    claims it meanwhile exits 2 at once instead of racing this one. Re-entrant in a process.
-    A directory this call created is removed on the way out when the run left it empty."""
+def claim(out_dir: Path, option: str = "--out", *, create: bool = True) -> Iterator[Path]:
+    """Hold the output directory for this run: another edgeq run that claims it meanwhile
+    exits 2 at once instead of racing this one. Re-entrant in a process. A missing directory
+    is created (and removed on the way out when the run left it empty); with `create=False`
+    (a whole run claiming its --out up front) a missing one is not held yet: no directory
+    appears before there are outputs, and `write_outputs` creates and holds it then."""
     out_dir = Path(out_dir)
     check_out_dir(out_dir, option)
+    if not create and not out_dir.is_dir():
+        yield out_dir
+        return
     created = [p for p in (out_dir, *out_dir.parents) if not os.path.lexists(p)]
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -184,3 +184,55 @@ def test_convert_leaves_no_autograph_files_in_tmpdir(tmp_path):
     assert list(tmp.rglob("*")) == [], sorted(str(p) for p in tmp.rglob("*"))
     assert sorted(p.name for p in out.iterdir()) == [
         "digits_cnn_int8.tflite", "report.json", "report.md"]
+
+
+def test_files_another_process_creates_meanwhile_all_stay(tmp_path):
+    """The old commit swapped a staged copy of the directory in: files created in --out while
+    it ran were lost (2,574 of 90,526 in the issue's test). Now nothing but the outputs moves."""
+    import threading
+
+    from edgeq.outputs.atomic import write_outputs
+
+    out = tmp_path / "out"
+    out.mkdir()
+    made: list[str] = []
+    stop = threading.Event()
+
+    def writer() -> None:
+        k = 0
+        while not stop.is_set():
+            name = f"other_{k}.txt"
+            (out / name).write_text(str(k))
+            made.append(name)
+            k += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        for k in range(30):
+            write_outputs(out, {"model.tflite": b"m" * (k + 1), "report.json": b"{}"},
+                          overwrite=True)
+    finally:
+        stop.set()
+        thread.join()
+    names = {p.name for p in out.iterdir()}
+    assert len(made) > 30 and set(made) <= names, sorted(set(made) - names)[:5]
+    assert names - set(made) == {"model.tflite", "report.json"}
+    assert (out / "model.tflite").read_bytes() == b"m" * 30
+
+
+def test_a_failed_run_removes_the_directory_it_created_only_when_empty(tmp_path):
+    from edgeq.outputs.atomic import claim
+
+    fresh = tmp_path / "a" / "b"
+    with pytest.raises(RuntimeError):
+        with claim(fresh):
+            with claim(fresh):  # re-entrant in one process
+                raise RuntimeError("the run failed")
+    assert not (tmp_path / "a").exists()
+    kept = tmp_path / "kept"
+    with pytest.raises(RuntimeError):
+        with claim(kept):
+            (kept / "user.txt").write_text("written meanwhile")
+            raise RuntimeError("the run failed")
+    assert (kept / "user.txt").read_text() == "written meanwhile"
