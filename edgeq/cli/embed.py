@@ -50,8 +50,8 @@ def embed(model: str, out: str, name: str, target: str | None, overwrite: bool) 
             from edgeq.commands.analyze import measure_arena
             from edgeq.formats.tflite import read_model
 
-            read_model(data, p)  # not a .tflite: the reader's one line, before any child
-            arena = measure_arena(data, p)
+            info = read_model(data, p)  # not a .tflite: the reader's line, before any child
+            arena = measure_arena(data, p, info=info)
         result = embed_model(data, name, source=str(p), arena=arena)
         files = write_outputs(Path(out), result.files, overwrite=overwrite)
     click.echo(f"{result.name}: {result.model_len} bytes, {len(result.ops)} op type(s), "
