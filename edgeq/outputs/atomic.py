@@ -30,6 +30,7 @@ owner's pid and host, so the next run writing there removes those whose process 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import shutil
@@ -45,6 +46,7 @@ from edgeq.errors import OutputExistsError, UsageError
 STAGING_MARK = ".edgeq-tmp-"
 LOCK_FILE = ".edgeq.lock"
 _NAME_MAX = 255  # bytes of one file name on Linux, macOS and Windows file systems
+_USER_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)  # the user's directory, not edgeq
 _HELD: dict[str, int] = {}  # output directories this process has claimed -> depth
 
 
@@ -165,8 +167,14 @@ def write_outputs(out_dir: Path, files: dict[str, bytes], *, overwrite: bool) ->
     with claim(out_dir) as real:
         check_free(out_dir, list(files), overwrite)
         _remove_stale_stages(real)
-        stage = Path(tempfile.mkdtemp(prefix=f"{STAGING_MARK}{os.getpid()}@{_host()}-",
-                                      dir=real))
+        try:
+            stage = Path(tempfile.mkdtemp(prefix=f"{STAGING_MARK}{os.getpid()}@{_host()}-",
+                                          dir=real))
+        except OSError as exc:
+            if exc.errno not in _USER_ERRNOS:
+                raise
+            raise UsageError(f"cannot write to --out '{out_dir}': {exc.strerror}",
+                             hint="give --out a directory you can write to") from exc
         try:
             for name, data in files.items():
                 with open(stage / name, "wb") as fh:

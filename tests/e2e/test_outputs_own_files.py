@@ -112,6 +112,16 @@ def test_a_run_on_an_out_another_run_holds_exits_2(tmp_path):
     assert list(out.iterdir()) == []
     code, _, err = _embed(out)  # released: the next run writes
     assert code == 0, err
+    fd = os.open(out, os.O_RDONLY)
+    try:  # convert claims an existing --out before it loads anything
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        code, _, err = _edgeq("convert", str(EXAMPLE / "digits_cnn.keras"), "--target",
+                              "cortex-m4", "--data", str(EXAMPLE / "digits_calibration.npz"),
+                              "--out", str(out), "--overwrite")
+    finally:
+        os.close(fd)
+    assert code == 2
+    _one_line(err, "another edgeq run is writing to --out")
 
 
 def test_two_concurrent_embeds_without_overwrite_one_wins(tmp_path):
@@ -236,3 +246,28 @@ def test_a_failed_run_removes_the_directory_it_created_only_when_empty(tmp_path)
             (kept / "user.txt").write_text("written meanwhile")
             raise RuntimeError("the run failed")
     assert (kept / "user.txt").read_text() == "written meanwhile"
+
+
+def test_tensorflows_temporary_files_are_removed_on_error_too(tmp_path, monkeypatch):
+    import tempfile
+
+    from edgeq.adapters.tf_tempdir import private_tempdir
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(RuntimeError):
+        with private_tempdir() as private:
+            with tempfile.NamedTemporaryFile(suffix=".py", delete=False) as fh:
+                fh.write(b"x = 1")  # as autograph writes its generated modules
+            (Path(tempfile.gettempdir()) / "__pycache__").mkdir()
+            raise RuntimeError("the conversion failed")
+    assert not private.exists() and Path(fh.name).parent == private
+    assert tempfile.gettempdir() == str(tmp_path) and list(tmp_path.iterdir()) == []
+
+
+def test_analyze_of_a_keras_model_leaves_no_autograph_files(tmp_path):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    code, _, err = _edgeq("analyze", str(EXAMPLE / "digits_cnn.keras"), "--target", "cortex-m4",
+                          TMPDIR=str(tmp))
+    assert code == 0, err
+    assert list(tmp.rglob("*")) == [], sorted(str(p) for p in tmp.rglob("*"))
