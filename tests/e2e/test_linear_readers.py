@@ -104,3 +104,46 @@ def test_analyze_of_a_model_with_many_ops_lists_a_bounded_table(tmp_path):
     print(f"analyze {n} ops: {got['seconds']:.1f} s wall, {got['cpu_s']:.1f} s CPU, "
           f"peak {got['peak_kib'] / 1024:.0f} MiB")
     assert got["peak_kib"] < 1024 * 1024
+
+
+def _with_resource_variables(names: list[list[str]]) -> bytes:
+    """The chain model plus one subgraph per entry of `names`, each with a VAR_HANDLE op per
+    shared name (the ops TFLite Micro counts to size its resource variables)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as s
+
+    model = s.ModelT.InitFromPackedBuf(bench.chain_model(3), 0)
+    code = s.OperatorCodeT()
+    code.builtinCode, code.deprecatedBuiltinCode, code.version = \
+        s.BuiltinOperator.VAR_HANDLE, 127, 1
+    model.operatorCodes.append(code)
+    for k, shared in enumerate(names):
+        g = s.SubGraphT()
+        g.name, g.tensors, g.operators, g.inputs, g.outputs = f"vars{k}", [], [], [], []
+        for j, name in enumerate(shared):
+            t = s.TensorT()
+            t.name, t.shape, t.type = f"h{j}", [], s.TensorType.RESOURCE
+            g.tensors.append(t)
+            op = s.OperatorT()
+            op.opcodeIndex, op.inputs, op.outputs = len(model.operatorCodes) - 1, [], [j]
+            op.builtinOptionsType = s.BuiltinOptions.VarHandleOptions
+            op.builtinOptions = s.VarHandleOptionsT()
+            op.builtinOptions.sharedName = name
+            g.operators.append(op)
+        model.subgraphs.append(g)
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def test_resource_variables_are_counted_as_tflite_micro_counts_them():
+    from edgeq.adapters import tflm
+    from edgeq.formats.tflite import read_model, resource_variable_names
+
+    tflm._runtime()  # installs edgeq's count; TFLM's own is kept for this comparison
+    theirs = tflm._REPLACED[0]
+    for names in ([], [["a"]], [["a", "b"], ["a", "c"]], [["x", "x", "x"]]):
+        data = _with_resource_variables(names)
+        read_model(data)  # checked first, as every model edgeq hands TFLite Micro
+        want = len({n for group in names for n in group})
+        assert len(resource_variable_names(data)) == theirs(data) == want, names
