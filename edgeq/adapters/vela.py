@@ -5,7 +5,8 @@ and its C++ core (Regor, the default in Vela 5.x), and a crash there must not ta
 down. It is started as every Python child of edgeq is (`edgeq.process.spawn`): isolated from
 the working directory and ended when its parent ends. From its stdout come the network summary (memory, operator counts, MACs, the cycle
 estimate) and the reasons it gives for ops it leaves on the CPU; from the compiled model comes
-which ops it left there. No TensorFlow here.
+which ops it left there, and from the per-layer table Vela writes with --verbose-performance
+(edgeq.adapters.vela_perf) what each op costs on the NPU. No TensorFlow here.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from edgeq.errors import ConversionError, MissingDependencyError
 from edgeq.process.spawn import python_command, raise_if_killed
 from edgeq.pipeline.place import OpPlacement
 from edgeq.formats.tflite import ModelInfo, OpInfo, read_model
+from edgeq.adapters.vela_perf import LayerPerf, VelaRow
 
 STAGE = "compile (vela)"
 NPU_OP = "CUSTOM:ethos-u"  # what Vela replaces each run of NPU ops with
@@ -75,6 +77,11 @@ class VelaResult:
     version: str
     # Where Vela's output and edgeq's reading of it disagree (e.g. CPU op counts).
     notes: tuple[str, ...] = ()
+    # Vela's per-layer table (None when it wrote none) and its rows summed per input op.
+    rows: tuple[VelaRow, ...] | None = field(default=None, repr=False)
+    layers: dict[int, LayerPerf] = field(default_factory=dict, repr=False)
+    command_streams: int = 0  # ethos-u ops in the compiled model
+    advice: tuple[str, ...] = ()  # edgeq.adapters.vela_advice
 
 
 def vela_version() -> str:
@@ -141,15 +148,52 @@ def run_vela(
         if not compiled_path.is_file():
             raise ConversionError(STAGE, f"vela wrote no {compiled_path.name}")
         compiled = compiled_path.read_bytes()
+        rows, perf_note = _per_layer(out, stem)
     summary = parse_summary(proc.stdout)
-    placements, notes = vela_placements(source, read_model(compiled, compiled_path.name),
-                                        proc.stdout)
+    compiled_info = read_model(compiled, compiled_path.name)
+    placements, notes = vela_placements(source, compiled_info, proc.stdout)
     cpu = sum(p.placement == "cpu" for p in placements)
     if cpu != summary.cpu_ops:
         notes += (f"Vela counts {summary.cpu_ops} CPU operator(s); the compiled model keeps "
                   f"{cpu} of the input model's ops for the CPU",)
+    notes += perf_note
     version = vela_version() if executable is None else _version_of(command)
-    return VelaResult(summary, compiled, placements, version, notes)
+    streams = compiled_info.op_names.count(NPU_OP)
+    layers, advice = _layers_and_advice(source, placements, rows, summary, accelerator,
+                                        streams, (config_file, system_config, memory_mode))
+    return VelaResult(summary, compiled, placements, version, notes, rows, layers, streams,
+                      tuple(advice))
+
+
+def _per_layer(out: Path, stem: str) -> tuple[tuple[VelaRow, ...] | None, tuple[str, ...]]:
+    from edgeq.adapters.vela_perf import read_per_layer
+
+    try:
+        rows = read_per_layer(out, stem)
+    except (ValueError, KeyError, SyntaxError) as exc:  # SyntaxError: ElementTree's ParseError
+        return None, (f"no per-layer figures: Vela's per-layer output did not read ({exc})",)
+    if rows is None:
+        return None, ("no per-layer figures: Vela wrote no per-layer table",)
+    return rows, ()
+
+
+def _layers_and_advice(source: ModelInfo, placements: tuple[OpPlacement, ...],
+                       rows: tuple[VelaRow, ...] | None, summary: VelaSummary,
+                       accelerator: str, streams: int,
+                       config: tuple[str | None, str | None, str | None]
+                       ) -> tuple[dict[int, LayerPerf], list[str]]:
+    from edgeq.adapters.vela_advice import advise, memory_layout
+    from edgeq.adapters.vela_perf import macs_per_cycle, per_op
+
+    if rows is None or any(r.source_index is None for r in rows if r.target == "NPU"):
+        return {}, []
+    layers = per_op(rows, len(source.ops), macs_per_cycle(accelerator))
+    config_file, system_config, memory_mode = config
+    if config_file is None and (system_config or memory_mode):
+        config_file = DEFAULT_CONFIG
+    layout = memory_layout(config_file, system_config, memory_mode)
+    total = summary.cycles or sum(p.cycles for p in layers.values())
+    return layers, advise(source, placements, layers, total, accelerator, streams, layout)
 
 
 # --- running vela -------------------------------------------------------------------------------
@@ -185,8 +229,11 @@ def _flags(
         flags += ["--system-config", system_config]
     if memory_mode:
         flags += ["--memory-mode", memory_mode]
-    # Without it Vela prints no cycle counts and no inference time.
-    return [*flags, "--verbose-cycle-estimate", *extra_args]
+    # Without it Vela prints no cycle counts and no inference time. --verbose-performance
+    # writes the per-layer table and --enable-debug-db the database that ties its rows to the
+    # input model's ops; neither changes the compiled model (checked on Vela 5.2.0).
+    return [*flags, "--verbose-cycle-estimate", "--verbose-performance", "--enable-debug-db",
+            *extra_args]
 
 
 def _config_path(config: str) -> str:

@@ -7,7 +7,7 @@ checks) refine it in their own modules.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edgeq.errors import ModelFileError, UnsupportedOpsError
@@ -29,9 +29,13 @@ class OpPlacement:
     fix: str | None = None  # what to change so that it runs on the accelerator
     status: str | None = None  # the compiler's own status string (Edge TPU per-op table)
     rule: str | None = None  # the placement rule that kept it off the accelerator (Edge TPU)
+    # What the op costs where it runs, by the compiler's estimate (Vela's per-layer figures:
+    # npu_cycles, macs, mac_utilisation, bound, ...); merged into to_dict's keys.
+    perf: dict | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        out = {k: v for k, v in asdict(self).items() if v is not None and k != "perf"}
+        return {**out, **(self.perf or {})}
 
 
 def place_ops(info: ModelInfo, target: Target, layer_names: tuple[str, ...] = (),

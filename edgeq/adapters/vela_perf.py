@@ -1,0 +1,229 @@
+"""Vela's per-layer performance estimate, per op of the input model.
+
+Vela 5.x (Regor) writes it with ``--verbose-performance``: ``<stem>_per-layer.csv`` in its
+output directory, one row per NPU operation after lowering (a CONV_2D and its fused RELU are
+two rows, an int8 SOFTMAX about thirty), with the columns Vela also prints: "Op Cycles",
+"NPU" (cycles), "SRAM AC" / "DRAM AC" / "OnFlash AC" / "OffFlash AC" (memory access cycles per
+memory area), "MAC Count" and "Util% (MAC)". Arm's MLIA reads the same file for its per-layer
+table. Which op of the input model a row belongs to is not in the CSV: it is in Vela's debug
+database (``--enable-debug-db``, ``<stem>_debug.xml``), whose ``perf`` table holds the same rows
+in the same order with a ``source_id``, and whose ``source`` table maps that id to
+``ext_key``, the op's index in the input model. The ``perf_debug`` table adds bytes read and
+written per memory area.
+
+Per op, edgeq sums Vela's rows (so the totals stay Vela's: the op cycles of all rows add up to
+Vela's "Total cycles", the NPU cycles to its "NPU cycles", the MACs to its "Neural network
+macs"). How an op is bound follows Vela's own cost model (PERFORMANCE.md, "Cycles": a layer
+costs the most expensive of its NPU work and its memory transfers, and only that one counts):
+a row's op cycles are max(NPU cycles, each area's access cycles), so an op whose largest access
+cycles exceed its NPU cycles is memory-bound on that area. MLIA flags the same layers
+(mlia.target.ethos_u.data_analysis.analyze_memory_pressure: access/NPU cycles > 1). MAC
+utilisation is Vela's: MACs / (op cycles x the accelerator's MACs per cycle)
+(ethosu/vela/stats_writer.py, "Util% (MAC)").
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Vela's column for each memory area -> edgeq's key.
+AREAS = {"SRAM AC": "sram", "DRAM AC": "dram", "OnFlash AC": "onchip_flash",
+         "OffFlash AC": "offchip_flash"}
+_DEBUG_AREAS = {"Sram": "sram", "Dram": "dram", "OnChipFlash": "onchip_flash",
+                "OffChipFlash": "offchip_flash"}
+# perf_debug columns: <Area><Usage>_<read|write>, bytes per inference.
+_TRAFFIC = re.compile(r"^(Sram|Dram|OnChipFlash|OffChipFlash)(Lut|FeatureMap|Weights|Scales)_"
+                      r"(read|write)$")
+_REQUIRED = ("Original Operator", "NNG Operator", "Target", "Op Cycles", "NPU", "MAC Count",
+             "Util% (MAC)", "Name", *AREAS)
+
+
+@dataclass(frozen=True)
+class VelaRow:
+    """One row of Vela's per-layer table, as Vela wrote it."""
+
+    source_index: int | None  # the input model's op, from the debug database
+    original: str  # "Original Operator", e.g. Conv2D
+    operator: str  # "NNG Operator": what the NPU runs, e.g. Relu (fused), LUT, Passthrough
+    target: str  # NPU or CPU
+    op_cycles: int
+    npu_cycles: int
+    access_cycles: dict[str, int]  # edgeq area key -> cycles
+    macs: int
+    util_percent: float  # Vela's "Util% (MAC)"
+    name: str
+    traffic: dict[str, dict[str, int]] = field(default_factory=dict)  # area -> read/write bytes
+
+
+@dataclass(frozen=True)
+class LayerPerf:
+    """What one op of the input model costs on the NPU: the sum of its Vela rows."""
+
+    index: int
+    rows: int  # NPU operations Vela made of it (0: folded away, e.g. a RESHAPE)
+    cycles: int  # Vela's "Op Cycles": the op's time, memory waits included
+    npu_cycles: int  # Vela's "NPU": compute cycles
+    macs: int
+    access_cycles: dict[str, int]
+    traffic: dict[str, dict[str, int]]  # bytes per area: read, write, weights_read
+    macs_per_cycle: int
+
+    @property
+    def mac_utilisation(self) -> float | None:
+        """MACs done / MACs the array could do in the op's cycles (None: no cycles)."""
+        if self.cycles <= 0:
+            return None
+        return self.macs / (self.cycles * self.macs_per_cycle)
+
+    @property
+    def bound(self) -> str:
+        """"compute", "memory:<area>" (Vela's cost is that area's access cycles) or "none"."""
+        if self.cycles <= 0:
+            return "none"
+        area, worst = max(self.access_cycles.items(), key=lambda kv: (kv[1], kv[0]))
+        return f"memory:{area}" if worst > self.npu_cycles else "compute"
+
+    def to_dict(self, total_cycles: int | None) -> dict[str, Any]:
+        util = self.mac_utilisation
+        return {
+            "npu_cycles": self.npu_cycles,
+            "cycles": self.cycles,
+            "cycles_share": (self.cycles / total_cycles) if total_cycles else None,
+            "macs": self.macs,
+            "mac_utilisation": util,
+            "bound": self.bound,
+            "memory_access_cycles": dict(self.access_cycles),
+            "memory_bytes": {a: dict(rw) for a, rw in self.traffic.items()},
+            "npu_operations": self.rows,
+        }
+
+
+def read_per_layer(out_dir: Path, stem: str) -> tuple[VelaRow, ...] | None:
+    """Vela's per-layer rows from its output directory, or None when it wrote none (the
+    legacy core, or a Vela without --verbose-performance's CSV).
+
+    Raises:
+        ValueError: the files are there but do not read as Vela 5.x writes them.
+    """
+    csv_path = out_dir / f"{stem}_per-layer.csv"
+    xml_path = out_dir / f"{stem}_debug.xml"
+    if not csv_path.is_file():
+        return None
+    rows = parse_per_layer_csv(csv_path.read_text(encoding="utf-8", errors="replace"))
+    if not xml_path.is_file():
+        return rows
+    return attach_sources(rows, parse_debug_db(xml_path.read_bytes()))
+
+
+def parse_per_layer_csv(text: str) -> tuple[VelaRow, ...]:
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if header is None or any(col not in header for col in _REQUIRED):
+        missing = [c for c in _REQUIRED if header is None or c not in header]
+        raise ValueError(f"Vela's per-layer CSV lacks the columns {missing}")
+    col = {name: i for i, name in enumerate(header)}
+    rows = []
+    for raw in reader:
+        if not raw or raw == header:
+            continue
+        # The name (last column) is a tensor name that may itself hold commas.
+        cells = raw[:len(header) - 1] + [",".join(raw[len(header) - 1:])]
+        rows.append(VelaRow(
+            source_index=None,
+            original=cells[col["Original Operator"]],
+            operator=cells[col["NNG Operator"]],
+            target=cells[col["Target"]],
+            op_cycles=int(cells[col["Op Cycles"]]),
+            npu_cycles=int(cells[col["NPU"]]),
+            access_cycles={key: int(cells[col[name]]) for name, key in AREAS.items()},
+            macs=int(cells[col["MAC Count"]]),
+            util_percent=float(cells[col["Util% (MAC)"]]),
+            name=cells[col["Name"]],
+        ))
+    return tuple(rows)
+
+
+def parse_debug_db(data: bytes) -> dict[str, list[dict[str, str]]]:
+    """The tables of Vela's debug database: name -> rows as column -> text."""
+    root = ET.fromstring(data)  # Vela's own output in edgeq's temporary directory
+    tables = {}
+    for table in root.iter("table"):
+        text = (table.text or "").strip()
+        reader = csv.reader(io.StringIO(text))
+        header = next(reader, [])
+        tables[table.get("name", "")] = [dict(zip(header, r)) for r in reader if r]
+    return tables
+
+
+def attach_sources(rows: tuple[VelaRow, ...], db: dict[str, list[dict[str, str]]]
+                   ) -> tuple[VelaRow, ...]:
+    """Each row with its input op (and its bytes per area), checked row by row against the
+    debug database's perf table, which Vela writes the CSV from (stats_writer.py,
+    postprocess_regor_performance_database)."""
+    perf, source = db.get("perf", []), db.get("source", [])
+    if len(perf) != len(rows):
+        raise ValueError(f"Vela's per-layer CSV has {len(rows)} rows, its debug database "
+                         f"{len(perf)}")
+    ext_key = {s["id"]: int(s["ext_key"]) for s in source if s.get("ext_key", "").isdigit()}
+    traffic = {d["id"]: _traffic(d) for d in db.get("perf_debug", []) if "id" in d}
+    out = []
+    for row, p in zip(rows, perf):
+        if (_int(p.get("op_cycles")), _int(p.get("npu_cycles")), _int(p.get("mac_count"))) != (
+                row.op_cycles, row.npu_cycles, row.macs):
+            raise ValueError(f"Vela's per-layer row '{row.name}' differs from its debug database")
+        out.append(VelaRow(ext_key.get(p.get("source_id", "")), row.original, row.operator,
+                           row.target, row.op_cycles, row.npu_cycles, row.access_cycles,
+                           row.macs, row.util_percent, row.name, traffic.get(p["id"], {})))
+    return tuple(out)
+
+
+def _traffic(row: dict[str, str]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for column, value in row.items():
+        match = _TRAFFIC.match(column)
+        if match is None or not value.strip('"'):
+            continue
+        area, usage, way = match.groups()
+        rw = out.setdefault(_DEBUG_AREAS[area], {"read": 0, "write": 0, "weights_read": 0})
+        rw[way] += _int(value)
+        if way == "read" and usage in ("Weights", "Scales"):
+            rw["weights_read"] += _int(value)  # constants: encoded weights, scales and biases
+    return {a: rw for a, rw in out.items() if rw["read"] or rw["write"]}
+
+
+def _int(text: str | None) -> int:
+    try:
+        return int(float((text or "0").strip('"') or 0))
+    except ValueError:
+        return 0
+
+
+def per_op(rows: tuple[VelaRow, ...], op_count: int, macs_per_cycle: int
+           ) -> dict[int, LayerPerf]:
+    """The NPU rows summed per input op index; ops without a row cost nothing on the NPU."""
+    out: dict[int, LayerPerf] = {}
+    for i in range(op_count):
+        mine = [r for r in rows if r.source_index == i and r.target == "NPU"]
+        access = {key: sum(r.access_cycles[key] for r in mine) for key in AREAS.values()}
+        traffic: dict[str, dict[str, int]] = {}
+        for r in mine:
+            for area, rw in r.traffic.items():
+                t = traffic.setdefault(area, {"read": 0, "write": 0, "weights_read": 0})
+                for key in t:
+                    t[key] += rw.get(key, 0)
+        out[i] = LayerPerf(i, len(mine), sum(r.op_cycles for r in mine),
+                           sum(r.npu_cycles for r in mine), sum(r.macs for r in mine), access,
+                           traffic, macs_per_cycle)
+    return out
+
+
+def macs_per_cycle(accelerator: str) -> int:
+    """The MAC array of an --accelerator-config: ethos-u55-128 -> 128 (ethos-u65-512 is two
+    256-MAC cores, 512 in all, as Vela's "Util% (MAC)" counts them)."""
+    return int(accelerator.rsplit("-", 1)[-1])
