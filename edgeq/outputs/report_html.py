@@ -21,6 +21,7 @@ import re
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from edgeq.outputs.report import Report, short_tensor_name
+from edgeq.outputs.vela_report import html as ethos_u_html
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -81,6 +82,8 @@ def render(report: Report) -> str:
             _section("histograms", "Activation histograms and clipping ranges",
                      _histograms(report)),
             _section("ops", "Op placement", _ops(report)),
+            *([_section("ethos-u", "Ethos-U cycles per layer (Vela's estimate)",
+                        ethos_u_html(report.vela, report.ops))] if report.vela else []),
             _section("notes", "Notes", _list(report.notes) if report.notes
                      else "<p>No notes.</p>"),
             _section("stages", "Stage timings",

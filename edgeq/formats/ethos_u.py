@@ -1,5 +1,7 @@
 """Which Ethos-U a Vela-compiled model was compiled for, read from its command stream.
 
+edgeq.formats.tflite reads it for every ``ethos-u`` op (ModelInfo.npu_configs).
+
 Each ``ethos-u`` custom op's first input is the driver payload Vela writes: the fourcc "COP1",
 then a CONFIG driver action whose second word is the NPU's CONFIG register as Vela expects it
 (ethosu/vela/driver_actions.py, build_config_word; field layout in
@@ -43,22 +45,3 @@ def compiled_for(payload: bytes) -> CompiledFor | None:
     product = config >> 28
     return CompiledFor(_PRODUCTS.get(product, f"unknown product {product}"),
                        1 << (config & 0xF))
-
-
-def command_streams(model: bytes) -> list[CompiledFor | None]:
-    """The configuration of each ethos-u op of a Vela-compiled model, in op order."""
-    from edgeq.formats.tflite import _schema  # the flatbuffer schema ai-edge-litert ships
-
-    m = _schema().ModelT.InitFromPackedBuf(model, 0)
-    out = []
-    for sg in m.subgraphs or []:
-        for op in sg.operators or []:
-            code = m.operatorCodes[op.opcodeIndex]
-            custom = code.customCode.decode(errors="replace") if code.customCode else ""
-            if custom != "ethos-u" or op.inputs is None or len(op.inputs) == 0:
-                continue
-            tensor = sg.tensors[op.inputs[0]]
-            buf = m.buffers[tensor.buffer] if 0 <= tensor.buffer < len(m.buffers) else None
-            data = bytes(buf.data) if buf is not None and buf.data is not None else b""
-            out.append(compiled_for(data))
-    return out
