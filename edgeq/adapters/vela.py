@@ -152,6 +152,7 @@ def run_vela(
     summary = parse_summary(proc.stdout)
     compiled_info = read_model(compiled, compiled_path.name)
     placements, notes = vela_placements(source, compiled_info, proc.stdout)
+    placements, notes = _by_index(source, placements, notes, rows, proc.stdout)
     cpu = sum(p.placement == "cpu" for p in placements)
     if cpu != summary.cpu_ops:
         notes += (f"Vela counts {summary.cpu_ops} CPU operator(s); the compiled model keeps "
@@ -163,6 +164,33 @@ def run_vela(
                                         streams, (config_file, system_config, memory_mode))
     return VelaResult(summary, compiled, placements, version, notes, rows, layers, streams,
                       tuple(advice))
+
+
+def _by_index(source: ModelInfo, placements: tuple[OpPlacement, ...], notes: tuple[str, ...],
+              rows: tuple[VelaRow, ...] | None, stdout: str
+              ) -> tuple[tuple[OpPlacement, ...], tuple[str, ...]]:
+    """Vela's own placement by op index (its debug database) where matching the compiled
+    model by tensor names could not tell: a model with unnamed tensors, which Vela names
+    '<unnamed>'. The name-matching notes are then artefacts of the names and are dropped."""
+    from edgeq.adapters.vela_perf import placement_by_index
+
+    where = placement_by_index(rows, len(source.ops)) if rows is not None else None
+    if where is None or where == [p.placement for p in placements]:
+        return placements, notes
+    reasons = cpu_reasons(stdout)
+    fixed = []
+    for p, here in zip(placements, where):
+        if p.placement == here:
+            fixed.append(p)
+        elif here == "npu":
+            fixed.append(OpPlacement(p.index, p.op, "npu", NPU_REASON))
+        else:
+            said = next((text for said in reasons.values() for op, text in said if op == p.op),
+                        None)
+            fixed.append(OpPlacement(p.index, p.op, "cpu", "not mapped to the NPU" + (
+                f": {said}" if said else " (Vela printed no reason)")))
+    return tuple(fixed), ("op placement from Vela's debug database (by op index): the "
+                          "compiled model's tensor names do not match the input model's",)
 
 
 def _per_layer(out: Path, stem: str) -> tuple[tuple[VelaRow, ...] | None, tuple[str, ...]]:
@@ -187,7 +215,9 @@ def _layers_and_advice(source: ModelInfo, placements: tuple[OpPlacement, ...],
 
     if rows is None or any(r.source_index is None for r in rows if r.target == "NPU"):
         return {}, []
-    layers = per_op(rows, len(source.ops), macs_per_cycle(accelerator))
+    names = [source.tensors[op.outputs[0]].name if op.outputs and op.outputs[0] >= 0 else ""
+             for op in source.ops]
+    layers = per_op(rows, names, macs_per_cycle(accelerator))
     config_file, system_config, memory_mode = config
     if config_file is None and (system_config or memory_mode):
         config_file = DEFAULT_CONFIG

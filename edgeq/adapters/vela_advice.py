@@ -155,27 +155,26 @@ def _low_utilisation(info: ModelInfo, placements: tuple[Any, ...],
 
 
 def _cpu_splits(placements: tuple[Any, ...], streams: int) -> list[str]:
+    """One line for all the CPU runs that sit between NPU ops."""
     where = [p.placement for p in placements]
-    out = []
-    i = 0
+    runs, i = [], 0
     while i < len(placements):
-        if where[i] != "cpu":
-            i += 1
-            continue
         j = i
         while j < len(placements) and where[j] == "cpu":
             j += 1
-        if "npu" in where[:i] and "npu" in where[j:]:
-            run = placements[i:j]
-            names = ", ".join(f"op {p.index} {p.op}" for p in run)
-            why = run[0].reason.removeprefix("not mapped to the NPU: ")
-            out.append(f"{names} run{'s' if len(run) == 1 else ''} on the CPU between NPU ops, "
-                       f"which splits the NPU work into separate command streams ({streams} "
-                       f"ethos-u ops in the compiled model): the NPU stops, the CPU runs "
-                       f"{'it' if len(run) == 1 else 'them'} and the next stream starts. "
-                       f"Vela: {why}")
-        i = j
-    return out
+        if j > i and "npu" in where[:i] and "npu" in where[j:]:
+            runs.append(placements[i:j])
+        i = max(j, i + 1)
+    if not runs:
+        return []
+    names = "; ".join(", ".join(f"op {p.index} {p.op}" for p in run) for run in runs)
+    why = sorted({p.reason.removeprefix("not mapped to the NPU: ") for run in runs for p in run})
+    return [f"{sum(map(len, runs))} CPU op(s) sit between NPU ops ({names}), which splits the "
+            f"NPU work into separate command streams ({streams} ethos-u ops in the compiled "
+            "model): at each, the NPU stops, the CPU runs the op and the next stream starts. "
+            f"Vela's reason: {' / '.join(why)}. An NPU-supported replacement for "
+            f"{'that layer' if len(runs) == 1 and len(runs[0]) == 1 else 'those layers'} keeps "
+            "the work in one stream"]
 
 
 def _weights_off_sram(info: ModelInfo, layers: dict[int, LayerPerf], total: int,

@@ -73,6 +73,7 @@ class LayerPerf:
     access_cycles: dict[str, int]
     traffic: dict[str, dict[str, int]]  # bytes per area: read, write, weights_read
     macs_per_cycle: int
+    tensor: str = ""  # the op's first output tensor: it names the layer the op came from
 
     @property
     def mac_utilisation(self) -> float | None:
@@ -101,6 +102,7 @@ class LayerPerf:
             "memory_access_cycles": dict(self.access_cycles),
             "memory_bytes": {a: dict(rw) for a, rw in self.traffic.items()},
             "npu_operations": self.rows,
+            "tensor": self.tensor,
         }
 
 
@@ -204,11 +206,12 @@ def _int(text: str | None) -> int:
         return 0
 
 
-def per_op(rows: tuple[VelaRow, ...], op_count: int, macs_per_cycle: int
+def per_op(rows: tuple[VelaRow, ...], names: list[str], macs_per_cycle: int
            ) -> dict[int, LayerPerf]:
-    """The NPU rows summed per input op index; ops without a row cost nothing on the NPU."""
+    """The NPU rows summed per input op index (``names``: each op's output tensor); ops
+    without a row cost nothing on the NPU."""
     out: dict[int, LayerPerf] = {}
-    for i in range(op_count):
+    for i, name in enumerate(names):
         mine = [r for r in rows if r.source_index == i and r.target == "NPU"]
         access = {key: sum(r.access_cycles[key] for r in mine) for key in AREAS.values()}
         traffic: dict[str, dict[str, int]] = {}
@@ -219,7 +222,7 @@ def per_op(rows: tuple[VelaRow, ...], op_count: int, macs_per_cycle: int
                     t[key] += rw.get(key, 0)
         out[i] = LayerPerf(i, len(mine), sum(r.op_cycles for r in mine),
                            sum(r.npu_cycles for r in mine), sum(r.macs for r in mine), access,
-                           traffic, macs_per_cycle)
+                           traffic, macs_per_cycle, name)
     return out
 
 
@@ -227,3 +230,15 @@ def macs_per_cycle(accelerator: str) -> int:
     """The MAC array of an --accelerator-config: ethos-u55-128 -> 128 (ethos-u65-512 is two
     256-MAC cores, 512 in all, as Vela's "Util% (MAC)" counts them)."""
     return int(accelerator.rsplit("-", 1)[-1])
+
+
+def placement_by_index(rows: tuple[VelaRow, ...], op_count: int) -> list[str] | None:
+    """Where Vela put each input op, by index, from the per-layer table's Target column: "cpu"
+    when every row of the op is a CPU pass-through, else "npu" (an op with no row was folded
+    into its neighbours on the NPU, e.g. a RESHAPE). None when a row has no input op."""
+    if any(r.source_index is None for r in rows):
+        return None
+    targets: dict[int, set[str]] = {}
+    for r in rows:
+        targets.setdefault(r.source_index, set()).add(r.target)
+    return ["cpu" if targets.get(i) == {"CPU"} else "npu" for i in range(op_count)]

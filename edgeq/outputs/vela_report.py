@@ -29,6 +29,12 @@ def _bound(o: dict[str, Any]) -> str:
     return dict(_AREAS).get(b.split(":", 1)[1], b) + " (memory)" if b.startswith("memory:") else b
 
 
+def _layer(o: dict[str, Any]) -> str:
+    """The Keras layer when known, else the first part of the output tensor's name (TFLite
+    fuses names with ';', the first part is the layer that made it)."""
+    return o.get("layer") or (o.get("tensor") or "").split(";")[0]
+
+
 def _util(o: dict[str, Any]) -> str:
     u = o.get("mac_utilisation")
     return "—" if u is None else f"{100 * u:.1f}%"
@@ -59,12 +65,12 @@ def markdown(vela: dict[str, Any] | None, ops: list[dict[str, Any]]) -> list[str
         return lines + ["Vela gave no per-layer figures for this model."]
     areas = _areas(layers)
     lines += [total_line(vela) + ".", "",
-              "| # | op | layer | cycles | share | NPU cycles | MACs | MAC util | bound | "
+              "| # | op | layer (output) | cycles | share | NPU cycles | MACs | MAC util | bound | "
               + " | ".join(f"{label} access cycles" for _, label in areas) + " |",
               "|---" * (9 + len(areas)) + "|"]
     for o in layers[:TOP]:
         access = o.get("memory_access_cycles", {})
-        lines.append(f"| {o['index']} | {o['op']} | {o.get('layer') or ''} | {o['cycles']} | "
+        lines.append(f"| {o['index']} | {o['op']} | {_layer(o)} | {o['cycles']} | "
                      f"{_share(o)} | {o['npu_cycles']} | {o['macs']} | {_util(o)} | "
                      f"{_bound(o)} | " + " | ".join(str(access.get(k, 0)) for k, _ in areas)
                      + " |")
@@ -85,7 +91,7 @@ def terminal_rows(vela: dict[str, Any] | None, ops: list[dict[str, Any]], top: i
         return []
     rows = [("Ethos-U cycles", total_line(vela))]
     for o in layers[:top]:
-        rows.append((f"  op {o['index']} {o['op']}",
+        rows.append((f"  op {o['index']} {o['op']} {_layer(o)}".rstrip(),
                      f"{o['cycles']} cycles ({_share(o)}), MAC util {_util(o)}, {_bound(o)}"))
     rows += [("Ethos-U advice", a) for a in vela.get("advice", [])]
     return rows
@@ -109,17 +115,17 @@ def html(vela: dict[str, Any] | None, ops: list[dict[str, Any]]) -> str:
     ax.barh(ys, npu, height=0.65, color="#1f5f99", label="NPU work")
     ax.barh(ys, wait, left=npu, height=0.65, color="#ef8a17",
             label="waiting on memory (memory-bound)")
-    ax.set_yticks(ys, [f"{o['index']} {o['op']}"[:32] for o in layers])
+    ax.set_yticks(ys, [f"{o['index']} {o['op']} {_layer(o)[-28:]}".rstrip() for o in layers])
     ax.invert_yaxis()
     ax.set_xlabel("estimated cycles per inference (Vela)")
     ax.legend(loc="lower right", frameon=False)
     ax.grid(axis="y", visible=False)
     areas = _areas(layers)
-    rows = [(o["index"], o["op"], o.get("layer") or "", o["cycles"], _share(o), o["npu_cycles"],
+    rows = [(o["index"], o["op"], _layer(o), o["cycles"], _share(o), o["npu_cycles"],
              o["macs"], _util(o), _bound(o),
              *(o.get("memory_access_cycles", {}).get(k, 0) for k, _ in areas))
             for o in npu_layers(ops)]
-    table = _table(rows, header=("#", "op", "layer", "cycles", "share", "NPU cycles", "MACs",
+    table = _table(rows, header=("#", "op", "layer (output)", "cycles", "share", "NPU cycles", "MACs",
                                  "MAC util", "bound",
                                  *(f"{label} access cycles" for _, label in areas)),
                    numeric={0, 3, 4, 5, 6, 7, *range(9, 9 + len(areas))})

@@ -24,7 +24,7 @@ from edgeq.targets import load_target
 from edgeq.formats.tflite import read_model_file
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "vela"
-PROFILES = ("ethos-u55-128", "ethos-u65-256")
+PROFILES = ("ethos-u55-128", "ethos-u65-256", "ethos-u85-256", "ethos-u85-1024")
 # All five take about 0.4 s per Vela run; streaming_wakeword included.
 MLPERF = ("ad_autoencoder", "ic_resnet8", "kws_dscnn", "streaming_wakeword", "vww_mobilenet_96")
 
