@@ -89,7 +89,7 @@ def _ini_path(config_file: str) -> Path | None:
         spec = importlib.util.find_spec("ethosu")
         if spec is None or not spec.submodule_search_locations:
             return None
-        p = Path(list(spec.submodule_search_locations)[0]) / "config_files" / p
+        p = Path(next(iter(spec.submodule_search_locations))) / "config_files" / p
     return p if p.is_file() else None
 
 
@@ -141,9 +141,11 @@ def _low_utilisation(info: ModelInfo, placements: tuple[Any, ...],
         c_in, c_out = _channels(info, p.index)
         odd = []
         if p.op != "DEPTHWISE_CONV_2D" and c_in and c_in % _IFM_BLOCK:
-            odd.append(f"{c_in} input channels (the NPU reads them {_IFM_BLOCK} at a time)")
+            odd.append(f"{c_in} input channel{'s' * (c_in != 1)} (the NPU reads input "
+                       f"channels {_IFM_BLOCK} at a time)")
         if c_out and c_out % ofm_block:
-            odd.append(f"{c_out} output channels (computed {ofm_block} at a time)")
+            odd.append(f"{c_out} output channel{'s' * (c_out != 1)} (computed {ofm_block} "
+                       "at a time)")
         if not odd:
             continue
         who = f"op {p.index} {p.op}" + (f" (layer '{p.layer}')" if p.layer else "")

@@ -102,7 +102,7 @@ def html(vela: dict[str, Any] | None, ops: list[dict[str, Any]]) -> str:
     wait on top of it), the table and the advice. '' off Ethos-U."""
     if not vela:
         return ""
-    from edgeq.outputs.report_html import _caption, _e, _figure, _img, _list, _table
+    from edgeq.outputs.report_html import _caption, _e, _figure, _img, _list, _short, _table
 
     layers = sorted(npu_layers(ops), key=lambda o: o["index"])
     if not layers:
@@ -115,7 +115,8 @@ def html(vela: dict[str, Any] | None, ops: list[dict[str, Any]]) -> str:
     ax.barh(ys, npu, height=0.65, color="#1f5f99", label="NPU work")
     ax.barh(ys, wait, left=npu, height=0.65, color="#ef8a17",
             label="waiting on memory (memory-bound)")
-    ax.set_yticks(ys, [f"{o['index']} {o['op']} {_layer(o)[-28:]}".rstrip() for o in layers])
+    ax.set_yticks(ys, [f"{o['index']} {o['op']} {_short(_layer(o), 30, keep='end')}".rstrip()
+                      for o in layers])
     ax.invert_yaxis()
     ax.set_xlabel("estimated cycles per inference (Vela)")
     ax.legend(loc="lower right", frameon=False)

@@ -56,7 +56,7 @@ def vela_per_op(out: Path, stem: str) -> dict[int, dict[str, float]]:
     xml = (out / f"{stem}_debug.xml").read_text()
 
     def table(name: str) -> list[dict[str, str]]:
-        body = re.search(rf'<table name="{name}">\s*<!\[CDATA\[\n(.*?)\]\]>', xml, re.S)
+        body = re.search(rf'<table name="{name}">\s*<!\[CDATA\[\n(.*?)\]\]>', xml, re.DOTALL)
         assert body is not None, name
         return list(csv.DictReader(body.group(1).strip().splitlines()))
 
