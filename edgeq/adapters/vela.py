@@ -25,7 +25,8 @@ from edgeq.errors import ConversionError, MissingDependencyError
 from edgeq.process.spawn import python_command, raise_if_killed
 from edgeq.pipeline.place import OpPlacement
 from edgeq.formats.tflite import ModelInfo, OpInfo, read_model
-from edgeq.adapters.vela_perf import LayerPerf, VelaRow
+from edgeq.adapters.vela_advice import layers_and_advice
+from edgeq.adapters.vela_perf import LayerPerf, VelaRow, read_rows
 
 STAGE = "compile (vela)"
 NPU_OP = "CUSTOM:ethos-u"  # what Vela replaces each run of NPU ops with
@@ -148,7 +149,7 @@ def run_vela(
         if not compiled_path.is_file():
             raise ConversionError(STAGE, f"vela wrote no {compiled_path.name}")
         compiled = compiled_path.read_bytes()
-        rows, perf_note = _per_layer(out, stem)
+        rows, perf_note = read_rows(out, stem)
     summary = parse_summary(proc.stdout)
     compiled_info = read_model(compiled, compiled_path.name)
     placements, notes = vela_placements(source, compiled_info, proc.stdout)
@@ -160,8 +161,10 @@ def run_vela(
     notes += perf_note
     version = vela_version() if executable is None else _version_of(command)
     streams = compiled_info.op_names.count(NPU_OP)
-    layers, advice = _layers_and_advice(source, placements, rows, summary, accelerator,
-                                        streams, (config_file, system_config, memory_mode))
+    layers, advice = layers_and_advice(
+        source, placements, rows, summary.cycles, accelerator, streams,
+        config_file or (DEFAULT_CONFIG if system_config or memory_mode else None),
+        system_config, memory_mode)
     return VelaResult(summary, compiled, placements, version, notes, rows, layers, streams,
                       tuple(advice))
 
@@ -191,39 +194,6 @@ def _by_index(source: ModelInfo, placements: tuple[OpPlacement, ...], notes: tup
                 f": {said}" if said else " (Vela printed no reason)")))
     return tuple(fixed), ("op placement from Vela's debug database (by op index): the "
                           "compiled model's tensor names do not match the input model's",)
-
-
-def _per_layer(out: Path, stem: str) -> tuple[tuple[VelaRow, ...] | None, tuple[str, ...]]:
-    from edgeq.adapters.vela_perf import read_per_layer
-
-    try:
-        rows = read_per_layer(out, stem)
-    except (ValueError, KeyError, SyntaxError) as exc:  # SyntaxError: ElementTree's ParseError
-        return None, (f"no per-layer figures: Vela's per-layer output did not read ({exc})",)
-    if rows is None:
-        return None, ("no per-layer figures: Vela wrote no per-layer table",)
-    return rows, ()
-
-
-def _layers_and_advice(source: ModelInfo, placements: tuple[OpPlacement, ...],
-                       rows: tuple[VelaRow, ...] | None, summary: VelaSummary,
-                       accelerator: str, streams: int,
-                       config: tuple[str | None, str | None, str | None]
-                       ) -> tuple[dict[int, LayerPerf], list[str]]:
-    from edgeq.adapters.vela_advice import advise, memory_layout
-    from edgeq.adapters.vela_perf import macs_per_cycle, per_op
-
-    if rows is None or any(r.source_index is None for r in rows if r.target == "NPU"):
-        return {}, []
-    names = [source.tensors[op.outputs[0]].name if op.outputs and op.outputs[0] >= 0 else ""
-             for op in source.ops]
-    layers = per_op(rows, names, macs_per_cycle(accelerator))
-    config_file, system_config, memory_mode = config
-    if config_file is None and (system_config or memory_mode):
-        config_file = DEFAULT_CONFIG
-    layout = memory_layout(config_file, system_config, memory_mode)
-    total = summary.cycles or sum(p.cycles for p in layers.values())
-    return layers, advise(source, placements, layers, total, accelerator, streams, layout)
 
 
 # --- running vela -------------------------------------------------------------------------------

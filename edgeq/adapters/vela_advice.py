@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeq.adapters.vela_perf import LayerPerf
+from edgeq.adapters.vela_perf import LayerPerf, VelaRow, macs_per_cycle, per_op
 from edgeq.formats.tflite import ModelInfo
 
 _LOW_UTIL = {"CONV_2D": 0.55, "TRANSPOSE_CONV": 0.55, "FULLY_CONNECTED": 0.55,
@@ -102,6 +102,23 @@ def _section(ini: configparser.ConfigParser, name: str) -> dict[str, str] | None
         base = _section(ini, parent) or {}
         values = {**base, **values}
     return values
+
+
+def layers_and_advice(source: ModelInfo, placements: tuple[Any, ...],
+                      rows: tuple[VelaRow, ...] | None, total_cycles: int | None,
+                      accelerator: str, streams: int, config_file: str | None,
+                      system_config: str | None, memory_mode: str | None
+                      ) -> tuple[dict[int, LayerPerf], list[str]]:
+    """Vela's rows summed per op of ``source``, and the advice on them ({}, [] without rows
+    tied to the input ops)."""
+    if rows is None or any(r.source_index is None for r in rows if r.target == "NPU"):
+        return {}, []
+    names = [source.tensors[op.outputs[0]].name if op.outputs and op.outputs[0] >= 0 else ""
+             for op in source.ops]
+    layers = per_op(rows, names, macs_per_cycle(accelerator))
+    layout = memory_layout(config_file, system_config, memory_mode)
+    total = total_cycles or sum(p.cycles for p in layers.values())
+    return layers, advise(source, placements, layers, total, accelerator, streams, layout)
 
 
 def advise(info: ModelInfo, placements: tuple[Any, ...], layers: dict[int, LayerPerf],

@@ -123,6 +123,17 @@ def read_per_layer(out_dir: Path, stem: str) -> tuple[VelaRow, ...] | None:
     return attach_sources(rows, parse_debug_db(xml_path.read_bytes()))
 
 
+def read_rows(out_dir: Path, stem: str) -> tuple[tuple[VelaRow, ...] | None, tuple[str, ...]]:
+    """read_per_layer, with a note instead of an error when there is nothing to read."""
+    try:
+        rows = read_per_layer(out_dir, stem)
+    except (ValueError, KeyError, SyntaxError) as exc:  # SyntaxError: ElementTree's ParseError
+        return None, (f"no per-layer figures: Vela's per-layer output did not read ({exc})",)
+    if rows is None:
+        return None, ("no per-layer figures: Vela wrote no per-layer table",)
+    return rows, ()
+
+
 def parse_per_layer_csv(text: str) -> tuple[VelaRow, ...]:
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)

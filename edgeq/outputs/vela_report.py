@@ -97,43 +97,41 @@ def terminal_rows(vela: dict[str, Any] | None, ops: list[dict[str, Any]], top: i
     return rows
 
 
-def html(vela: dict[str, Any] | None, ops: list[dict[str, Any]]) -> str:
-    """report.html's Ethos-U section: cycles per layer as a chart (NPU work and the memory
-    wait on top of it), the table and the advice. '' off Ethos-U."""
-    if not vela:
-        return ""
-    from edgeq.outputs.report_html import _caption, _e, _figure, _img, _list, _short, _table
+CHART_CAPTION = ("Per op of the model, in execution order. An op costs the larger of its NPU "
+                 "work and its memory transfers (Vela's cost model); orange is the part spent "
+                 "waiting on memory.")
 
+
+def draw_chart(fig: Any, ops: list[dict[str, Any]]) -> None:
+    """Cycles per layer on a matplotlib Figure (report.html): NPU work, and the memory wait
+    on top of it, per op in execution order."""
     layers = sorted(npu_layers(ops), key=lambda o: o["index"])
-    if not layers:
-        return "<p>Vela gave no per-layer figures for this model.</p>"
-    fig = _figure(7.5, 0.24 * len(layers) + 1.2)
     ax = fig.add_subplot()
     ys = list(range(len(layers)))
     npu = [min(o["npu_cycles"], o["cycles"]) for o in layers]
-    wait = [o["cycles"] - n for o, n in zip(layers, npu)]
     ax.barh(ys, npu, height=0.65, color="#1f5f99", label="NPU work")
-    ax.barh(ys, wait, left=npu, height=0.65, color="#ef8a17",
-            label="waiting on memory (memory-bound)")
-    ax.set_yticks(ys, [f"{o['index']} {o['op']} {_short(_layer(o), 30, keep='end')}".rstrip()
-                      for o in layers])
+    ax.barh(ys, [o["cycles"] - n for o, n in zip(layers, npu)], left=npu, height=0.65,
+            color="#ef8a17", label="waiting on memory (memory-bound)")
+    labels = []
+    for o in layers:
+        name = _layer(o)
+        name = name if len(name) <= 30 else "…" + name[-29:]
+        labels.append(f"{o['index']} {o['op']} {name}".rstrip())
+    ax.set_yticks(ys, labels)
     ax.invert_yaxis()
     ax.set_xlabel("estimated cycles per inference (Vela)")
     ax.legend(loc="lower right", frameon=False)
     ax.grid(axis="y", visible=False)
+
+
+def table(ops: list[dict[str, Any]]) -> tuple[tuple[str, ...], list[tuple[Any, ...]], set[int]]:
+    """The per-layer table, most cycles first: header, rows, numeric columns."""
+    layers = npu_layers(ops)
     areas = _areas(layers)
-    rows = [(o["index"], o["op"], _layer(o), o["cycles"], _share(o), o["npu_cycles"],
-             o["macs"], _util(o), _bound(o),
-             *(o.get("memory_access_cycles", {}).get(k, 0) for k, _ in areas))
-            for o in npu_layers(ops)]
-    table = _table(rows, header=("#", "op", "layer (output)", "cycles", "share", "NPU cycles", "MACs",
-                                 "MAC util", "bound",
-                                 *(f"{label} access cycles" for _, label in areas)),
-                   numeric={0, 3, 4, 5, 6, 7, *range(9, 9 + len(areas))})
-    advice = ("<h3>Advice</h3>" + _list(vela["advice"])) if vela.get("advice") else ""
-    return (f"<p>{_e(total_line(vela))}.</p>"
-            + _img(fig, "estimated NPU cycles per layer")
-            + _caption("Per op of the model, in execution order. An op costs the larger of its "
-                       "NPU work and its memory transfers (Vela's cost model); orange is the "
-                       "part spent waiting on memory.")
-            + table + advice)
+    header = ("#", "op", "layer (output)", "cycles", "share", "NPU cycles", "MACs", "MAC util",
+              "bound", *(f"{label} access cycles" for _, label in areas))
+    rows = [(o["index"], o["op"], _layer(o), o["cycles"], _share(o), o["npu_cycles"], o["macs"],
+             _util(o), _bound(o), *(o.get("memory_access_cycles", {}).get(k, 0)
+                                    for k, _ in areas))
+            for o in layers]
+    return header, rows, {0, 3, 4, 5, 6, 7, *range(9, 9 + len(areas))}
