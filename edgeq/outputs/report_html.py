@@ -20,8 +20,8 @@ import math
 import re
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from edgeq.outputs.report import Report, short_tensor_name
 from edgeq.outputs import vela_report
+from edgeq.outputs.report import Report, short_tensor_name
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

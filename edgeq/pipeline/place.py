@@ -214,6 +214,9 @@ def _use_instead(built: str) -> str:
     """What to run instead: the bundled profile for that NPU, if there is one."""
     from edgeq.targets import list_targets
 
+    if built == "unknown":
+        return ("analyze the model before Vela, or use the ethos-u target it was compiled for "
+                "(edgeq targets lists them)")
     names = sorted(t.name for t in list_targets()
                    if t.compiler is not None and t.compiler.accelerator_config == built)
     if names:

@@ -1,6 +1,6 @@
 """The Vela adapter: its stdout parser and per-op placement on recorded Vela 5.2.0 output
 (tests/data/vela/README.md says how it was made), and real Vela runs on the MLPerf Tiny
-reference models for both Ethos-U profiles, checked against what the same vela command prints
+reference models for the Ethos-U profiles (U55, U65, U85), checked against what the same vela command prints
 itself and writes to its summary CSV."""
 
 from __future__ import annotations
