@@ -111,7 +111,7 @@ def layers_and_advice(source: ModelInfo, placements: tuple[Any, ...],
                       ) -> tuple[dict[int, LayerPerf], list[str]]:
     """Vela's rows summed per op of ``source``, and the advice on them ({}, [] without rows
     tied to the input ops)."""
-    if rows is None or any(r.source_index is None for r in rows if r.target == "NPU"):
+    if rows is None or all(r.source_index is None for r in rows if r.target == "NPU"):
         return {}, []
     names = [source.tensors[op.outputs[0]].name if op.outputs and op.outputs[0] >= 0 else ""
              for op in source.ops]
@@ -206,10 +206,10 @@ def _weights_off_sram(info: ModelInfo, layers: dict[int, LayerPerf], total: int,
         t = perf.traffic.get(area, {})
         if perf.bound == f"memory:{area}" and 2 * t.get("weights_read", 0) >= t.get("read", 0) > 0:
             bound.append(perf)
-    if not bound:
+    share = sum(p.cycles for p in bound) / total
+    if share < _MIN_SHARE:
         return []
     bound.sort(key=lambda p: -p.cycles)
-    share = sum(p.cycles for p in bound) / total
     ops = ", ".join(f"op {p.index} {info.ops[p.index].op} "
                     f"({p.traffic[area]['weights_read'] / 1024:.1f} KiB)" for p in bound[:5])
     more = f" and {len(bound) - 5} more" if len(bound) > 5 else ""

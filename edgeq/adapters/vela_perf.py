@@ -162,20 +162,54 @@ def parse_per_layer_csv(text: str) -> tuple[VelaRow, ...]:
     return tuple(rows)
 
 
-def parse_debug_db(data: bytes) -> dict[str, list[dict[str, str]]]:
-    """The tables of Vela's debug database: name -> rows as column -> text."""
+def parse_debug_db(data: bytes) -> dict[str, Any]:
+    """The tables of Vela's debug database edgeq reads: ``perf`` and ``source`` as rows of
+    column -> text, and ``perf_debug`` as row id -> bytes per area (a large model's database
+    is tens of MB, so only the traffic columns of that table are kept)."""
     root = ET.fromstring(data)  # Vela's own output in edgeq's temporary directory
-    tables = {}
+    tables: dict[str, Any] = {}
     for table in root.iter("table"):
-        text = (table.text or "").strip()
-        reader = csv.reader(io.StringIO(text))
+        name = table.get("name", "")
+        if name not in ("perf", "source", "perf_debug"):
+            continue
+        reader = csv.reader(io.StringIO((table.text or "").strip()))
         header = next(reader, [])
-        tables[table.get("name", "")] = [dict(zip(header, r)) for r in reader if r]
+        if name == "perf_debug":
+            tables[name] = _traffic_table(header, reader)
+        else:
+            tables[name] = [dict(zip(header, r)) for r in reader if r]
     return tables
 
 
-def attach_sources(rows: tuple[VelaRow, ...], db: dict[str, list[dict[str, str]]]
-                   ) -> tuple[VelaRow, ...]:
+def _traffic_table(header: list[str], reader: Any) -> dict[str, dict[str, dict[str, int]]]:
+    columns = []
+    for i, column in enumerate(header):
+        match = _TRAFFIC.match(column)
+        if match is not None:
+            area, usage, way = match.groups()
+            columns.append((i, _DEBUG_AREAS[area], way, usage in ("Weights", "Scales")))
+    ident = header.index("id") if "id" in header else None
+    out = {}
+    for row in reader:
+        if not row or ident is None:
+            continue
+        traffic: dict[str, dict[str, int]] = {}
+        for i, area, way, constant in columns:
+            text = row[i] if i < len(row) else ""
+            if text in ("", "0"):  # most cells: skip the conversion
+                continue
+            value = _int(text)
+            if not value:
+                continue
+            rw = traffic.setdefault(area, {"read": 0, "write": 0, "weights_read": 0})
+            rw[way] += value
+            if way == "read" and constant:
+                rw["weights_read"] += value  # constants: encoded weights, scales and biases
+        out[row[ident]] = traffic
+    return out
+
+
+def attach_sources(rows: tuple[VelaRow, ...], db: dict[str, Any]) -> tuple[VelaRow, ...]:
     """Each row with its input op (and its bytes per area), checked row by row against the
     debug database's perf table, which Vela writes the CSV from (stats_writer.py,
     postprocess_regor_performance_database)."""
@@ -184,7 +218,7 @@ def attach_sources(rows: tuple[VelaRow, ...], db: dict[str, list[dict[str, str]]
         raise ValueError(f"Vela's per-layer CSV has {len(rows)} rows, its debug database "
                          f"{len(perf)}")
     ext_key = {s["id"]: int(s["ext_key"]) for s in source if s.get("ext_key", "").isdigit()}
-    traffic = {d["id"]: _traffic(d) for d in db.get("perf_debug", []) if "id" in d}
+    traffic = db.get("perf_debug", {})
     out = []
     for row, p in zip(rows, perf):
         if (_int(p.get("op_cycles")), _int(p.get("npu_cycles")), _int(p.get("mac_count"))) != (
@@ -194,20 +228,6 @@ def attach_sources(rows: tuple[VelaRow, ...], db: dict[str, list[dict[str, str]]
                            row.target, row.op_cycles, row.npu_cycles, row.access_cycles,
                            row.macs, row.util_percent, row.name, traffic.get(p["id"], {})))
     return tuple(out)
-
-
-def _traffic(row: dict[str, str]) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {}
-    for column, value in row.items():
-        match = _TRAFFIC.match(column)
-        if match is None or not value.strip('"'):
-            continue
-        area, usage, way = match.groups()
-        rw = out.setdefault(_DEBUG_AREAS[area], {"read": 0, "write": 0, "weights_read": 0})
-        rw[way] += _int(value)
-        if way == "read" and usage in ("Weights", "Scales"):
-            rw["weights_read"] += _int(value)  # constants: encoded weights, scales and biases
-    return {a: rw for a, rw in out.items() if rw["read"] or rw["write"]}
 
 
 def _int(text: str | None) -> int:
@@ -220,21 +240,35 @@ def _int(text: str | None) -> int:
 def per_op(rows: tuple[VelaRow, ...], names: list[str], macs_per_cycle: int
            ) -> dict[int, LayerPerf]:
     """The NPU rows summed per input op index (``names``: each op's output tensor); ops
-    without a row cost nothing on the NPU."""
+    without a row cost nothing on the NPU. Rows Vela tied to no input op (operations it
+    generated itself, e.g. when it lowers a large RESIZE_BILINEAR) are left out here and
+    counted by ``unattributed``."""
+    mine: dict[int, list[VelaRow]] = {}
+    for r in rows:
+        if r.target == "NPU" and r.source_index is not None:
+            mine.setdefault(r.source_index, []).append(r)
     out: dict[int, LayerPerf] = {}
     for i, name in enumerate(names):
-        mine = [r for r in rows if r.source_index == i and r.target == "NPU"]
-        access = {key: sum(r.access_cycles[key] for r in mine) for key in AREAS.values()}
+        own = mine.get(i, [])
+        access = {key: sum(r.access_cycles[key] for r in own) for key in AREAS.values()}
         traffic: dict[str, dict[str, int]] = {}
-        for r in mine:
+        for r in own:
             for area, rw in r.traffic.items():
                 t = traffic.setdefault(area, {"read": 0, "write": 0, "weights_read": 0})
                 for key in t:
                     t[key] += rw.get(key, 0)
-        out[i] = LayerPerf(i, len(mine), sum(r.op_cycles for r in mine),
-                           sum(r.npu_cycles for r in mine), sum(r.macs for r in mine), access,
+        out[i] = LayerPerf(i, len(own), sum(r.op_cycles for r in own),
+                           sum(r.npu_cycles for r in own), sum(r.macs for r in own), access,
                            traffic, macs_per_cycle, name)
     return out
+
+
+def unattributed(rows: tuple[VelaRow, ...], op_count: int) -> dict[str, int]:
+    """Vela's NPU rows tied to no op of the input model, summed."""
+    left = [r for r in rows if r.target == "NPU"
+            and (r.source_index is None or not 0 <= r.source_index < op_count)]
+    return {"rows": len(left), "cycles": sum(r.op_cycles for r in left),
+            "npu_cycles": sum(r.npu_cycles for r in left), "macs": sum(r.macs for r in left)}
 
 
 def macs_per_cycle(accelerator: str) -> int:

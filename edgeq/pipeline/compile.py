@@ -95,6 +95,11 @@ def _vela(model: bytes, target: Target, predicted: tuple[OpPlacement, ...],
                        if p.placement == "npu" and p.index in result.layers else p
                        for p in result.placements)
     notes = list(result.notes)
+    left = (summary["per_layer"] or {}).get("unattributed") or {}
+    if left.get("rows"):
+        notes.append(f"Vela generated {left['rows']} NPU operation(s) of its own "
+                     f"({left['cycles']} cycles) that its debug database ties to no op of the "
+                     "model: they are in vela.per_layer.unattributed, not in any op's figures")
     for guess, real in zip(predicted, result.placements):
         if guess.placement != real.placement:
             notes.append(f"op {real.index} {real.op}: predicted {guess.placement}, vela put it on "
@@ -109,6 +114,8 @@ def per_layer_summary(result: Any) -> dict[str, Any]:
     if not result.layers:
         return {"per_layer": None, "advice": list(result.advice),
                 "command_streams": result.command_streams}
+    from edgeq.adapters.vela_perf import unattributed
+
     layers = result.layers.values()
     return {
         "per_layer": {
@@ -119,6 +126,8 @@ def per_layer_summary(result: Any) -> dict[str, Any]:
             "macs": sum(p.macs for p in layers),
             "memory_bound_ops": sum(p.bound.startswith("memory") for p in layers),
             "compute_bound_ops": sum(p.bound == "compute" for p in layers),
+            # Operations Vela generated that its debug database ties to no op of the model.
+            "unattributed": unattributed(result.rows or (), len(result.placements)),
         },
         "advice": list(result.advice),
         "command_streams": result.command_streams,
