@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -86,6 +87,7 @@ def print_report(report: Report, files: dict[str, Path]) -> None:
     for label, value in report.summary_rows():
         table.add_row(label, value)
     console.print(table)
+    _print_ethos_u(console, report.vela, report.ops)
     if report.calibration_candidates:
         cands = Table(title="calibration methods (auto)")
         for col in ("method", "top-1", "agreement", "SQNR dB", "chosen"):
@@ -206,15 +208,18 @@ def print_analysis(analysis: Any) -> None:
     console.print(table)
     hidden = analysis.ops[MAX_OP_ROWS:]
     if hidden:
-        off = sorted({op.op for op in hidden if op.placement == "none"})
+        off = sum(op.placement == "none" for op in hidden)
         console.print(f"... and {len(hidden)} more op(s), not shown"
-                      + (f" ({len(off)} op type(s) with no place to run: {', '.join(off[:5])})"
-                         if off else "") + "; --json lists every op", markup=False)
+                      + (f" ({off} of them with no place to run)" if off else "")
+                      + "; --json lists every op", markup=False)
     if analysis.compiler and analysis.compiler["key"] == "edgetpu":
         from edgeq.outputs.report import edgetpu_rows
 
         for label, value in edgetpu_rows(analysis.compiler["summary"]):
             console.print(f"[bold]{label}:[/] {value}")
+    if analysis.compiler and analysis.compiler["key"] == "vela":
+        _print_ethos_u(console, analysis.compiler["summary"],
+                       [op.to_dict() for op in analysis.ops])
     for note in (*analysis.notes, *(analysis.compiler or {}).get("notes", ())):
         console.print(f"[yellow]note:[/] {note}")
     mem = analysis.memory
@@ -278,3 +283,12 @@ def print_verify(outcome: Any) -> None:
     for c in outcome.checks:
         mark = "[green]ok[/]" if c.ok else "[red]FAIL[/]"
         console.print(f"  {mark} {c.detail}")
+
+
+def _print_ethos_u(console: Console, vela: dict[str, Any] | None, ops: list[dict[str, Any]]
+                   ) -> None:
+    """Vela's per-layer estimate, top layers, and the advice (edgeq.outputs.vela_report)."""
+    from edgeq.outputs.vela_report import terminal_rows
+
+    for label, value in terminal_rows(vela, ops):
+        console.print(f"[bold]{escape(label)}:[/] {escape(value)}")

@@ -69,6 +69,9 @@ class ModelInfo:
     # Values of small integer constant tensors (axes, paddings, strides, new shapes), by tensor
     # index: the placement rules need them and they cost nothing to keep.
     values: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    # A Vela-compiled model: the accelerator each ethos-u op's command stream was compiled for
+    # ("ethos-u65-256"; "unknown" when the stream does not say), edgeq.formats.ethos_u.
+    npu_configs: tuple[str, ...] = ()
 
     @property
     def op_names(self) -> tuple[str, ...]:
@@ -157,6 +160,7 @@ def _model_info(data: bytes) -> ModelInfo:
     buffers = fb.tables(root, 4)
 
     tensors = []
+    tensor_buffers: list[int] = []
     values: dict[int, tuple[int, ...]] = {}
     for i, at in enumerate(fb.tables(sg, 0)):
         q = fb.table(at, 4)
@@ -165,6 +169,7 @@ def _model_info(data: bytes) -> ModelInfo:
         shape = tuple(fb.numbers(at, 0, "i"))
         sig = tuple(fb.numbers(at, 7, "i")) if fb.has(at, 7) else shape
         kind, index = fb.scalar(at, 1, "b", 0), fb.scalar(at, 2, "I", 0)
+        tensor_buffers.append(index)
         nbytes, fill = 0, None
         if 0 < index < len(buffers):
             buf = buffers[index]
@@ -204,6 +209,7 @@ def _model_info(data: bytes) -> ModelInfo:
             name = f"CUSTOM:{_text(fb.blob(at, 1))}"
         codes.append((name, fb.scalar(at, 2, "i", 1)))
     ops = []
+    npu_configs = []
     for i, at in enumerate(fb.tables(sg, 3)):
         name, version = codes[fb.scalar(at, 0, "I", 0)]
         kind, options = fb.scalar(at, 3, "B", 0), fb.table(at, 4)
@@ -219,6 +225,8 @@ def _model_info(data: bytes) -> ModelInfo:
                 custom_options_bytes=len(fb.blob(at, 5)),
             )
         )
+        if name == "CUSTOM:ethos-u":
+            npu_configs.append(_npu_config(fb, at, tensor_buffers, buffers))
     return ModelInfo(
         ops=tuple(ops),
         tensors=tuple(tensors),
@@ -227,6 +235,7 @@ def _model_info(data: bytes) -> ModelInfo:
         subgraphs=len(subgraphs),
         size_bytes=len(data),
         values=values,
+        npu_configs=tuple(npu_configs),
     )
 
 
@@ -306,6 +315,17 @@ class _Flat:
 
 
 _U32, _I32, _U16 = struct.Struct("<I"), struct.Struct("<i"), struct.Struct("<H")
+def _npu_config(fb: _Flat, op: int, tensor_buffers: list[int], buffers: list[int]) -> str:
+    """The accelerator an ethos-u op's command stream (its first input's buffer) was compiled
+    for; "unknown" when the stream does not say (edgeq.formats.ethos_u)."""
+    from edgeq.formats.ethos_u import compiled_for
+
+    inputs = fb.numbers(op, 1, "i")
+    first = inputs[0] if inputs else -1
+    index = tensor_buffers[first] if 0 <= first < len(tensor_buffers) else 0
+    buf = buffers[index] if 0 < index < len(buffers) else 0
+    found = compiled_for(fb.blob(buf, 0)) if buf and fb.has(buf, 0) else None
+    return found.accelerator if found is not None else "unknown"
 
 
 def _uniform_fill(data: bytes, tensor_type: int) -> int | None:

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edgeq import __version__
+from edgeq.outputs.vela_report import markdown as ethos_u_markdown
 
 SCHEMA_VERSION = 1
 
@@ -194,6 +195,7 @@ class Report:
                 sq = "identical" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f}"
                 lines.append(f"| {short_tensor_name(r['tensor'])} | [{r['lo']:.4g}, {r['hi']:.4g}] | "
                              f"{100 * r['clipped_fraction']:.3f}% | {sq} |")
+        lines += ethos_u_markdown(self.vela, self.ops)  # edgeq.outputs.vela_report
         lines += ["", "## Ops", "", "| # | op | layer | runs on | reason | fix |",
                   "|---|---|---|---|---|---|"]
         lines += [f"| {o['index']} | {o['op']} | {o.get('layer', '')} | {o['placement']} | "
