@@ -214,6 +214,14 @@ def check_model(data: bytes, path: str | Path = "<bytes>") -> None:
         raise _size_error(path, oversized[0], len(oversized) - 1)
 
 
+def external_buffers(data: bytes) -> tuple[int, ...]:
+    """Indices of the buffers whose bytes lie after the flatbuffer (Buffer.offset/size, the
+    layout of models over 2 GB) rather than in Buffer.data. Call on a file check_model passed."""
+    r = _Reader(bytes(data))
+    buffers = r.table(r.offset_target(0, "root offset"), "model").tables(4, "buffers")
+    return tuple(i for i, b in enumerate(buffers) if b.scalar(1, "Q") > 1 and b.scalar(2, "Q"))
+
+
 class _Oversized:
     """A tensor over MAX_ELEMENTS or MAX_TENSOR_BYTES, and the op that first uses it."""
 
