@@ -42,8 +42,9 @@ def read_labels(path: str | Path) -> tuple[str, ...]:
         # Split on '\n' alone: str.splitlines() also splits on CR, VT, FF, FS..RS, NEL, U+2028
         # and U+2029, which an app reading labels.txt by lines may not, so those are refused
         # below instead of silently making more labels than the file has lines.
+        # (read as bytes: read_text's universal newlines would turn a lone CR into a break)
         lines = [line.removesuffix("\r")
-                 for line in p.read_text(encoding="utf-8").split("\n")]
+                 for line in p.read_bytes().decode("utf-8").split("\n")]
     except UnicodeDecodeError as exc:
         raise DataError(p, "labels file is not UTF-8 text",
                         hint="save it as UTF-8, one class per line") from exc
