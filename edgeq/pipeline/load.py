@@ -248,11 +248,12 @@ def _refuse_scope_names(model: Any, p: Path) -> None:
         rule = _TF_OP_NAME if layer is model else _TF_SCOPE_NAME  # the model's scope is first
         if not rule.fullmatch(name):
             what = "model" if layer is model else "layer"
+            fixed = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+            fixed = fixed if _TF_OP_NAME.fullmatch(fixed) else f"x{fixed}"
             raise ModelFileError(
                 p, f"{what} name '{terminal(name)}' is not a valid TensorFlow name scope "
                 "(letters, digits and _ . - / \\ > only), so TensorFlow cannot trace it",
-                hint=f"rename the {what} (e.g. '{re.sub(r'[^A-Za-z0-9_.-]', '_', name) or 'x'}'"
-                     ") and save the model again")
+                hint=f"rename the {what} (e.g. '{fixed}') and save the model again")
 
 
 def _all_layers(model: Any) -> Any:

@@ -47,9 +47,12 @@ HOSTILE_FILE_NAMES = {
 ESC_OR_BEL = re.compile("[\x07\x1b\x9b]")
 
 
-def run(capfd, *args: str) -> tuple[int, str, str]:
+def run(capture, *args: str) -> tuple[int, str, str]:
+    """The CLI in this process. With capfd the progress lines (written to a duplicate of
+    descriptor 2) are seen too; capsys is for runs that import TensorFlow, whose native start-up
+    log goes to descriptor 2 as well."""
     code = main([str(a) for a in args])
-    captured = capfd.readouterr()
+    captured = capture.readouterr()
     return code, captured.out, captured.err
 
 
@@ -305,12 +308,12 @@ def _png_folders(root: Path, names: list[str]) -> Path:
     return root
 
 
-def test_class_folder_with_a_line_break_is_refused(tmp_path, capfd):
+def test_class_folder_with_a_line_break_is_refused(tmp_path, capsys):
     names = [f"c{i}" for i in range(10)]
     names[3] = "c3\nINJECTED-LABEL"
     images = _png_folders(tmp_path / "images", names)
     out_dir = tmp_path / "app"
-    code, _, err = run(capfd, "convert", DIGITS, "--target", "android-arm64", "--data", images,
+    code, _, err = run(capsys, "convert", DIGITS, "--target", "android-arm64", "--data", images,
                        "--input-scale", "1/16", "--out", out_dir, "--no-latency", "--json")
     line = one_error_line(err, code, 2)
     assert "class folder 'c3\\nINJECTED-LABEL'" in line and "control character" in line
@@ -319,12 +322,12 @@ def test_class_folder_with_a_line_break_is_refused(tmp_path, capfd):
 
 @pytest.mark.parametrize("bad", ["c3\rINJECTED", "c3\x0bINJECTED", "c3\u2028INJECTED",
                                  "c3\x1b[2J"])
-def test_labels_file_with_a_line_break_is_refused(bad, tmp_path, capfd):
+def test_labels_file_with_a_line_break_is_refused(bad, tmp_path, capsys):
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join([*(f"c{i}" for i in range(3)), bad,
                                  *(f"c{i}" for i in range(4, 10))]) + "\n", newline="")
     out_dir = tmp_path / "app"
-    code, _, err = run(capfd, "convert", DIGITS, "--target", "android-arm64", "--data",
+    code, _, err = run(capsys, "convert", DIGITS, "--target", "android-arm64", "--data",
                        DIGITS_DATA, "--input-scale", "1/16", "--out", out_dir, "--no-latency",
                        "--labels", labels, "--json")
     line = one_error_line(err, code, 2)
@@ -340,7 +343,7 @@ def test_labels_file_with_crlf_line_ends_is_read(tmp_path):
     assert read_labels(labels) == ("cat", "dog")
 
 
-def test_layer_name_tensorflow_cannot_trace_is_named(tmp_path, capfd):
+def test_layer_name_tensorflow_cannot_trace_is_named(tmp_path, capsys):
     import keras
 
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, name="dense 1"),
@@ -349,7 +352,7 @@ def test_layer_name_tensorflow_cannot_trace_is_named(tmp_path, capfd):
     model.save(path)
     data = tmp_path / "x.npz"
     np.savez(data, x=np.random.default_rng(0).random((16, 8), dtype=np.float32))
-    code, _, err = run(capfd, "convert", path, "--target", "cortex-m4", "--data", data,
+    code, _, err = run(capsys, "convert", path, "--target", "cortex-m4", "--data", data,
                        "--out", tmp_path / "out", "--no-latency", "--json")
     line = one_error_line(err, code, 2)
     assert "layer name 'dense 1'" in line and "rename the layer (e.g. 'dense_1')" in line
@@ -430,7 +433,10 @@ def test_offset_buffers_refused_for_tflm_targets(offset_model, tmp_path, capfd):
                  ["analyze", offset_model, "--target", "ethos-u55-128"],
                  ["verify", offset_model, "--target", "cortex-m4", "--eval-data", data,
                   "--no-latency"],
-                 ["embed", offset_model, "--out", tmp_path / "gen"]):
+                 ["embed", offset_model, "--out", tmp_path / "gen"],
+                 # refused before the toolchain or the tree is looked for
+                 ["emulate", offset_model, "--target", "cortex-m4", "--tflm-tree",
+                  tmp_path / "no_tree"]):
         code, out, err = run(capfd, *argv)
         line = one_error_line(err, code, 3)
         assert "8 buffer(s) (2, 3, 4, 5, 6, ...) store their bytes after the flatbuffer" in line
