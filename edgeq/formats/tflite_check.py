@@ -10,7 +10,8 @@ flatbuffers verifier does, plus the semantic checks an interpreter relies on:
   (4-byte aligned, field sizes within their table);
 - at least one subgraph; tensor, operator-code, buffer and subgraph indices within range;
 - buffers stored after the flatbuffer (offset/size, for >2 GB models) within the file, and every
-  constant tensor's buffer large enough for its shape and type;
+  constant tensor's buffer large enough for its shape and type (LiteRT reads such buffers,
+  TFLite Micro does not: `external_buffers` lists them for edgeq.adapters.tflm to refuse);
 - shapes non-negative (shape signatures may use -1), a sane rank, and an element count a
   TensorFlow shape can hold (at most 2^63 - 1);
 - quantization parameters consistent (as many zero points as scales, per-channel counts that

@@ -109,7 +109,7 @@ def _objects(gen: Path, compiler: list[str]) -> dict[str, bytes]:
         obj = src.replace(".cc", ".o")
         proc = subprocess.run([*compiler, "-std=c++11", "-trigraphs", "-Wall", "-Werror",
                                "-I.", "-Istub", "-c", src, "-o", obj],
-                              cwd=gen, capture_output=True, text=True)
+                              cwd=gen, capture_output=True, text=True, check=False)
         assert proc.returncode == 0, proc.stderr
         out[obj] = (gen / obj).read_bytes()
     return out
@@ -173,12 +173,12 @@ def test_cmake_refuses_a_model_path_that_would_run(model_name, tmp_path):
         "foreach(m IN LISTS models)\n  edgeq_add_model(model MODEL \"${m}\")\nendforeach()\n")
     edgeq = ROOT / ".venv" / "bin" / "edgeq"
     conf = subprocess.run(["cmake", "-S", src, "-B", build, f"-DEDGEQ_EXECUTABLE={edgeq}"],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, check=False)
     assert conf.returncode != 0
     assert "holds a control character or one of" in conf.stderr, conf.stderr
     assert "edgeq_add_model(model): MODEL" in conf.stderr
     assert not (build / "Makefile").exists(), "nothing is generated"
-    made = subprocess.run(["make", "-C", build], capture_output=True, text=True, timeout=300)
+    made = subprocess.run(["make", "-C", build], capture_output=True, text=True, timeout=300, check=False)
     assert made.returncode != 0
     assert not list(tmp_path.rglob("INJECTED_BY_MAKE")), "the injected recipe ran"
 
@@ -195,7 +195,7 @@ def test_cmake_keeps_plain_paths_with_spaces_and_utf8(tmp_path):
         'edgeq_add_model(model MODEL "models/kws v1.2+b~c,d@e.tflite")\n')
     conf = subprocess.run(["cmake", "-S", src, "-B", tmp_path / "build",
                            f"-DEDGEQ_EXECUTABLE={ROOT / '.venv' / 'bin' / 'edgeq'}"],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, check=False)
     assert conf.returncode == 0, conf.stderr
 
 
