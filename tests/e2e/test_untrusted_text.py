@@ -151,6 +151,42 @@ def test_embed_file_name_compiles_to_the_plain_object_code(case, plain_embed, tm
         assert b"edgeq_injected" not in b"".join(got.values())
 
 
+@pytest.mark.slow
+def test_emulate_firmware_ignores_the_file_name(tmp_path, capsys):
+    """emulate embeds the model through the same sources: a name carrying a function and an
+    #error line builds the same firmware image as a plain name (QEMU, TFLM tree, cached)."""
+    import json
+
+    from edgeq.emulator.toolchain import cache_dir, find_toolchain
+    from edgeq.errors import MissingDependencyError
+
+    try:
+        tool = find_toolchain()
+    except MissingDependencyError as exc:
+        pytest.skip(str(exc))
+    objcopy = shutil.which("arm-none-eabi-objcopy")
+    if objcopy is None:
+        pytest.skip("arm-none-eabi-objcopy not installed (Debian binutils-arm-none-eabi)")
+    tree = FIXTURES.parent / "third_party" / "tflm_tree_cmsis_nn.tar.gz"
+    images = []
+    for name in ("plain", f"m\n{INJECT}\n#error injected\n"):
+        model = tmp_path / f"{len(images)}" / f"{name}.tflite"
+        model.parent.mkdir()
+        shutil.copyfile(HELLO, model)
+        code, out, err = run(capsys, "emulate", model, "--target", "cortex-m4", "--tflm-tree",
+                             tree, "--eval-samples", "2", "--json")
+        assert code == 0, err
+        key = json.loads(out)["emulator"]["toolchain"]["firmware"]
+        elf = cache_dir() / "emulator" / "fw" / key / "firmware.elf"
+        symbols = subprocess.run([tool.nm, str(elf)], capture_output=True, text=True,
+                                 check=True).stdout
+        assert "edgeq_injected" not in symbols
+        image = tmp_path / f"{len(images)}.bin"
+        subprocess.run([objcopy, "-O", "binary", str(elf), str(image)], check=True)
+        images.append(image.read_bytes())
+    assert images[0] == images[1]
+
+
 # --- CMake: a model path that would write build steps stops at configure time -------------------
 
 
