@@ -297,6 +297,50 @@ def test_terminal_model_and_data_paths_with_markup(tmp_path, capfd):
     assert "]none\\x1b[2J.npz" in one_error_line(err, code, 2)
 
 
+# The real entry point (`python -m edgeq`: entry, supervisor, isolated children), run in a child
+# of a fresh wrapper as tests/e2e/test_bombs.py does, which prints its time and peak memory (-s);
+# stdout and stderr are checked as raw bytes.
+_MEASURE = """
+import json, resource, subprocess, sys, time
+t0 = time.monotonic()
+proc = subprocess.run(sys.argv[1:], capture_output=True, timeout=300)
+print(json.dumps({"code": proc.returncode, "out": proc.stdout.decode("utf-8", "replace"),
+                  "err": proc.stderr.decode("utf-8", "replace"),
+                  "seconds": time.monotonic() - t0,
+                  "peak_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
+"""
+
+
+def _measured(*argv) -> dict:
+    import json
+    import os
+    import sys
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    out = subprocess.run([sys.executable, "-c", _MEASURE, sys.executable, "-m", "edgeq",
+                          *map(str, argv)], capture_output=True, text=True, timeout=400,
+                         env=env, check=True)
+    result = json.loads(out.stdout)
+    print(f"\n{argv[0]}: exit {result['code']}, {result['seconds']:.1f} s, peak "
+          f"{result['peak_kib'] / 1024:.0f} MiB")
+    return result
+
+
+def test_entry_point_keeps_hostile_names_on_one_escaped_line(tmp_path):
+    model = _hostile_tflite(tmp_path / "d[" / "]m\x1b[2J.tflite", BAD_CODE)
+    for argv, status in ((["analyze", model, "--target", "cortex-m4"], 3),
+                         (["inspect", model], 0),
+                         (["embed", model, "--out", tmp_path / "gen"], 3)):
+        r = _measured(*argv)
+        assert r["code"] == status, r["err"]
+        assert not ESC_OR_BEL.search(r["out"] + r["err"]) and "MarkupError" not in r["err"]
+        if status:
+            lines = [line for line in r["err"].splitlines() if line.strip()]
+            assert len(lines) == 1 and lines[0].startswith("edgeq: error: "), r["err"]
+            assert "CUSTOM:x\\n\\x1b]0;TITLE" in lines[0] or "custom op 'x\\n" in lines[0]
+
+
 def test_click_usage_errors_escape_the_value(capfd):
     code, _, err = run(capfd, "convert", "m.keras", "--target", "cortex-m4", "--data", "d.npz",
                        "--method", "x\x1b]0;TITLE\x07\ny")
