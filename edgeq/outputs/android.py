@@ -39,10 +39,9 @@ def read_labels(path: str | Path) -> tuple[str, ...]:
     if not p.is_file():
         raise DataError(p, "labels file not found", hint="pass a text file, one class per line")
     try:
-        # Split on '\n' alone: str.splitlines() also splits on CR, VT, FF, FS..RS, NEL, U+2028
-        # and U+2029, which an app reading labels.txt by lines may not, so those are refused
-        # below instead of silently making more labels than the file has lines.
-        # (read as bytes: read_text's universal newlines would turn a lone CR into a break)
+        # Split on '\n' alone, from bytes: splitlines() and read_text's universal newlines
+        # also break at a lone CR, VT, FF, NEL or U+2028, which an app reading labels.txt by
+        # lines may not; such a label is refused below instead of becoming two.
         lines = [line.removesuffix("\r")
                  for line in p.read_bytes().decode("utf-8").split("\n")]
     except UnicodeDecodeError as exc:
