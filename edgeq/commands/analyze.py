@@ -102,6 +102,10 @@ def analyze(model_path: str | Path, target_name: str, data: str | None = None, *
         raise ModelFileError(p, "analyze reads .tflite, .keras, .h5 or SavedModel directories",
                              hint="pass the model file")
     info = read_model(data_bytes, p)
+    if target.runtime.name == "tflm":  # no arena, Vela or op figure on weights TFLM ignores
+        from edgeq.adapters.tflm import check_inline_buffers
+
+        check_inline_buffers(data_bytes, str(p))
     placements = place_ops(info, target, *layer_scope, source=str(p))
     vela_compiled = ETHOS_U_OP in info.op_names
     arena = None

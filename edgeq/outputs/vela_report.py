@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgeq.outputs.text import markdown as _md
+
 TOP = 10  # layers in report.md and on the terminal
 _AREAS = (("sram", "SRAM"), ("dram", "DRAM"), ("onchip_flash", "on-chip flash"),
           ("offchip_flash", "off-chip flash"))
@@ -70,14 +72,14 @@ def markdown(vela: dict[str, Any] | None, ops: list[dict[str, Any]]) -> list[str
               "|---" * (9 + len(areas)) + "|"]
     for o in layers[:TOP]:
         access = o.get("memory_access_cycles", {})
-        lines.append(f"| {o['index']} | {o['op']} | {_layer(o)} | {o['cycles']} | "
+        lines.append(f"| {o['index']} | {_md(o['op'])} | {_md(_layer(o))} | {o['cycles']} | "
                      f"{_share(o)} | {o['npu_cycles']} | {o['macs']} | {_util(o)} | "
                      f"{_bound(o)} | " + " | ".join(str(access.get(k, 0)) for k, _ in areas)
                      + " |")
     if len(layers) > TOP:
         lines.append(f"\n{len(layers) - TOP} more NPU op(s) in report.json (ops[].cycles).")
     if vela.get("advice"):
-        lines += ["", "## Ethos-U advice", ""] + [f"- {a}" for a in vela["advice"]]
+        lines += ["", "## Ethos-U advice", ""] + [f"- {_md(a)}" for a in vela["advice"]]
     return lines
 
 

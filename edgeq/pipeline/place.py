@@ -139,12 +139,17 @@ def read_placeable(model: str | Path, target: Target, command: str
     Raises:
         ModelFileError: the file is missing or not a readable .tflite (exit 2).
         UnsupportedOpsError: an op the target cannot run (exit 3).
+        TargetConstraintError: weights stored after the flatbuffer, for TFLM (exit 3).
     """
     p = Path(model)
     if not p.is_file():
         raise ModelFileError(p, "not found", hint=f"pass the .tflite file to {command}")
     data = p.read_bytes()
     info = read_model(data, p)
+    if target.runtime.name == "tflm":  # before any figure: TFLM would run without weights
+        from edgeq.adapters.tflm import check_inline_buffers
+
+        check_inline_buffers(data, str(p))
     check_placeable(place_ops(info, target), target)
     return p, data, info
 
