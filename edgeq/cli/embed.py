@@ -47,12 +47,8 @@ def embed(model: str, out: str, name: str, target: str | None, overwrite: bool) 
             check_placeable(analysis.ops, analysis.target)
             enforce_memory(analysis.target, analysis.memory, analysis.info)
             arena = analysis.arena
-        else:  # TFLite Micro loads the user's model in a child (edgeq.process.isolation)
-            from edgeq.commands.analyze import measure_arena
-            from edgeq.formats.tflite import read_model
-
-            info = read_model(data, p)  # not a .tflite: the reader's line, before any child
-            arena = measure_arena(data, p, info=info)
+        else:
+            arena = None  # embed_model measures it in a child, after its own checks
         result = embed_model(data, name, source=str(p), arena=arena)
         files = write_outputs(Path(out), result.files, overwrite=overwrite)
     click.echo(f"{result.name}: {result.model_len} bytes, {len(result.ops)} op type(s), "
