@@ -108,6 +108,8 @@ class ConvertOptions:
     seed: int = 0
     qat_skip: tuple[str, ...] = ()
     strategy: str = "none"  # none | mirrored | multiworker (tf.distribute)
+    # TFLM targets: write an offline arena plan when it beats TFLM's own (pipeline.arena_stage)
+    arena_plan: bool = True
 
 
 @dataclass(frozen=True)
@@ -287,6 +289,15 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
     # verify stage runs the model in this process.
     check_scales(info, f"{opts.model} (converted)",
                  "tflm" if target.runtime.name == "tflm" else "litert")
+    arena_plan = None
+    if opts.arena_plan and target.runtime.name == "tflm" and target.compiler is None:
+        from edgeq.pipeline.arena_stage import plan_and_check
+
+        arena_plan = timed("arena plan", plan_and_check, quantized.model, target,
+                           source=f"{opts.model} (converted)")
+        if arena_plan.applied:  # the planned model is the one placed, verified and written
+            quantized = replace(quantized, model=arena_plan.model)
+            info = _check_converted(quantized.model, opts.model)
     placements = timed("place ops", place.place_ops, info, target, *loaded.layer_scope())
     place.check_placeable(placements, target)
     compiled = timed("compile", compile_stage.compile_for_target, quantized.model, target,
@@ -322,7 +333,8 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
         accuracy=asdict(result.accuracy),
         fidelity=asdict(result.fidelity),
         latency_ms=asdict(result.latency) if result.latency else None,
-        memory={k: v for k, v in asdict(memory).items() if k != "overruns"},
+        memory={k: v for k, v in asdict(memory).items() if k != "overruns"}
+        | ({"arena_plan": arena_plan.to_dict()} if arena_plan is not None else {}),
         runtimes={"tflm_vs_litert": [asdict(d) for d in result.tflm_vs_litert]}
         if result.tflm_vs_litert else {},
         calibration_candidates=outcome.candidates,

@@ -36,9 +36,11 @@ class OpCost:
     instructions: int  # mean over the samples
     estimated_cycles: int
     share: float  # of the instructions inside Invoke()
+    layer: str = ""  # the layer that made the op's output (its tensor name's first part)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "op": self.op, "instructions": self.instructions,
+        return {"index": self.index, "op": self.op, "layer": self.layer,
+                "instructions": self.instructions,
                 "estimated_cycles": self.estimated_cycles, "share": round(self.share, 4)}
 
 
@@ -379,5 +381,13 @@ def _per_op(info: ModelInfo, op_insns: np.ndarray | None, cm) -> tuple[OpCost, .
         return ()
     mean = op_insns.mean(axis=0)
     total = float(mean.sum()) or 1.0
-    return tuple(OpCost(i, op.op, int(round(m)), cm.cycles(m), float(m) / total)
+    return tuple(OpCost(i, op.op, int(round(m)), cm.cycles(m), float(m) / total,
+                        _layer(info, op))
                  for i, (op, m) in enumerate(zip(info.ops, mean)))
+
+
+def _layer(info: ModelInfo, op) -> str:
+    from edgeq.report import short_tensor_name
+
+    outs = [i for i in op.outputs if i >= 0]
+    return short_tensor_name(info.tensors[outs[0]].name) if outs else ""

@@ -45,11 +45,11 @@ def print_emulation(result: Any, found_checks: list[Any] | None = None) -> None:
     console.print(f"  build {r.build_seconds:.1f} s ({built}), QEMU run {r.run_seconds:.1f} s")
     if r.top_ops:
         table = Table(title="most expensive ops (estimated)", title_justify="left")
-        for col in ("#", "op", "instructions", "est. cycles", "share"):
-            table.add_column(col, justify="right" if col != "op" else "left")
+        for col in ("#", "op", "layer", "instructions", "est. cycles", "share"):
+            table.add_column(col, justify="left" if col in ("op", "layer") else "right")
         for o in r.top_ops:
-            table.add_row(str(o.index), o.op, f"{o.instructions:,}", f"{o.estimated_cycles:,}",
-                          f"{100 * o.share:.1f}%")
+            table.add_row(str(o.index), o.op, o.layer, f"{o.instructions:,}",
+                          f"{o.estimated_cycles:,}", f"{100 * o.share:.1f}%")
         console.print(table)
     for c in found_checks or []:
         console.print(f"  {'[green]ok[/]' if c.ok else '[red]FAIL[/]'} {c.detail}")

@@ -67,10 +67,11 @@ class Plan:
     order: tuple[int, ...]  # operator order (indices into the model's operators)
     offsets: dict[int, int]  # tensor index -> offset, for every tensor TFLM plans
     tried: tuple[tuple[str, int], ...] = field(default=())
+    as_given_head: int = 0  # TFLM on the file as given (its own offline plan, if it has one)
 
     @property
     def improves(self) -> bool:
-        return self.planned_head < self.tflm_head
+        return self.planned_head < self.as_given_head
 
     @property
     def reordered(self) -> bool:
@@ -272,9 +273,10 @@ def plan(info: ModelInfo, kernels: Kernels = REFERENCE,
     scratch = _scratch(info, kernels)
     as_given = tuple(range(len(info.ops)))
     base = buffers(info, as_given, scratch)
-    tflm = tflm_layout(base, offline_as_given)
-    best = (tflm.head, "tflm", as_given, {k: v for k, v in tflm.offsets.items() if k >= 0},
-            lower_bound(base))
+    tflm = tflm_layout(base)  # TFLM's own planner, the metadata ignored
+    given = tflm_layout(base, offline_as_given) if offline_as_given else tflm
+    best = (given.head, "as given" if offline_as_given else "tflm", as_given,
+            {k: v for k, v in given.offsets.items() if k >= 0}, lower_bound(base))
     tried: list[tuple[str, int]] = []
     for order in [as_given, *operator_orders(info)][:_MAX_ORDERS]:
         bufs = base if order == as_given else buffers(info, order, scratch)
@@ -286,7 +288,7 @@ def plan(info: ModelInfo, kernels: Kernels = REFERENCE,
                     {k: v for k, v in layout.offsets.items() if k >= 0}, lower_bound(bufs))
     head, name, order, offsets, bound = best
     return Plan(kernels.name, tflm.head, head, bound, lower_bound(base), name, order, offsets,
-                tuple(tried))
+                tuple(tried), given.head)
 
 
 def realise(info: ModelInfo, order: tuple[int, ...], offsets: dict[int, int],
@@ -295,6 +297,11 @@ def realise(info: ModelInfo, order: tuple[int, ...], offsets: dict[int, int],
     `kernels` (a plan made for one build, checked on another)."""
     scratch = _scratch(info, kernels)
     return tflm_layout(buffers(info, order, scratch), offsets).head
+
+
+def realise_bound(info: ModelInfo, order: tuple[int, ...], kernels: Kernels) -> int:
+    """The lower bound of the head for operators run in `order` on `kernels`."""
+    return lower_bound(buffers(info, order, _scratch(info, kernels)))
 
 
 def operator_orders(info: ModelInfo) -> list[tuple[int, ...]]:
