@@ -161,7 +161,7 @@ def emulate(model: str | Path, target: str, *, eval_data: str | Path | None = No
     from edgeq.emulator.qemu import run_firmware
     from edgeq.emulator.toolchain import find_toolchain, resolve_tree
     from edgeq.pipeline.place import read_placeable
-    from edgeq.embed import embed_model
+    from edgeq.outputs.embed import embed_model
     from edgeq.targets import list_targets, load_target
 
     prof = load_target(target)
@@ -387,7 +387,7 @@ def _per_op(info: ModelInfo, op_insns: np.ndarray | None, cm) -> tuple[OpCost, .
 
 
 def _layer(info: ModelInfo, op) -> str:
-    from edgeq.report import short_tensor_name
+    from edgeq.outputs.report import short_tensor_name
 
     outs = [i for i in op.outputs if i >= 0]
     return short_tensor_name(info.tensors[outs[0]].name) if outs else ""

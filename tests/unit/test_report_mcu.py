@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from edgeq.report import Report
+from edgeq.outputs.report import Report
 
 pytest.importorskip("matplotlib")
 

@@ -68,7 +68,7 @@ def emulator_markdown(emu: dict[str, Any], ops: Sequence[dict[str, Any]]) -> lis
 def emulator_html(emu: dict[str, Any], ops: Sequence[dict[str, Any]]) -> str:
     """The emulated-device section of report.html: a chart of estimated cycles per layer and
     the table behind it."""
-    from edgeq.report_html import _caption, _figure, _img, _short, _table
+    from edgeq.outputs.report_html import _caption, _figure, _img, _short, _table
 
     rows = per_op_rows(emu, ops)
     est = emu["estimate"]

@@ -148,7 +148,7 @@ class Report:
             rows.append(("RAM (TFLM arena)", _budget(mem["arena_bytes"], mem.get("budget_ram_bytes"))
                          + f"; head {mem['arena_head_bytes']} B, tail {mem['arena_tail_bytes']} B; "
                          f"declare {mem['recommended_arena_bytes']} B"))
-        from edgeq.report_mcu import arena_plan_rows
+        from edgeq.outputs.report_mcu import arena_plan_rows
 
         rows += arena_plan_rows(mem)
         for d in self.runtimes.get("tflm_vs_litert", []):
@@ -172,12 +172,6 @@ class Report:
         rows.append(("ops", f"{len(self.ops)} ({counts})"))
         rows.append(("output", f"{self.output['path']} ({self.output['bytes']} B)"))
         return rows
-
-    def to_html(self) -> str:
-        """report.html: one self-contained page with charts (needs matplotlib, imported here)."""
-        from edgeq.report_html import render
-
-        return render(self)
 
     def to_markdown(self) -> str:
         lines = [f"# edgeq report: {self.model['path']} → {self.target}", ""]
@@ -211,7 +205,7 @@ class Report:
         lines += [f"| {o['index']} | {o['op']} | {o.get('layer', '')} | {o['placement']} | "
                   f"{o['reason']} | {o.get('fix', '')} |" for o in self.ops]
         if self.emulator:
-            from edgeq.report_mcu import emulator_markdown
+            from edgeq.outputs.report_mcu import emulator_markdown
 
             lines += emulator_markdown(self.emulator, self.ops)
         lines += ["", "## Stages", "", "| stage | seconds |", "|---|---|"]
