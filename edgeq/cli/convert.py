@@ -154,6 +154,8 @@ def _emulate_converted(result, target: str, eval_data: str, opts, tflm_tree: str
     if "report.md" in result.files:
         outputs["report.md"] = result.report.to_markdown().encode()
     if "report.html" in result.files:
-        outputs["report.html"] = result.report.to_html().encode()
+        from edgeq.outputs.report_html import render
+
+        outputs["report.html"] = render(result.report).encode()
     write_outputs(result.files["report.json"].parent, outputs, overwrite=True)
     return emu, text

@@ -9,6 +9,7 @@ import re
 import pytest
 
 from edgeq.outputs.report import Report
+from edgeq.outputs.report_html import render
 
 pytest.importorskip("matplotlib")
 
@@ -55,7 +56,7 @@ def test_per_op_cycles_by_layer_in_markdown_and_html():
     md = report.to_markdown()
     assert "| 0 | CONV_2D | conv_block_1 | 2,000 | 3,112 | 66.7% |" in md  # the Keras layer
     assert "| 1 | SOFTMAX | Identity | 1,000 | 1,556 | 33.3% |" in md  # else the tensor's
-    page = report.to_html()
+    page = render(report)
     section = page[page.index('id="cycles"'):]
     assert "Estimated cycles per layer" in page and "conv_block_1" in section
     assert len(re.findall(r'<img class="figure"', section)) == 1
@@ -65,7 +66,7 @@ def test_per_op_cycles_by_layer_in_markdown_and_html():
 def test_no_emulator_key_without_emulation_and_arena_plan_row():
     report = _report()
     assert "emulator" not in report.to_dict()
-    assert 'id="cycles"' not in report.to_html()
+    assert 'id="cycles"' not in render(report)
     row = dict(report.summary_rows())["arena plan"]
     assert "TFLM 73,728 B, edgeq 55,296 B, lower bound 55,296 B" in row
     assert "written into the model" in row
