@@ -56,10 +56,10 @@ def target_kernels(target: Any) -> Kernels:
 
 
 def plan_model(model: bytes, kernels: Kernels, *, source: str = "model",
-               info: ModelInfo | None = None) -> ArenaPlanResult:
+               info: ModelInfo | None = None, also: tuple[Kernels, ...] = ()) -> ArenaPlanResult:
     """The best plan for `kernels` that is no larger than TFLM's own plan on the host's
-    reference kernels either; the model rewritten with it when it is smaller on one of them.
-    Pure computation: nothing runs."""
+    reference kernels (nor on the builds in `also`) either; the model rewritten with it when it
+    is smaller on one of them. Pure computation: nothing runs."""
     from edgeq.formats.tflite_metadata import read_offline_plan, write_plan
 
     info = info or read_model(model, source)
@@ -74,10 +74,16 @@ def plan_model(model: bytes, kernels: Kernels, *, source: str = "model",
     for cand in (dev, host):
         on_dev = arena_plan.realise(info, cand.order, cand.offsets, kernels)
         on_host = arena_plan.realise(info, cand.order, cand.offsets, REFERENCE)
+        if any(arena_plan.realise(info, cand.order, cand.offsets, k)
+               > arena_plan.realise(info, tuple(range(len(info.ops))), given or {}, k)
+               for k in also):
+            continue
         if on_dev <= dev.as_given_head and on_host <= host.as_given_head and (
                 best is None or (on_dev, on_host) < best[1:]):
             best = (cand, on_dev, on_host)
-    cand, on_dev, on_host = best  # the TFLM layout itself always qualifies
+    if best is None:
+        return ArenaPlanResult(model, False, "no plan found that is no larger on every build")
+    cand, on_dev, on_host = best
     host_figures = {"tflm": host.tflm_head, "as_given": host.as_given_head, "planned": on_host,
                     "lower_bound": arena_plan.realise_bound(info, cand.order, REFERENCE)}
     device = {"kernels": kernels.name, "tflm_head_bytes": dev.tflm_head,
@@ -101,8 +107,11 @@ def checked(result: ArenaPlanResult, original: bytes, *, samples: int = CHECK_SA
     predicted, else the model as given with the reason."""
     if not result.applied:
         return result
-    check = compare_on_host(original, result.model, samples)
-    check["predicted_head_bytes"] = result.host["planned"]
+    return _judged(result, original, compare_on_host(original, result.model, samples))
+
+
+def _judged(result: ArenaPlanResult, original: bytes, check: dict[str, Any]) -> ArenaPlanResult:
+    check = {**check, "predicted_head_bytes": result.host["planned"]}
     ok = check["outputs_identical"] and check["head_bytes"] == result.host["planned"]
     if ok:
         return _replace(result, check=check)
@@ -110,6 +119,33 @@ def checked(result: ArenaPlanResult, original: bytes, *, samples: int = CHECK_SA
            f"TFLM's head is {check['head_bytes']} B, not the {result.host['planned']} B planned")
     return _replace(result, model=original, applied=False, check=check,
                     reason=f"plan not written: on the host interpreter its {why}")
+
+
+def embed_plan(path: Any, model: bytes, target: Any | None) -> ArenaPlanResult:
+    """`edgeq embed`: the plan for the target's build (without --target: one no larger on
+    the reference kernels nor on CMSIS-NN's DSP and MVE builds), checked in a child process
+    (a user's file) on the host's TFLM interpreter."""
+    from edgeq.pipeline.arena_scratch import CMSIS_DSP, CMSIS_MVE
+    from edgeq.process.isolation import run_in_child
+
+    if target is not None:
+        result = plan_model(model, target_kernels(target), source=str(path))
+    else:
+        result = plan_model(model, CMSIS_DSP, source=str(path), also=(CMSIS_MVE,))
+    if not result.applied:
+        return result
+    check = run_in_child("arena_plan_check", result.model, stage="TFLite Micro (arena plan)",
+                         source=path, args={"original": str(path.resolve()),
+                                            "samples": CHECK_SAMPLES})
+    return _judged(result, model, check)
+
+
+def planned_arena(arena: Any, result: ArenaPlanResult) -> Any:
+    """The host arena figures of the planned model, from the given model's (same tail)."""
+    from edgeq.adapters.tflm import ArenaUsage
+
+    head = result.check["head_bytes"]
+    return ArenaUsage(arena.tail + head, head, arena.tail, arena.log)
 
 
 def plan_and_check(model: bytes, target: Any, *, source: str = "model") -> ArenaPlanResult:
