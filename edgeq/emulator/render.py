@@ -41,6 +41,14 @@ def print_emulation(result: Any, found_checks: list[Any] | None = None) -> None:
         console.print(f"  [red]the device build needs {r.arena_bytes + 16:,} B of arena: more "
                       f"than the {r.arena_declared:,} B `edgeq embed` recommends[/] (its "
                       "optimized kernels' scratch buffers); declare at least that much")
+    if r.arena_plan:
+        a = r.arena_plan
+        same = "byte-identical to" if a["outputs_identical_to_unplanned"] else "[red]differ from[/]"
+        console.print(f"  offline arena plan: outputs {same} the unplanned model's on the device;"
+                      f" arena {a['device_arena_bytes']:,} B vs {a['device_arena_unplanned_bytes']:,}"
+                      f" B unplanned (plan predicts {a['predicted_head_bytes']} B head vs "
+                      f"TFLM's {a['predicted_tflm_head_bytes']} B on {a['kernels']}: "
+                      f"{'matches' if a['arena_matches_plan'] else '[red]does not match[/]'})")
     built = "from the cache" if r.build_cached else f"{r.objects_compiled} files compiled"
     console.print(f"  build {r.build_seconds:.1f} s ({built}), QEMU run {r.run_seconds:.1f} s")
     if r.top_ops:

@@ -90,6 +90,20 @@ def write_plan(model: bytes, offsets: dict[int, int], order: tuple[int, ...] | N
     return bytes(builder.Output())
 
 
+def strip_plan(model: bytes) -> bytes:
+    """`model` without OfflineMemoryAllocation metadata: TFLM plans every tensor itself."""
+    import flatbuffers
+
+    from edgeq.formats.tflite import _schema
+
+    m = _schema().ModelT.InitFromPackedBuf(model, 0)
+    m.buffers = [_Aligned(b) for b in (m.buffers or [])]
+    m.metadata = [md for md in (m.metadata or []) if _text(md.name) != METADATA_NAME] or None
+    builder = flatbuffers.Builder(len(model) + 1024)
+    builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
 class _Aligned:
     """A buffer packed with its data 16-byte aligned (the Python object API aligns to 4)."""
 

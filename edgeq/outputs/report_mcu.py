@@ -55,6 +55,14 @@ def emulator_markdown(emu: dict[str, Any], ops: Sequence[dict[str, Any]]) -> lis
               f"{'calibrated' if est['calibrated'] else 'uncalibrated'})",
               f"- arena on the device: {emu['arena_bytes']:,} B (embed recommends "
               f"{emu['arena_declared']:,} B)"]
+    plan = emu.get("arena_plan")
+    if plan:
+        lines.append(f"- offline arena plan on the device: outputs "
+                     f"{'byte-identical to' if plan['outputs_identical_to_unplanned'] else 'DIFFER from'}"
+                     f" the unplanned model's; arena {plan['device_arena_bytes']:,} B vs "
+                     f"{plan['device_arena_unplanned_bytes']:,} B unplanned ("
+                     f"{'as' if plan['arena_matches_plan'] else 'NOT as'} the plan predicts for "
+                     f"{plan['kernels']})")
     rows = per_op_rows(emu, ops)
     if rows:
         lines += ["", "### Estimated cycles per op (emulated device)", "",
