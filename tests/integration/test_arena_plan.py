@@ -134,3 +134,78 @@ def test_analyze_reports_tflm_planned_and_lower_bound(fixtures, tmp_path, capsys
     assert again["arena_head_bytes"] == plan["planned_head_bytes"]
     assert again["arena_tail_bytes"] == mem["arena_tail_bytes"]
     assert again["arena_plan"]["as_given_head_bytes"] == plan["planned_head_bytes"]
+
+
+@pytest.mark.slow
+def test_planned_model_on_the_emulated_device(fixtures, tmp_path):
+    """The VWW model as `embed`/`convert` ship it, on TFLM + CMSIS-NN firmware (QEMU, Cortex-M4):
+    outputs byte-identical to the same firmware without the plan and to the interpreter, and
+    the device arena shrinks by exactly what the plan predicts for CMSIS-NN's DSP kernels."""
+    from edgeq.emulator.emulate import emulate
+    from edgeq.emulator.toolchain import find_toolchain
+    from edgeq.errors import MissingDependencyError
+
+    try:
+        find_toolchain()
+    except MissingDependencyError as exc:
+        pytest.skip(str(exc))
+    tree = fixtures.parent / "third_party" / "tflm_tree_cmsis_nn.tar.gz"
+    planned = tmp_path / "vww_planned.tflite"
+    planned.write_bytes(plan_model((fixtures / VWW).read_bytes(), CMSIS_DSP).model)
+    result = emulate(planned, "cortex-m4", tflm_tree=str(tree), eval_samples=1)
+    assert result.outputs_identical
+    plan = result.arena_plan
+    assert plan["outputs_identical_to_unplanned"] is True
+    assert plan["arena_matches_plan"] is True
+    assert plan["predicted_head_bytes"] <= VWW_GOAL < plan["predicted_tflm_head_bytes"]
+    assert plan["device_arena_unplanned_bytes"] - plan["device_arena_bytes"] == \
+        plan["predicted_tflm_head_bytes"] - plan["predicted_head_bytes"]
+
+
+@pytest.fixture(scope="module")
+def branching_block(tmp_path_factory):
+    """A MobileNetV2-style block with a 1x1 projection shortcut (untrained: sizes and the
+    order of ops do not depend on the weights), and 8 inputs."""
+    import keras
+    import numpy as np
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((24, 24, 16))
+    short = layers.Conv2D(8, 1, name="shortcut")(inp)
+    y = layers.Conv2D(48, 1, activation="relu", name="expand")(inp)
+    y = layers.DepthwiseConv2D(3, padding="same", activation="relu", name="dw")(y)
+    y = layers.Conv2D(8, 1, name="project")(y)
+    x = layers.GlobalAveragePooling2D()(layers.Add()([short, y]))
+    model = keras.Model(inp, layers.Dense(4, activation="softmax")(x))
+    d = tmp_path_factory.mktemp("branch")
+    model.save(d / "block.keras")
+    np.savez(d / "x.npz", x=np.random.default_rng(0).uniform(0, 1, (8, 24, 24, 16))
+             .astype("float32"))
+    return d
+
+
+def test_convert_writes_reordered_plan_and_no_arena_plan_opts_out(branching_block, capsys):
+    d = branching_block
+    reports = {}
+    for name, extra in (("planned", []), ("plain", ["--no-arena-plan"])):
+        code = main(["convert", str(d / "block.keras"), "--target", "cortex-m4", "--data",
+                     str(d / "x.npz"), "--no-latency", "--out", str(d / name), "--json",
+                     *extra])
+        assert code == 0
+        reports[name] = json.loads(capsys.readouterr().out)
+    planned, plain = reports["planned"], reports["plain"]
+    plan = planned["memory"]["arena_plan"]
+    assert plan["written"] and plan["reordered_operators"]
+    assert plan["host_check"]["outputs_identical"] is True
+    assert planned["memory"]["arena_head_bytes"] == plan["planned_head_bytes"] \
+        < plan["tflm_head_bytes"] == plain["memory"]["arena_head_bytes"]
+    assert "arena_plan" not in plain["memory"]
+    # the same integer model: the same figures on the TFLM interpreter, op for op
+    assert planned["accuracy"] == plain["accuracy"] and planned["fidelity"] == plain["fidelity"]
+    assert sorted(o["op"] for o in planned["ops"]) == sorted(o["op"] for o in plain["ops"])
+    model = (d / "planned" / "block_int8.tflite").read_bytes()
+    assert read_offline_plan(model) is not None
+    assert read_offline_plan((d / "plain" / "block_int8.tflite").read_bytes()) is None
+    md = (d / "planned" / "report.md").read_text()
+    assert f"TFLM {plan['tflm_head_bytes']:,} B, edgeq {plan['planned_head_bytes']:,} B" in md
