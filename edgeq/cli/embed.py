@@ -38,25 +38,29 @@ def embed(model: str, out: str, name: str, target: str | None, overwrite: bool,
         raise ModelFileError(p, "not found", hint="pass the .tflite file to embed")
     check_free(Path(out), [f"{name}.h", f"{name}.cc", f"{name}_ops.h"], overwrite)
     data = p.read_bytes()
-    arena = None
+    arena = analysis = None
     if target:
         from edgeq.commands.analyze import analyze as run_analysis
-        from edgeq.pipeline.gate import enforce_memory
         from edgeq.pipeline.place import check_placeable
 
         analysis = run_analysis(p, target)
         check_placeable(analysis.ops, analysis.target)
-        enforce_memory(analysis.target, analysis.memory, analysis.info)
         arena = analysis.arena
     plan = None
-    if not no_arena_plan and (not target or (analysis.target.runtime.name == "tflm"
-                                             and analysis.target.compiler is None)):
+    if not no_arena_plan and (analysis is None or (analysis.target.runtime.name == "tflm"
+                                                   and analysis.target.compiler is None)):
         from edgeq.pipeline.arena_stage import embed_plan, planned_arena
 
-        plan = embed_plan(p, data, analysis.target if target else None)
+        plan = embed_plan(p, data, analysis.target if analysis is not None else None)
         if plan.applied:
             data = plan.model
             arena = planned_arena(arena, plan) if arena is not None else None
+    if analysis is not None:  # the budget holds for the model that ships (planned or not)
+        from edgeq.pipeline.gate import check_memory, enforce_memory
+
+        memory = check_memory(analysis.target, len(data), arena) \
+            if plan is not None and plan.applied else analysis.memory
+        enforce_memory(analysis.target, memory, analysis.info)
     result = embed_model(data, name, source=str(p), arena=arena)
     files = write_outputs(Path(out), result.files, overwrite=overwrite)
     if plan is not None:
