@@ -237,7 +237,12 @@ def best_layout(bufs: list[Buffer]) -> tuple[str, Layout, list[tuple[str, int]]]
 def _scratch(info: ModelInfo, kernels: Kernels) -> list[tuple[int, ...]]:
     out = []
     for op in info.ops:
-        sizes = scratch_requests(info, op, kernels)
+        try:
+            sizes = scratch_requests(info, op, kernels)
+        except (IndexError, AttributeError, TypeError, ValueError, ZeroDivisionError) as exc:
+            # a shape or operand count the kernel would refuse at Prepare anyway
+            raise NotPlannable(f"op {op.index} {op.op}: operands the {kernels.name} kernels "
+                               f"do not take ({type(exc).__name__})") from exc
         if sizes is None:
             raise NotPlannable(f"op {op.index} {op.op}: its scratch buffers in the "
                                f"{kernels.name} kernels are not modelled")
