@@ -1,6 +1,7 @@
 """`edgeq emulate` on a model that carries an offline arena plan (OfflineMemoryAllocation
 metadata, as `convert`/`embed` write): the same firmware is also built from the model without
-the plan (TFLM's own planner, same operator order) and run on the same inputs, so the report
+the plan (TFLM's own planner, and the operators back in their original order when edgeq
+reordered them) and run on the same inputs, so the report
 says whether the planned model's device outputs are byte-identical to the unplanned model's,
 and whether the device arena shrank by what the plan predicts for this build's kernels
 (edgeq.pipeline.arena_plan: the persistent tail is the same for both, so the difference of
@@ -19,6 +20,7 @@ def plan_check(data: bytes, info: ModelInfo, x: Any, planned_run: Any, build: An
 
     `build(model_bytes)` builds and runs the firmware for a model on `x` and returns the run
     (edgeq.emulator.qemu.run_firmware's result)."""
+    from edgeq.formats.tflite import read_model
     from edgeq.formats.tflite_metadata import read_offline_plan, strip_plan
     from edgeq.pipeline import arena_plan
     from edgeq.pipeline.arena_scratch import kernels_for
@@ -26,12 +28,13 @@ def plan_check(data: bytes, info: ModelInfo, x: Any, planned_run: Any, build: An
     offsets = read_offline_plan(data)
     if offsets is None:
         return None
-    run = build(strip_plan(data))
+    unplanned = strip_plan(data)  # TFLM's own plan, edgeq's operator order undone
+    run = build(unplanned)
     kernels = kernels_for(core_name)
-    order = tuple(range(len(info.ops)))
     try:
-        planned = arena_plan.realise(info, order, offsets, kernels)
-        own = arena_plan.realise(info, order, {}, kernels)
+        planned = arena_plan.realise(info, tuple(range(len(info.ops))), offsets, kernels)
+        original = read_model(unplanned)
+        own = arena_plan.realise(original, tuple(range(len(original.ops))), {}, kernels)
     except arena_plan.NotPlannable as exc:
         planned = own = None
         note = str(exc)

@@ -24,6 +24,9 @@ from edgeq.errors import ModelFileError
 METADATA_NAME = "OfflineMemoryAllocation"
 VERSION = 1
 ONLINE = -1  # kOnlinePlannedBuffer: TFLM's own planner places the tensor
+# edgeq's own metadata (TFLite keeps metadata it does not know): after a reorder, the original
+# index of each operator, little-endian uint32s, so the plan can be taken out again.
+ORDER_NAME = "edgeq_original_operator_order"
 _ALIGN = 16
 
 
@@ -56,50 +59,84 @@ def write_plan(model: bytes, offsets: dict[int, int], order: tuple[int, ...] | N
                ) -> bytes:
     """`model` with subgraph 0's operators in `order` and the tensors' arena offsets as
     OfflineMemoryAllocation metadata (replacing any such metadata already there); tensors of
-    other subgraphs, and tensors absent from `offsets`, stay ONLINE.
+    other subgraphs, and tensors absent from `offsets`, stay ONLINE. A new order is recorded
+    (ORDER_NAME metadata: the original index of each operator) so that strip_plan can give
+    back the model as it was.
 
     The same inputs give the same bytes.
     """
+    return _rewrite(model, offsets, order)
+
+
+def strip_plan(model: bytes) -> bytes:
+    """`model` without edgeq's plan: no OfflineMemoryAllocation metadata (TFLM plans every
+    tensor itself) and, where edgeq reordered the operators, the original order back."""
+    return _rewrite(model, None, None)
+
+
+def read_original_order(model: bytes) -> tuple[int, ...] | None:
+    """The original index of each operator, when edgeq reordered them (ORDER_NAME)."""
+    from edgeq.formats.tflite import _schema
+
+    m = _schema().Model.GetRootAs(model, 0)
+    for k in range(m.MetadataLength()):
+        meta = m.Metadata(k)
+        if (meta.Name() or b"") == ORDER_NAME.encode():
+            raw = bytes(m.Buffers(meta.Buffer()).DataAsNumpy())
+            return struct.unpack(f"<{len(raw) // 4}I", raw[: len(raw) // 4 * 4])
+    return None
+
+
+def _rewrite(model: bytes, offsets: dict[int, int] | None, order: tuple[int, ...] | None
+             ) -> bytes:
     import flatbuffers
 
     from edgeq.formats.tflite import _schema
 
     schema = _schema()
     m = schema.ModelT.InitFromPackedBuf(model, 0)
-    counts = [len(sg.tensors or []) for sg in m.subgraphs]
-    words = [ONLINE] * sum(counts)
-    for i, off in offsets.items():
-        if not 0 <= i < counts[0] or off < 0 or off % _ALIGN:
-            raise ValueError(f"bad offline offset {off} for tensor {i}")
-        words[i] = off
-    blob = struct.pack(f"<3I{len(words)}i", VERSION, len(counts), len(words), *words)
-    if order is not None:
-        ops = m.subgraphs[0].operators or []
-        if sorted(order) != list(range(len(ops))):
-            raise ValueError("the operator order is not a permutation of the operators")
-        m.subgraphs[0].operators = [ops[k] for k in order]
     m.buffers = [_Aligned(b) for b in (m.buffers or [])]
-    kept = [md for md in (m.metadata or []) if _text(md.name) != METADATA_NAME]
-    meta = schema.MetadataT()
-    meta.name = METADATA_NAME
-    meta.buffer = len(m.buffers)
-    m.buffers.append(_Aligned(None, blob))
-    m.metadata = kept + [meta]
-    builder = flatbuffers.Builder(len(model) + len(blob) + 1024)
-    builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
-
-
-def strip_plan(model: bytes) -> bytes:
-    """`model` without OfflineMemoryAllocation metadata: TFLM plans every tensor itself."""
-    import flatbuffers
-
-    from edgeq.formats.tflite import _schema
-
-    m = _schema().ModelT.InitFromPackedBuf(model, 0)
-    m.buffers = [_Aligned(b) for b in (m.buffers or [])]
-    m.metadata = [md for md in (m.metadata or []) if _text(md.name) != METADATA_NAME] or None
-    builder = flatbuffers.Builder(len(model) + 1024)
+    ops = m.subgraphs[0].operators or []
+    original = read_original_order(model)
+    kept = []
+    for md in m.metadata or []:
+        if _text(md.name) in (METADATA_NAME, ORDER_NAME):
+            m.buffers[md.buffer].data = None  # the old plan's words: an empty buffer now
+        else:
+            kept.append(md)
+    if offsets is None:  # strip: the original order back
+        if original is not None and sorted(original) == list(range(len(ops))):
+            restored = [None] * len(ops)
+            for position, index in enumerate(original):
+                restored[index] = ops[position]
+            m.subgraphs[0].operators = restored
+        m.metadata = kept or None
+    else:
+        counts = [len(sg.tensors or []) for sg in m.subgraphs]
+        words = [ONLINE] * sum(counts)
+        for i, off in offsets.items():
+            if not 0 <= i < counts[0] or off < 0 or off % _ALIGN:
+                raise ValueError(f"bad offline offset {off} for tensor {i}")
+            words[i] = off
+        entries = [(METADATA_NAME, struct.pack(f"<3I{len(words)}i", VERSION, len(counts),
+                                               len(words), *words))]
+        if order is not None and tuple(order) != tuple(range(len(ops))):
+            if sorted(order) != list(range(len(ops))):
+                raise ValueError("the operator order is not a permutation of the operators")
+            m.subgraphs[0].operators = [ops[k] for k in order]
+            base = original if original is not None else tuple(range(len(ops)))
+            original = tuple(base[k] for k in order)
+        if original is not None:
+            entries.append((ORDER_NAME, struct.pack(f"<{len(original)}I", *original)))
+        for name, blob in entries:
+            meta = schema.MetadataT()
+            meta.name = name
+            meta.buffer = len(m.buffers)
+            m.buffers.append(_Aligned(None, blob))
+            kept.append(meta)
+        m.metadata = kept
+    builder = flatbuffers.Builder(len(model) + 4 * sum(len(sg.tensors or []) + len(
+        sg.operators or []) for sg in m.subgraphs) + 1024)
     builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
 

@@ -14,7 +14,8 @@ import pytest
 
 from edgeq.cli import main
 from edgeq.formats.tflite import read_model, read_model_file
-from edgeq.formats.tflite_metadata import METADATA_NAME, read_offline_plan, write_plan
+from edgeq.formats.tflite_metadata import (METADATA_NAME, read_offline_plan,
+                                           read_original_order, strip_plan, write_plan)
 from edgeq.pipeline import arena_plan
 from edgeq.pipeline.arena_scratch import CMSIS_DSP, CMSIS_MVE, REFERENCE
 from edgeq.pipeline.arena_stage import checked, plan_model
@@ -85,6 +86,11 @@ def test_written_plan_is_what_tflm_allocates_with_identical_outputs(fixtures, re
         assert result.reordered
         assert [op.op for op in read_model(result.model).ops] != \
             [op.op for op in read_model(data).ops]
+    # taking the plan out gives back TFLM's plan and the operators in their original order
+    stripped = strip_plan(result.model)
+    assert read_offline_plan(stripped) is None and read_original_order(stripped) is None
+    assert [(o.op, o.inputs, o.outputs) for o in read_model(stripped).ops] == \
+        [(o.op, o.inputs, o.outputs) for o in read_model(data).ops]
 
 
 def test_metadata_has_tflm_format_and_is_aligned(fixtures):
