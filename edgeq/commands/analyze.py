@@ -130,7 +130,9 @@ def analyze(model_path: str | Path, target_name: str, data: str | None = None, *
         key = "vela" if compiled.compiler == "vela" else "edgetpu"
         compiler = {"key": key, "summary": compiled.summary, "notes": list(compiled.notes)}
     memory = check_memory(target, len(data_bytes), arena)
-    plan = _arena_plan(data_bytes, info, target, p) if arena is not None else None
+    # Ethos-U: what runs is Vela's output, which carries Vela's own plan.
+    plan = _arena_plan(data_bytes, info, target, p) \
+        if arena is not None and target.compiler is None else None
     largest = {
         "activations": largest_tensors(info, constant=False),
         "weights": largest_tensors(info, constant=True),
