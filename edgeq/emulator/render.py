@@ -43,10 +43,11 @@ def print_emulation(result: Any, found_checks: list[Any] | None = None) -> None:
                       "optimized kernels' scratch buffers); declare at least that much")
     if r.arena_plan:
         a = r.arena_plan
-        same = "byte-identical to" if a["outputs_identical_to_unplanned"] else "[red]differ from[/]"
+        same = ("byte-identical to" if a["outputs_identical_to_unplanned"]
+                else "[red]differ from[/]")
         console.print(f"  offline arena plan: outputs {same} the unplanned model's on the device;"
-                      f" arena {a['device_arena_bytes']:,} B vs {a['device_arena_unplanned_bytes']:,}"
-                      f" B unplanned (plan predicts {a['predicted_head_bytes']} B head vs "
+                      f" arena {a['device_arena_bytes']:,} B vs "
+                      f"{a['device_arena_unplanned_bytes']:,} B unplanned (plan predicts {a['predicted_head_bytes']} B head vs "
                       f"TFLM's {a['predicted_tflm_head_bytes']} B on {a['kernels']}: "
                       f"{'matches' if a['arena_matches_plan'] else '[red]does not match[/]'})")
     built = "from the cache" if r.build_cached else f"{r.objects_compiled} files compiled"

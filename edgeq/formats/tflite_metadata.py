@@ -153,7 +153,7 @@ class _Aligned:
             self.offset = self.size = 0
         self.data = data
 
-    def Pack(self, builder):  # noqa: N802 - the name ModelT.Pack calls
+    def Pack(self, builder):  # the name ModelT.Pack calls
         from edgeq.formats.tflite import _schema
 
         schema = _schema()

@@ -4,7 +4,8 @@ named by the user's layer. Markdown here; the HTML section draws with report_htm
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 def arena_plan_rows(memory: dict[str, Any]) -> list[tuple[str, str]]:
@@ -44,21 +45,21 @@ def emulator_markdown(emu: dict[str, Any], ops: Sequence[dict[str, Any]]) -> lis
             f"{emu['mismatched_samples']} of {emu['samples']} samples differ from")
     est = emu["estimate"]
     lines = ["", f"## Emulated device ({emu['core']}, QEMU {emu['machine']})", "",
-             f"- TFLite Micro + CMSIS-NN firmware, {emu['samples']} samples: outputs {same} the "
-             "TFLM interpreter's"]
+             (f"- TFLite Micro + CMSIS-NN firmware, {emu['samples']} samples: outputs {same} "
+              "the TFLM interpreter's")]
     if emu.get("top1"):
         lines.append(f"- top-1 on the emulated device: {100 * emu['top1']['device']:.2f}%")
-    lines += [f"- {emu['instructions_per_inference']:,} instructions per inference; estimated "
-              f"{emu['estimated_cycles']:,} cycles = {emu['estimated_ms']:.2f} ms at "
-              f"{emu['clock_hz'] / 1e6:g} MHz (an estimate: CPI "
-              f"{est['cycles_per_instruction']}, "
-              f"{'calibrated' if est['calibrated'] else 'uncalibrated'})",
-              f"- arena on the device: {emu['arena_bytes']:,} B (embed recommends "
-              f"{emu['arena_declared']:,} B)"]
+    lines += [(f"- {emu['instructions_per_inference']:,} instructions per inference; "
+               f"estimated {emu['estimated_cycles']:,} cycles = {emu['estimated_ms']:.2f} ms at "
+               f"{emu['clock_hz'] / 1e6:g} MHz (an estimate: CPI "
+               f"{est['cycles_per_instruction']}, "
+               f"{'calibrated' if est['calibrated'] else 'uncalibrated'})"),
+              (f"- arena on the device: {emu['arena_bytes']:,} B (embed recommends "
+               f"{emu['arena_declared']:,} B)")]
     plan = emu.get("arena_plan")
     if plan:
-        lines.append(f"- offline arena plan on the device: outputs "
-                     f"{'byte-identical to' if plan['outputs_identical_to_unplanned'] else 'DIFFER from'}"
+        same = "byte-identical to" if plan["outputs_identical_to_unplanned"] else "DIFFER from"
+        lines.append(f"- offline arena plan on the device: outputs {same}"
                      f" the unplanned model's; arena {plan['device_arena_bytes']:,} B vs "
                      f"{plan['device_arena_unplanned_bytes']:,} B unplanned ("
                      f"{'as' if plan['arena_matches_plan'] else 'NOT as'} the plan predicts for "

@@ -22,8 +22,8 @@ scratch buffers online around them, and the figures here include that placement.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from edgeq.formats.tflite import ModelInfo
 from edgeq.pipeline.arena_scratch import REFERENCE, Kernels, scratch_requests
@@ -141,7 +141,9 @@ def tflm_layout(bufs: list[Buffer], offline: dict[int, int] | None = None) -> La
     fixed = [b for b in bufs if b.key in offline]
     # The online buffers fill the sort array from its end (idx_from_tail--), so equal sizes
     # keep the reverse of the order they were added in (ReverseSortInPlace is stable).
-    online = sorted(reversed([b for b in bufs if b.key not in offline]), key=lambda b: -b.size)
+    # (reversed() matters: sorted() is stable, so it sets the order of equal sizes)
+    online = sorted(reversed([b for b in bufs if b.key not in offline]),  # noqa: C414
+                    key=lambda b: -b.size)
     placed: list[tuple[int, int, Buffer]] = []  # (offset, insertion number, buffer)
     offsets: dict[int, int] = {}
     for n, b in enumerate(fixed + online):

@@ -14,8 +14,13 @@ import pytest
 
 from edgeq.cli import main
 from edgeq.formats.tflite import read_model, read_model_file
-from edgeq.formats.tflite_metadata import (METADATA_NAME, read_offline_plan,
-                                           read_original_order, strip_plan, write_plan)
+from edgeq.formats.tflite_metadata import (
+    METADATA_NAME,
+    read_offline_plan,
+    read_original_order,
+    strip_plan,
+    write_plan,
+)
 from edgeq.pipeline import arena_plan
 from edgeq.pipeline.arena_scratch import CMSIS_DSP, CMSIS_MVE, REFERENCE
 from edgeq.pipeline.arena_stage import checked, plan_model

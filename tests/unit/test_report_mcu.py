@@ -33,20 +33,21 @@ _PLAN = {"written": True, "reason": "18432 B smaller", "tflm_head_bytes": 73728,
 
 
 def _report(**changes) -> Report:
-    fields = dict(
-        target="cortex-m4", method="ptq", calibration="minmax", model={"path": "m.keras"},
-        output={"path": "out/m_int8.tflite", "bytes": 1234, "weight_bytes": 1000},
-        ops=[{"index": 0, "op": "CONV_2D", "placement": "mcu", "reason": "ok",
-              "layer": "conv_block_1"},
-             {"index": 1, "op": "SOFTMAX", "placement": "mcu", "reason": "ok"}],
-        accuracy={"float": 0.9, "quantized": 0.9, "drop_pp": 0.0, "agreement": 1.0, "n": 10,
-                  "runtime": "tflm"},
-        fidelity={"sqnr_db": 30.0, "cosine": 0.999}, latency_ms=None,
-        memory={"flash_bytes": 1234, "budget_flash_bytes": None, "arena_bytes": 80000,
-                "arena_head_bytes": 55296, "arena_tail_bytes": 24704,
-                "recommended_arena_bytes": 90000, "budget_ram_bytes": 262144,
-                "arena_plan": _PLAN},
-        data={}, stages=[{"name": "load", "seconds": 1.0}], versions={})
+    fields = {
+        "target": "cortex-m4", "method": "ptq", "calibration": "minmax",
+        "model": {"path": "m.keras"},
+        "output": {"path": "out/m_int8.tflite", "bytes": 1234, "weight_bytes": 1000},
+        "ops": [{"index": 0, "op": "CONV_2D", "placement": "mcu", "reason": "ok",
+                 "layer": "conv_block_1"},
+                {"index": 1, "op": "SOFTMAX", "placement": "mcu", "reason": "ok"}],
+        "accuracy": {"float": 0.9, "quantized": 0.9, "drop_pp": 0.0, "agreement": 1.0,
+                     "n": 10, "runtime": "tflm"},
+        "fidelity": {"sqnr_db": 30.0, "cosine": 0.999}, "latency_ms": None,
+        "memory": {"flash_bytes": 1234, "budget_flash_bytes": None, "arena_bytes": 80000,
+                   "arena_head_bytes": 55296, "arena_tail_bytes": 24704,
+                   "recommended_arena_bytes": 90000, "budget_ram_bytes": 262144,
+                   "arena_plan": _PLAN},
+        "data": {}, "stages": [{"name": "load", "seconds": 1.0}], "versions": {}}
     fields.update(changes)
     return Report(**fields)
 
