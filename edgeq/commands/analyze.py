@@ -146,8 +146,12 @@ def _arena_plan(model: bytes, info: ModelInfo, target: Target, p: Path) -> dict[
     (edgeq.pipeline.arena_stage): figures only, the file is not changed."""
     from edgeq.pipeline.arena_stage import plan_model, target_kernels
 
-    return plan_model(model, target_kernels(target), source=str(p), info=info).to_dict(
+    figures = plan_model(model, target_kernels(target), source=str(p), info=info).to_dict(
         written=False)
+    if figures["smaller_than_tflm"]:
+        figures["reason"] = ("analyze only reports; `edgeq convert` and `edgeq embed` write "
+                             f"this plan: {figures['reason']}")
+    return figures
 
 
 def _convert_first(p: Path, target: Target, data: str | None, notes: list[str],
