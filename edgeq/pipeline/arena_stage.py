@@ -28,6 +28,8 @@ class ArenaPlanResult:
     heuristic: str = ""
     reordered: bool = False
     check: dict[str, Any] = field(default_factory=dict)  # the host interpreter's verdict
+    # (host, device) figures of the model as given: what ships when a written plan is undone
+    as_given: tuple[dict[str, int], dict[str, Any]] | None = None
 
     def to_dict(self, *, written: bool | None = None) -> dict[str, Any]:
         """The report's `memory.arena_plan`; `written` says whether this run wrote the plan
@@ -81,23 +83,36 @@ def plan_model(model: bytes, kernels: Kernels, *, source: str = "model",
         if on_dev <= dev.as_given_head and on_host <= host.as_given_head and (
                 best is None or (on_dev, on_host) < best[1:]):
             best = (cand, on_dev, on_host)
+    as_given = tuple(range(len(info.ops)))
+    host_figures, device = _figures(info, host, dev, kernels, as_given, host.as_given_head,
+                                    dev.as_given_head)
     if best is None:
-        return ArenaPlanResult(model, False, "no plan found that is no larger on every build")
+        return ArenaPlanResult(model, False, "no plan found that is no larger on every build",
+                               host_figures, device)
     cand, on_dev, on_host = best
-    host_figures = {"tflm": host.tflm_head, "as_given": host.as_given_head, "planned": on_host,
-                    "lower_bound": arena_plan.realise_bound(info, cand.order, REFERENCE)}
-    device = {"kernels": kernels.name, "tflm_head_bytes": dev.tflm_head,
-              "as_given_head_bytes": dev.as_given_head, "planned_head_bytes": on_dev,
-              "lower_bound_head_bytes": arena_plan.realise_bound(info, cand.order, kernels)}
     if on_dev >= dev.as_given_head and on_host >= host.as_given_head:
         why = ("the model's own offline plan is already the smallest found" if given else
                "TFLM's own plan is already the smallest found")
         return ArenaPlanResult(model, False, why, host_figures, device)
     planned = write_plan(model, cand.offsets, cand.order if cand.reordered else None)
     saved = dev.as_given_head - on_dev
+    host_figures, device = _figures(info, host, dev, kernels, cand.order, on_host, on_dev)
     return ArenaPlanResult(planned, True, f"{saved} B smaller than TFLM's plan on "
                            f"{kernels.name} ({host.as_given_head - on_host} B on the host)",
-                           host_figures, device, cand.heuristic, cand.reordered)
+                           host_figures, device, cand.heuristic, cand.reordered,
+                           as_given=(_figures(info, host, dev, kernels, as_given,
+                                              host.as_given_head, dev.as_given_head)))
+
+
+def _figures(info: ModelInfo, host: arena_plan.Plan, dev: arena_plan.Plan, kernels: Kernels,
+             order: tuple[int, ...], on_host: int, on_dev: int
+             ) -> tuple[dict[str, int], dict[str, Any]]:
+    """The report's figures for the model that ships (operators in `order`)."""
+    return ({"tflm": host.tflm_head, "as_given": host.as_given_head, "planned": on_host,
+             "lower_bound": arena_plan.realise_bound(info, order, REFERENCE)},
+            {"kernels": kernels.name, "tflm_head_bytes": dev.tflm_head,
+             "as_given_head_bytes": dev.as_given_head, "planned_head_bytes": on_dev,
+             "lower_bound_head_bytes": arena_plan.realise_bound(info, order, kernels)})
 
 
 def checked(result: ArenaPlanResult, original: bytes, *, samples: int = CHECK_SAMPLES
@@ -117,7 +132,9 @@ def _judged(result: ArenaPlanResult, original: bytes, check: dict[str, Any]) -> 
         return _replace(result, check=check)
     why = ("outputs differ" if not check["outputs_identical"] else
            f"TFLM's head is {check['head_bytes']} B, not the {result.host['planned']} B planned")
-    return _replace(result, model=original, applied=False, check=check,
+    host, device = result.as_given or (result.host, result.device)
+    return _replace(result, model=original, applied=False, check=check, host=host,
+                    device=device, heuristic="", reordered=False,
                     reason=f"plan not written: on the host interpreter its {why}")
 
 
