@@ -340,7 +340,7 @@ def _inputs(info: ModelInfo, eval_data: str | Path | None, preprocess: Preproces
         parts = []
         for t in ins:
             dt = _dtype(t)
-            shape = (n, *t.shape[1:])
+            shape = (n, *t.shape)  # one whole input tensor per sample (batch 2 models too)
             if np.issubdtype(dt, np.integer):
                 lim = np.iinfo(dt)
                 parts.append(rng.integers(lim.min, int(lim.max) + 1, size=shape).astype(dt))
