@@ -69,8 +69,10 @@ def emulator_markdown(emu: dict[str, Any], ops: Sequence[dict[str, Any]]) -> lis
         lines += ["", "### Estimated cycles per op (emulated device)", "",
                   "| # | op | layer | instructions | est. cycles | share |",
                   "|---|---|---|---|---|---|"]
-        lines += [f"| {i} | {op} | {layer} | {n:,} | {c:,} | {100 * sh:.1f}% |"
-                  for i, op, layer, n, c, sh in rows]
+        from edgeq.outputs.text import markdown
+
+        lines += [f"| {i} | {markdown(op)} | {markdown(layer)} | {n:,} | {c:,} | "
+                  f"{100 * sh:.1f}% |" for i, op, layer, n, c, sh in rows]
     return lines
 
 
