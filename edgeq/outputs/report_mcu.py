@@ -90,7 +90,8 @@ def emulator_html(emu: dict[str, Any], ops: Sequence[dict[str, Any]]) -> str:
                     f"{'calibrated' if est['calibrated'] else 'uncalibrated'}: an estimate).")
     if not rows:
         return head + "<p>The firmware reported no per-op counts.</p>"
-    labels = [f"#{i} {layer or op}" for i, op, layer, *_ in rows]
+    # "$" would start matplotlib's mathtext in a tick label
+    labels = [f"#{i} {layer or op}".replace("$", r"\$") for i, op, layer, *_ in rows]
     cycles = [c for *_, c, _ in rows]
     fig = _figure(7.5, 0.26 * len(rows) + 1.1)
     ax = fig.add_subplot()
