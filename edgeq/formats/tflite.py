@@ -36,6 +36,8 @@ class TensorInfo:
     # The stored value every element of a constant tensor holds, when they are all the same
     # (zero-padding constants); None otherwise or for activations.
     constant_fill: int | None = None
+    # A variable tensor (e.g. SVDF's state): TFLM keeps it out of the planned arena.
+    is_variable: bool = False
 
     @property
     def is_quantized(self) -> bool:
@@ -197,6 +199,7 @@ def _model_info(data: bytes) -> ModelInfo:
                 quantized_dimension=fb.scalar(q, 6, "i", 0) if q else 0,
                 constant_bytes=nbytes,
                 constant_fill=fill,
+                is_variable=bool(t.isVariable),
             )
         )
 
