@@ -199,7 +199,7 @@ def _model_info(data: bytes) -> ModelInfo:
                 quantized_dimension=fb.scalar(q, 6, "i", 0) if q else 0,
                 constant_bytes=nbytes,
                 constant_fill=fill,
-                is_variable=bool(t.isVariable),
+                is_variable=bool(fb.scalar(at, 5, "B", 0)),
             )
         )
 
