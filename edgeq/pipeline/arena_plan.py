@@ -269,10 +269,14 @@ def best_layout(bufs: list[Buffer]) -> tuple[str, Layout, list[tuple[str, int]]]
     offsets offline, its scratch buffers placed by TFLM's greedy."""
     best_name, best = "tflm", tflm_layout(bufs)
     tried = [("tflm", best.head)]
+    done: dict[tuple[tuple[int, ...], str], Layout] = {}  # orders that coincide place alike
     for name, order in _orders(bufs).items():
         for fit_name, fit in (("first-fit", _first_fit), ("best-fit", _best_fit)):
-            offsets = _place(order, fit)
-            realised = tflm_layout(bufs, {k: v for k, v in offsets.items() if k >= 0})
+            key = (tuple(b.key for b in order), fit_name)
+            if key not in done:
+                offsets = _place(order, fit)
+                done[key] = tflm_layout(bufs, {k: v for k, v in offsets.items() if k >= 0})
+            realised = done[key]
             tried.append((f"{name}/{fit_name}", realised.head))
             if realised.head < best.head:
                 best_name, best = f"{name}/{fit_name}", realised
