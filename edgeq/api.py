@@ -91,6 +91,8 @@ class ConvertOptions:
     html: bool = False  # also write report.html (turns the statistics pass on for its histograms)
     recipe: str | None = None  # precision recipe (edgeq.recipes); None: the target's default
     smooth: float | None = None  # SmoothQuant alpha for LayerNorm -> Dense patterns
+    substitute: tuple[str, ...] = ()  # edgeq.transforms.substitute: rewrites of missing ops
+    clip: str | None = None  # edgeq.transforms.clip: "auto" or a GELU bound (10 = GELU10)
     preprocess: Preprocess = field(default_factory=Preprocess)
     calibration_samples: int = 500
     eval_samples: int | None = None
@@ -205,6 +207,9 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
     if recipe.activations == "int16":
         opts = replace(opts, int16_activations=True)
     _check_options(opts)
+    from edgeq.transforms.stage import check_options as check_rewrite_options
+
+    check_rewrite_options(opts)
     qat_settings = qat_stage.settings(opts, target, full_integer=recipe.full_integer)
     _check_paths(opts)
     out_dir = output_dir(opts, target)
@@ -250,6 +255,10 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
     extra_notes: list[str] = []
     if opts.smooth is not None:
         loaded = timed("smooth", _smooth, loaded, calib, opts.smooth)
+    from edgeq.transforms import stage as rewrite_stage
+
+    loaded, rewrites, float_outputs = timed("rewrite", rewrite_stage.apply, opts, target, loaded,
+                                            calib, evaluation, float_outputs)
     if recipe.full_integer:
         search_opts = replace(opts, calibration="auto") if opts.method == "auto" else opts
         loaded, outcome, notes = _quantize(search_opts, target, loaded, calib, evaluation,
@@ -259,6 +268,10 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
         outcome = ptq.PTQOutcome(timed("quantize", quantize.quantize_weights_only, loaded,
                                        recipe), None, [], [])
     quantized = outcome.result
+    if recipe.activations == "int16" and target.runtime.name == "litert":
+        from edgeq.pipeline.runs import check_int16
+
+        timed("check int16 kernels", check_int16, quantized.model, calib.x, target.name)
     autopilot_section = None
     if opts.method == "auto":
         if evaluation.y is None:
@@ -341,6 +354,7 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
         target_profile=target.to_dict(),
         qat=qat_section,
         autopilot=autopilot_section,
+        rewrites=rewrites,
         notes=_notes(loaded.notes, calib, evaluation, opts.eval_data is None) + extra_notes,
     )
     gate_error = _gate_error(target, memory, result.accuracy, opts.max_drop, report, info)

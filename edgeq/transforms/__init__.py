@@ -1,0 +1,1 @@
+"""Keras model rewrites applied before conversion (each checked against the float model)."""

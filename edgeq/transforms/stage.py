@@ -1,0 +1,84 @@
+"""The model-rewrite stage of `edgeq convert`: `--substitute`, `--clip` and, for int16
+activations, the LayerNorm decomposition. Each rewrite is named in the report with the float
+top-1 before and after it; the float reference the quantized model is verified against is the
+rewritten model's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgeq.errors import UsageError
+
+CHECK_SAMPLES = 256  # calibration inputs that bound a rewrite's output change
+
+
+def apply(opts: Any, target: Any, loaded: Any, calib: Any, evaluation: Any,
+          float_outputs: list[np.ndarray]) -> tuple[Any, list[dict], list[np.ndarray]]:
+    """(the rewritten LoadedModel, one report row per rewrite, the new float outputs)."""
+    rows: list[dict] = []
+    x = calib.x[: min(CHECK_SAMPLES, calib.n)]
+    before = _top1(float_outputs, evaluation)
+    if opts.substitute:
+        from edgeq.transforms import substitute
+
+        model = loaded.keras_model("--substitute")
+        form = substitute.gelu_form(set(target.ops.allowed) if target.ops.allowed else None)
+        r = substitute.substitute(model, x, tuple(opts.substitute), form=form)
+        loaded = loaded.replaced_by(r.model, list(r.notes))
+        rows.append({"rewrite": f"substitute {','.join(opts.substitute)}",
+                     "form": {"sigmoid": "x*sigmoid(1.702x)", "tanh": "tanh"}[form],
+                     "layers": list(r.replaced), "max_abs_diff": r.max_abs_diff})
+    if opts.clip is not None:
+        from edgeq.transforms.clip import clip_activations
+
+        c = clip_activations(loaded.keras_model("--clip"), x, opts.clip)
+        loaded = loaded.replaced_by(c.model, [] if c.clipped else
+                                    [f"--clip {opts.clip}: no activation needed clipping"])
+        rows.append({"rewrite": f"clip {opts.clip}", "layers": [b["layer"] for b in c.clipped],
+                     "clipped": list(c.clipped), "max_abs_diff": c.max_abs_diff})
+    if opts.int16_activations and _has_layernorm(loaded):
+        from edgeq.transforms.substitute import decompose_layernorms
+
+        d = decompose_layernorms(loaded.keras_model("int16 activations"), x)
+        loaded = loaded.replaced_by(d.model, [
+            f"int16 activations: LayerNorm {', '.join(d.replaced)} written as MEAN/SUB/MUL/RSQRT "
+            "(LiteRT's SQUARED_DIFFERENCE has no int16 kernel); float outputs changed by at "
+            f"most {d.max_abs_diff:.2e}", *d.notes])
+        rows.append({"rewrite": "decompose LayerNorm (int16)", "layers": list(d.replaced),
+                     "max_abs_diff": d.max_abs_diff})
+    if not rows:
+        return loaded, rows, float_outputs
+    new_outputs = loaded.predict(evaluation.x)
+    after = _top1(new_outputs, evaluation)
+    for row in rows:
+        row["float_top1_before"], row["float_top1_after"] = before, after
+    return loaded, rows, new_outputs
+
+
+def check_options(opts: Any) -> None:
+    if opts.clip is not None:
+        from edgeq.transforms.clip import parse
+
+        parse(opts.clip)
+    if (opts.substitute or opts.clip is not None) and opts.method == "qat":
+        raise UsageError("--substitute/--clip rewrite the model before PTQ; --method qat trains "
+                         "the model as given", hint="drop --substitute/--clip, or use --method "
+                         "ptq or auto")
+
+
+def _has_layernorm(loaded: Any) -> bool:
+    if loaded.format == "savedmodel" or loaded.owner is None:
+        return False  # no Keras layers to rewrite; the runtime check names the op instead
+    import keras
+
+    return any(isinstance(layer, keras.layers.LayerNormalization)
+               for layer in getattr(loaded.owner, "layers", []))
+
+
+def _top1(outputs: list[np.ndarray], evaluation: Any) -> float | None:
+    if evaluation.y is None:
+        return None
+    return float(np.mean(np.argmax(outputs[0].reshape(len(outputs[0]), -1), axis=1)
+                         == evaluation.y))
