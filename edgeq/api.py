@@ -249,8 +249,8 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
             progress_warning(warning)
     float_outputs = timed("float reference", _float_reference, loaded, evaluation)
     if qat_settings is not None:
-        bridged = timed("bridge to tf_keras", qat_stage.bridge, loaded, train, qat_settings,
-                        target)
+        bridged, qat_settings = timed("bridge to tf_keras", qat_stage.bridge, loaded, train,
+                                      qat_settings, target)
 
     extra_notes: list[str] = []
     if opts.smooth is not None:
