@@ -53,7 +53,7 @@ def check_memory(target: Target, model_bytes: int, arena: ArenaUsage | None) -> 
 def _recommended(arena: ArenaUsage | None) -> int | None:
     if arena is None:
         return None
-    from edgeq.embed import recommended_arena
+    from edgeq.outputs.embed import recommended_arena
 
     return recommended_arena(arena.total)
 

@@ -10,7 +10,7 @@ so the cost of the clip itself is visible apart from the cost of quantization.
 `--clip` takes
 - a number B: every GELU activation is clipped to at most B (B = 10 is GELU10);
 - `auto`: every unbounded activation (GELU, ReLU, SiLU/swish, ELU, ...) gets the upper bound the
-  calibrators' MSE measure picks from its calibration histogram (edgeq.ranges, the expected
+  calibrators' MSE measure picks from its calibration histogram (edgeq.pipeline.ranges, the expected
   quantize-dequantize error of int8), and is clipped only where that bound is below the
   largest value seen.
 """
@@ -114,7 +114,7 @@ def _activation_stats(model: Any, layers: list, x: np.ndarray) -> list[tuple[flo
 
 def _searched_bound(values: np.ndarray) -> float:
     """The upper bound of the int8 range the MSE calibrator chooses for these values."""
-    from edgeq.ranges import StreamingHistogram, choose_range
+    from edgeq.pipeline.ranges import StreamingHistogram, choose_range
 
     h = StreamingHistogram()
     h.update(values)

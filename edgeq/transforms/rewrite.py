@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgeq.errors import UsageError
-from edgeq.keras_config import compare_outputs, first_line
+from edgeq.transforms.keras_config import compare_outputs, first_line
 
 # layer -> a replacement layer (same name, same weights in the same order), or None to keep it
 Replace = Callable[[Any], Any]
