@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
+import numpy as np
+
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 GELU_SIGMOID_K = 1.702  # Hendrycks & Gimpel 2016, sec. 2: GELU(x) ~ x * sigmoid(1.702 x)
 
@@ -81,3 +83,32 @@ def clipped(activation: Callable[[Any], Any], lo: float, hi: float) -> Callable[
 
     fn.edgeq_name = f"clip({getattr(activation, 'edgeq_name', activation.__name__)}, {lo:.4g}, {hi:.4g})"  # type: ignore[attr-defined]
     return fn
+
+
+def scaled_add_class() -> type:
+    import keras
+    from keras import ops
+
+    class ScaledAdd(keras.layers.Layer):
+        """keras.layers.Add whose i-th input is first multiplied per channel by scales[i].
+
+        SmoothQuant on a post-LN (BERT-order) block divides the LayerNorm's output by s for
+        the Dense layers that read it; the residual Add that also reads it gets s back here,
+        one MUL by a constant, so the block computes what it did."""
+
+        def __init__(self, scales: dict[int, Any], **kwargs: Any):
+            super().__init__(**kwargs)
+            self._scales = {int(i): np.asarray(s, np.float32) for i, s in scales.items()}
+
+        def call(self, inputs: Any) -> Any:
+            out = None
+            for i, x in enumerate(inputs):
+                if i in self._scales:
+                    x = x * ops.convert_to_tensor(self._scales[i])
+                out = x if out is None else out + x
+            return out
+
+        def compute_output_shape(self, input_shape: Any) -> Any:
+            return input_shape[0]
+
+    return ScaledAdd
