@@ -266,7 +266,7 @@ def _quantize_stages(plan: _Plan, loaded, bridged, calib: Dataset, evaluation: D
                                             float_outputs, timed, progress)
         auto = autopilot.run(target, opts.max_drop, outcome, loaded,
                              quantize.converter_settings(target), evaluation, float_outputs,
-                             qat=qat_runner, measure_latency=opts.measure_latency, timed=timed,
+                             calib=calib, qat=qat_runner, measure_latency=opts.measure_latency, timed=timed,
                              task=progress.task)
         quantized, autopilot_section = auto.result, auto.section
         notes += auto.notes
