@@ -137,3 +137,73 @@ def test_qat_through_multiheadattention(transformers, tmp_path, capsys):
     assert "mha (MultiHeadAttention)" in note and "ln1 (LayerNormalization)" in note
     ptq = rep["qat"]["ptq_baseline"]["accuracy"]["quantized"]
     assert rep["accuracy"]["quantized"] >= ptq, (rep["accuracy"], ptq)
+
+
+OUTLIER_CHANNELS = (2, 7, 11)
+
+
+def _with_outliers(path, out, factor=80.0):
+    """LLM/BERT-style outlier channels in every LayerNorm output, function-preserving: gamma
+    and beta of a few channels times `factor`, the reading rows divided by it (as
+    tools/bench_transformer.py and test_smooth.py construct them; not tuned to a result)."""
+    import keras
+
+    model = keras.models.load_model(path)
+    mha = model.get_layer("mha")
+    readers = {"ln1": [mha.query_dense.kernel, mha.key_dense.kernel, mha.value_dense.kernel],
+               "ln2": [model.get_layer("up").kernel], "ln_f": [model.get_layer("head").kernel]}
+    idx = list(OUTLIER_CHANNELS)
+    for name, kernels in readers.items():
+        ln = model.get_layer(name)
+        for var in (ln.gamma, ln.beta):
+            v = var.numpy()
+            v[idx] *= factor
+            var.assign(v)
+        for kernel in kernels:
+            k = kernel.numpy()
+            k[idx] /= factor
+            kernel.assign(k)
+    model.save(out)
+    return out
+
+
+def test_auto_meets_the_budget_on_outlier_activations_and_names_the_stage(transformers,
+                                                                           tmp_path, capsys):
+    paths = dict(transformers, outlier=_with_outliers(transformers["pre"],
+                                                      tmp_path / "outlier.keras"))
+    code, err, rep = _convert(capsys, paths, "outlier", tmp_path / "auto", "--target",
+                              "arm-cpu", "--method", "auto", "--max-drop", "1")
+    assert code == 0, err
+    stages = rep["autopilot"]["stages"]
+    assert stages[0]["stage"] == "ptq" and not stages[0]["met_budget"], stages[0]  # the premise
+    winner = rep["autopilot"]["winner"]
+    assert winner["met_budget"] and winner["stage"] == "smooth", winner
+    assert rep["accuracy"]["drop_pp"] <= 1.0
+    alphas = [s["alpha"] for s in stages if s["stage"] == "smooth"]
+    assert len(alphas) > 1  # searched, not fixed
+    assert any(f"auto: {winner['name']} meets" in n for n in rep["notes"])
+
+
+def test_clip_transform_bounds_the_activation_and_is_the_verified_float(transformers):
+    import keras
+
+    from edgeq.errors import UsageError
+    from edgeq.transforms.clip import clip_activations, parse
+
+    model = keras.models.load_model(transformers["pre"])
+    x = np.load(transformers["test"])["x"].astype(np.float32)
+    probe = keras.Model(model.inputs, model.get_layer("up").output)
+    top = float(np.max(probe(x)))
+    bound = top / 2
+    result = clip_activations(model, x, str(bound))
+    assert [c["layer"] for c in result.clipped] == ["up"]
+    assert result.clipped[0]["hi"] == bound and result.clipped[0]["max_seen"] == top
+    clipped = keras.Model(result.model.inputs, result.model.get_layer("up").output)
+    assert float(np.max(clipped(x))) <= bound + 1e-6
+    assert result.max_abs_diff > 0  # it changes the function: the report measures the cost
+    searched = clip_activations(model, x, "auto")  # MSE bound per unbounded activation
+    for c in searched.clipped:
+        assert c["hi"] < c["max_seen"] and 0 < c["clipped_fraction"] < 0.5
+    for bad in ("0", "-1", "x", "inf"):
+        with pytest.raises(UsageError):
+            parse(bad)
