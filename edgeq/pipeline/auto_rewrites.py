@@ -80,3 +80,21 @@ def stages(loaded: Any, target: Any, settings: Any, calib: Any, budget: float,
     attempts.append(convert(clipped.model, "clip", f"clip {', '.join(layers)}",
                             {"clipped": list(clipped.clipped)}))
     return attempts, notes
+
+
+def int16_route(loaded: Any, target: Any, calib: Any) -> str:
+    """What to say about `--recipe a16w8` on this target, after trying it: the 16x8 model is
+    converted (LayerNorm decomposed as `convert` does) and one sample run on the target's
+    runtime; the route is recommended only if that ran."""
+    from edgeq.pipeline import quantize, verify
+    from edgeq.transforms.stage import decomposed_for_int16
+
+    try:
+        model = decomposed_for_int16(loaded, calib.x[: min(CHECK_SAMPLES, calib.n)])
+        settings = quantize.converter_settings(target, int16_activations=True)
+        result = quantize.quantize_minmax(model, target, calib.spread(min(100, calib.n)),
+                                          settings)
+        verify.run_batched(verify.runner_for(result.model, target), calib.x[:1], None)
+    except (EdgeqError, RuntimeError, ValueError) as exc:
+        return f"--recipe a16w8 (int16 activations) was tried and does not run here: {exc}"
+    return "--recipe a16w8: int16 activations; a 16x8 model of this one ran on the runtime"

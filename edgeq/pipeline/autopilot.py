@@ -103,7 +103,12 @@ def run(target: Target, budget: float, ptq: PTQOutcome, loaded, settings, evalua
             section["float_ops"] = found["float_ops"]
             section["naive"] = found["naive"]
         elif sens["rows"]:
-            section["options"] = _integer_only_options(target, sens, qat is not None)
+            int16 = None
+            if target.quantization.int16_activations:
+                from edgeq.pipeline.auto_rewrites import int16_route
+
+                int16 = timed("check int16 route", int16_route, loaded, target, calib)
+            section["options"] = _integer_only_options(target, sens, qat is not None, int16)
             notes.append("auto: this target runs integer ops only, so no layer can stay float; "
                          "the sensitive layers and what would help are in the report")
     if not any(meets(a.check, budget) for a in attempts):
@@ -289,13 +294,14 @@ def _layer_row(r: dict) -> dict[str, Any]:
     return {k: r[k] for k in ("op_index", "op", "layer", "tensor", "gain_pp", "island")}
 
 
-def _integer_only_options(target: Target, sens: dict, qat_next: bool) -> list[str]:
+def _integer_only_options(target: Target, sens: dict, qat_next: bool,
+                          int16: str | None = None) -> list[str]:
     top = [r for r in sens["rows"] if r["gain_pp"] > 0][:5] or sens["rows"][:3]
     names = ", ".join(f"{r['layer'] or r['tensor']} ({r['op']}, +{r['gain_pp']:.2f} pp)"
                       for r in top)
     options = [f"most sensitive ops: {names}"]
-    if target.quantization.int16_activations:
-        options.append("--recipe a16w8: int16 activations, which this target's kernels take")
+    if int16 is not None:  # recommended only once a 16x8 model ran on the target's runtime
+        options.append(int16)
     options.append("clip the activations that feed them (e.g. GELU -> ReLU6, or a clipped "
                    "activation before the layer) and retrain briefly")
     options.append("QAT: tried next with --train-data" if qat_next else

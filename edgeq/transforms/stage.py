@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeq.errors import UsageError
+from edgeq.errors import TargetConstraintError, UsageError
 
 CHECK_SAMPLES = 256  # calibration inputs that bound a rewrite's output change
 
@@ -20,14 +20,18 @@ def apply(opts: Any, target: Any, loaded: Any, calib: Any, evaluation: Any,
     rows: list[dict] = []
     x = calib.x[: min(CHECK_SAMPLES, calib.n)]
     before = _top1(float_outputs, evaluation)
-    if opts.substitute:
+    what = tuple(opts.substitute) or _auto_substitutions(opts, target, loaded)
+    if what:
         from edgeq.transforms import substitute
 
         model = loaded.keras_model("--substitute")
         form = substitute.gelu_form(set(target.ops.allowed) if target.ops.allowed else None)
-        r = substitute.substitute(model, x, tuple(opts.substitute), form=form)
-        loaded = loaded.replaced_by(r.model, list(r.notes))
-        rows.append({"rewrite": f"substitute {','.join(opts.substitute)}",
+        r = substitute.substitute(model, x, what, form=form)
+        auto = [] if opts.substitute else [
+            f"auto: GELU substituted ({', '.join(r.replaced)}): '{target.name}' has no GELU "
+            "kernel (the same rewrite as --substitute gelu)"]
+        loaded = loaded.replaced_by(r.model, [*r.notes, *auto])
+        rows.append({"rewrite": f"substitute {','.join(what)}", "automatic": not opts.substitute,
                      "form": {"sigmoid": "x*sigmoid(1.702x)", "tanh": "tanh"}[form],
                      "layers": list(r.replaced), "max_abs_diff": r.max_abs_diff})
     if opts.clip is not None:
@@ -39,9 +43,7 @@ def apply(opts: Any, target: Any, loaded: Any, calib: Any, evaluation: Any,
         rows.append({"rewrite": f"clip {opts.clip}", "layers": [b["layer"] for b in c.clipped],
                      "clipped": list(c.clipped), "max_abs_diff": c.max_abs_diff})
     if opts.int16_activations and _has_layernorm(loaded):
-        from edgeq.transforms.substitute import decompose_layernorms
-
-        d = decompose_layernorms(loaded.keras_model("int16 activations"), x)
+        d = _decompose(loaded, x)
         loaded = loaded.replaced_by(d.model, [
             f"int16 activations: LayerNorm {', '.join(d.replaced)} written as MEAN/SUB/MUL/RSQRT "
             "(LiteRT's SQUARED_DIFFERENCE has no int16 kernel); float outputs changed by at "
@@ -52,6 +54,15 @@ def apply(opts: Any, target: Any, loaded: Any, calib: Any, evaluation: Any,
         return loaded, rows, float_outputs
     new_outputs = loaded.predict(evaluation.x)
     after = _top1(new_outputs, evaluation)
+    if (any(r.get("automatic") for r in rows) and opts.max_drop is not None
+            and before is not None and after is not None
+            and 100 * (before - after) > opts.max_drop):
+        raise TargetConstraintError(
+            f"target '{target.name}' cannot run op(s): GELU; the substitution "
+            f"x*sigmoid(1.702x) alone costs {100 * (before - after):.2f} pp of float top-1, "
+            f"past --max-drop {opts.max_drop:g}",
+            hint="raise --max-drop, retrain the model with a ReLU/sigmoid-GELU MLP, or pick a "
+                 "target whose runtime has GELU")
     for row in rows:
         row["float_top1_before"], row["float_top1_after"] = before, after
     return loaded, rows, new_outputs
@@ -66,6 +77,33 @@ def check_options(opts: Any) -> None:
         raise UsageError("--substitute/--clip rewrite the model before PTQ; --method qat trains "
                          "the model as given", hint="drop --substitute/--clip, or use --method "
                          "ptq or auto")
+
+
+def decomposed_for_int16(loaded: Any, x: np.ndarray) -> Any:
+    """`loaded` with its LayerNorms decomposed when it has any (the 16x8 route's model)."""
+    if not _has_layernorm(loaded):
+        return loaded
+    return loaded.replaced_by(_decompose(loaded, x).model, [])
+
+
+def _decompose(loaded: Any, x: np.ndarray) -> Any:
+    from edgeq.transforms.substitute import decompose_layernorms
+
+    return decompose_layernorms(loaded.keras_model("int16 activations"), x)
+
+
+def _auto_substitutions(opts: Any, target: Any, loaded: Any) -> tuple[str, ...]:
+    """--method auto substitutes GELU where the target has no GELU kernel but has the ops of
+    the rewrite (the budget check follows in apply)."""
+    if opts.method != "auto" or loaded.format == "savedmodel" or loaded.owner is None:
+        return ()
+    if target.allows_op("GELU") or not target.allows_op("MUL"):
+        return ()
+    from edgeq.transforms.rewrite import activation_name
+
+    has_gelu = any(activation_name(getattr(layer, "activation", None)) == "gelu"
+                   for layer in loaded.owner.layers if getattr(layer, "activation", None))
+    return ("gelu",) if has_gelu else ()
 
 
 def _has_layernorm(loaded: Any) -> bool:

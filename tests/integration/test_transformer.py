@@ -113,15 +113,18 @@ def test_cortex_m4_with_substitute_gelu_on_tflm(transformers, tmp_path, capsys):
                             "--target", "cortex-m4")
     assert code == 3 and "GELU" in err and "--substitute gelu" in err, err
     assert not (tmp_path / "refused").exists()
-    for variant in ("pre", "post"):
+    # pre-LN with --substitute gelu; post-LN with --method auto, which substitutes by itself
+    for variant, args in (("pre", ["--substitute", "gelu"]),
+                          ("post", ["--method", "auto", "--max-drop", "1"])):
         code, err, rep = _convert(capsys, transformers, variant, tmp_path / variant,
-                                  "--target", "cortex-m4", "--substitute", "gelu")
+                                  "--target", "cortex-m4", *args)
         assert code == 0, err
         ops = {o["op"] for o in rep["ops"]}
         assert "GELU" not in ops and "LOGISTIC" in ops
         assert rep["accuracy"]["runtime"] == "tflm"
         rw = rep["rewrites"][0]
         assert rw["rewrite"] == "substitute gelu" and rw["layers"] == ["up"]
+        assert rw["automatic"] == (variant == "post")
         # measured against the original float model, not only the rewritten one
         assert rw["float_top1_before"] - rep["accuracy"]["quantized"] <= 0.01, (rw, rep["accuracy"])
         assert "Model rewrites" in (tmp_path / variant / "report.md").read_text()
