@@ -210,3 +210,25 @@ def test_clip_transform_bounds_the_activation_and_is_the_verified_float(transfor
     for bad in ("0", "-1", "x", "inf"):
         with pytest.raises(UsageError):
             parse(bad)
+
+
+def test_bridge_carries_embedding_attention_layernorm_gelu_and_refuses_math_changes():
+    import keras
+
+    from edgeq.transforms.bridge import BridgeError, to_tf_keras
+
+    def model(**mha_options):
+        L = keras.layers
+        inp = keras.Input((12,), dtype="int32")
+        h = L.Embedding(50, 16, name="emb")(inp)
+        a = L.MultiHeadAttention(2, 8, name="mha", **mha_options)(h, h)
+        h = L.LayerNormalization(name="ln")(L.Add()([h, a]))
+        h = L.Activation("gelu")(L.Dense(32, activation="gelu")(h))
+        return keras.Model(inp, L.Dense(3)(L.GlobalAveragePooling1D()(h)))
+
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).integers(0, 50, (8, 12)).astype("int32")
+    result = to_tf_keras(model(), x)  # use_gate=False, sliding_window=None: tf_keras' math
+    assert result.bridged and result.max_abs_diff <= 1e-5
+    with pytest.raises(BridgeError, match="mha.*use_gate=True"):
+        to_tf_keras(model(use_gate=True), x)  # a gated attention: tf_keras has none
