@@ -144,8 +144,10 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
         loaded = timed("smooth", _smooth, loaded, calib, opts.smooth)
     from edgeq.transforms import stage as rewrite_stage
 
-    loaded, rewrites, float_outputs = timed("rewrite", rewrite_stage.apply, opts, target, loaded,
-                                            calib, evaluation, float_outputs)
+    rewrites: list[dict] = []
+    if rewrite_stage.wanted(opts):
+        loaded, rewrites, float_outputs = timed("rewrite", rewrite_stage.apply, opts, target,
+                                                loaded, calib, evaluation, float_outputs)
     loaded, outcome, quantized, autopilot, qat = _quantize_stages(
         plan, loaded, bridged, calib, evaluation, train, float_outputs, timed, progress, notes)
 

@@ -68,6 +68,12 @@ def apply(opts: Any, target: Any, loaded: Any, calib: Any, evaluation: Any,
     return loaded, rows, new_outputs
 
 
+def wanted(opts: Any) -> bool:
+    """Whether the stage may rewrite anything for these options (else it is not run)."""
+    return bool(opts.substitute or opts.clip is not None or opts.int16_activations
+                or opts.method == "auto")
+
+
 def check_options(opts: Any) -> None:
     if opts.clip is not None:
         from edgeq.transforms.clip import parse
