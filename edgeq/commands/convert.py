@@ -251,7 +251,7 @@ def _quantize_stages(plan: _Plan, loaded, bridged, calib: Dataset, evaluation: D
         outcome = ptq.PTQOutcome(timed("quantize", quantize.quantize_weights_only, loaded,
                                        plan.recipe), None, [], [])
     quantized = outcome.result
-    if plan.recipe.activations == "int16" and target.runtime.name == "litert":
+    if opts.int16_activations and target.runtime.name == "litert":
         from edgeq.pipeline.runs import check_int16
 
         timed("check int16 kernels", check_int16, quantized.model, calib.x, target.name)

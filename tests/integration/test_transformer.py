@@ -86,6 +86,19 @@ def test_int8_and_a16w8_on_arm_cpu(transformers, tmp_path, capsys, variant):
     assert a16["accuracy"]["drop_pp"] <= 1.0, a16["accuracy"]
 
 
+def test_int16_on_a_savedmodel_layernorm_is_exit_3(transformers, tmp_path, capsys):
+    """edgeq cannot rewrite a SavedModel's LayerNorm: the one-invoke check names the op."""
+    import keras
+
+    keras.models.load_model(transformers["pre"]).export(str(tmp_path / "sm"))
+    paths = dict(transformers, sm=tmp_path / "sm")
+    code, err, _ = _convert(capsys, paths, "sm", tmp_path / "out", "--target", "arm-cpu",
+                            "--int16-activations")
+    assert code == 3, err
+    assert "SQUARED_DIFFERENCE" in err and "--recipe int8" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_int16_kernel_gap_is_exit_3_naming_the_op(transformers):
     """Without the decomposition (e.g. a SavedModel edgeq cannot rewrite), LiteRT's missing
     int16 SQUARED_DIFFERENCE is found by one invoke and named: a TargetConstraintError."""
