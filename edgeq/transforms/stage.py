@@ -16,10 +16,21 @@ CHECK_SAMPLES = 256  # calibration inputs that bound a rewrite's output change
 
 def apply(opts: Any, target: Any, loaded: Any, calib: Any, evaluation: Any,
           float_outputs: list[np.ndarray]) -> tuple[Any, list[dict], list[np.ndarray]]:
-    """(the rewritten LoadedModel, one report row per rewrite, the new float outputs)."""
+    """(the rewritten LoadedModel, one report row per rewrite with the float top-1 before and
+    after that rewrite, the new float outputs)."""
     rows: list[dict] = []
     x = calib.x[: min(CHECK_SAMPLES, calib.n)]
-    before = _top1(float_outputs, evaluation)
+    outputs = float_outputs
+
+    def done(new_loaded: Any, row: dict) -> Any:
+        nonlocal outputs
+        new_outputs = new_loaded.predict(evaluation.x)
+        row["float_top1_before"] = _top1(outputs, evaluation)
+        row["float_top1_after"] = _top1(new_outputs, evaluation)
+        outputs = new_outputs
+        rows.append(row)
+        return new_loaded
+
     what = tuple(opts.substitute) or _auto_substitutions(opts, target, loaded)
     if what:
         from edgeq.transforms import substitute
@@ -30,42 +41,42 @@ def apply(opts: Any, target: Any, loaded: Any, calib: Any, evaluation: Any,
         auto = [] if opts.substitute else [
             f"auto: GELU substituted ({', '.join(r.replaced)}): '{target.name}' has no GELU "
             "kernel (the same rewrite as --substitute gelu)"]
-        loaded = loaded.replaced_by(r.model, [*r.notes, *auto])
-        rows.append({"rewrite": f"substitute {','.join(what)}", "automatic": not opts.substitute,
-                     "form": {"sigmoid": "x*sigmoid(1.702x)", "tanh": "tanh"}[form],
-                     "layers": list(r.replaced), "max_abs_diff": r.max_abs_diff})
+        label = {"sigmoid": "x*sigmoid(1.702x)", "tanh": "tanh"}[form]
+        loaded = done(loaded.replaced_by(r.model, [*r.notes, *auto]),
+                      {"rewrite": f"substitute {','.join(what)}", "automatic": not opts.substitute,
+                       "form": label, "layers": list(r.replaced), "max_abs_diff": r.max_abs_diff})
+        _check_auto_budget(opts, target, rows[-1])
     if opts.clip is not None:
         from edgeq.transforms.clip import clip_activations
 
         c = clip_activations(loaded.keras_model("--clip"), x, opts.clip)
-        loaded = loaded.replaced_by(c.model, [] if c.clipped else
-                                    [f"--clip {opts.clip}: no activation needed clipping"])
-        rows.append({"rewrite": f"clip {opts.clip}", "layers": [b["layer"] for b in c.clipped],
-                     "clipped": list(c.clipped), "max_abs_diff": c.max_abs_diff})
+        loaded = done(loaded.replaced_by(c.model, [] if c.clipped else
+                                         [f"--clip {opts.clip}: no activation needed clipping"]),
+                      {"rewrite": f"clip {opts.clip}", "layers": [b["layer"] for b in c.clipped],
+                       "clipped": list(c.clipped), "max_abs_diff": c.max_abs_diff})
     if opts.int16_activations and _has_layernorm(loaded):
         d = _decompose(loaded, x)
-        loaded = loaded.replaced_by(d.model, [
+        loaded = done(loaded.replaced_by(d.model, [
             f"int16 activations: LayerNorm {', '.join(d.replaced)} written as MEAN/SUB/MUL/RSQRT "
             "(LiteRT's SQUARED_DIFFERENCE has no int16 kernel); float outputs changed by at "
-            f"most {d.max_abs_diff:.2e}", *d.notes])
-        rows.append({"rewrite": "decompose LayerNorm (int16)", "layers": list(d.replaced),
-                     "max_abs_diff": d.max_abs_diff})
-    if not rows:
-        return loaded, rows, float_outputs
-    new_outputs = loaded.predict(evaluation.x)
-    after = _top1(new_outputs, evaluation)
-    if (any(r.get("automatic") for r in rows) and opts.max_drop is not None
-            and before is not None and after is not None
-            and 100 * (before - after) > opts.max_drop):
+            f"most {d.max_abs_diff:.2e}", *d.notes]),
+            {"rewrite": "decompose LayerNorm (int16)", "layers": list(d.replaced),
+             "max_abs_diff": d.max_abs_diff})
+    return loaded, rows, outputs
+
+
+def _check_auto_budget(opts: Any, target: Any, row: dict) -> None:
+    """--method auto substitutes only when the rewrite alone keeps float top-1 in budget."""
+    before, after = row["float_top1_before"], row["float_top1_after"]
+    if not row["automatic"] or opts.max_drop is None or before is None or after is None:
+        return
+    if 100 * (before - after) > opts.max_drop:
         raise TargetConstraintError(
-            f"target '{target.name}' cannot run op(s): GELU; the substitution "
-            f"x*sigmoid(1.702x) alone costs {100 * (before - after):.2f} pp of float top-1, "
-            f"past --max-drop {opts.max_drop:g}",
-            hint="raise --max-drop, retrain the model with a ReLU/sigmoid-GELU MLP, or pick a "
-                 "target whose runtime has GELU")
-    for row in rows:
-        row["float_top1_before"], row["float_top1_after"] = before, after
-    return loaded, rows, new_outputs
+            f"target '{target.name}' cannot run op(s): GELU; the substitution {row['form']} "
+            f"alone costs {100 * (before - after):.2f} pp of float top-1, past --max-drop "
+            f"{opts.max_drop:g}",
+            hint="raise --max-drop, retrain the model with a ReLU or sigmoid-GELU MLP, or pick "
+                 "a target whose runtime has GELU")
 
 
 def wanted(opts: Any) -> bool:
