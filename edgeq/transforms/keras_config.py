@@ -60,7 +60,9 @@ def clone_with_weights(model: Any, option: str) -> Any:
     from edgeq.errors import UsageError
 
     try:
-        clone = keras.models.clone_model(model)
+        from edgeq.transforms.rewrite import copy_layer
+
+        clone = keras.models.clone_model(model, clone_function=copy_layer)
         clone.set_weights(model.get_weights())
     except (ValueError, TypeError, AttributeError) as exc:
         raise UsageError(

@@ -51,6 +51,10 @@ def layer_norm_class() -> type:
         def compute_output_shape(self, input_shape: Any) -> Any:
             return input_shape
 
+        def get_config(self) -> dict:
+            return {**super().get_config(), "epsilon": self.epsilon, "center": self.center,
+                    "scale": self.scale}
+
     return DecomposedLayerNorm
 
 
@@ -110,5 +114,9 @@ def scaled_add_class() -> type:
 
         def compute_output_shape(self, input_shape: Any) -> Any:
             return input_shape[0]
+
+        def get_config(self) -> dict:
+            return {**super().get_config(),
+                    "scales": {str(i): s.tolist() for i, s in self._scales.items()}}
 
     return ScaledAdd

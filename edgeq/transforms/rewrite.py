@@ -32,7 +32,7 @@ def rewrite(model: Any, replace: Replace, option: str) -> tuple[Any, list[str]]:
     def clone(layer: Any) -> Any:
         new = replace(layer)
         if new is None:
-            return layer.__class__.from_config(layer.get_config())
+            return copy_layer(layer)
         replaced.append(layer.name)
         return new
 
@@ -51,6 +51,17 @@ def rewrite(model: Any, replace: Replace, option: str) -> tuple[Any, list[str]]:
                  "models",
         ) from exc
     return new, replaced
+
+
+def copy_layer(layer: Any) -> Any:
+    """A new layer like `layer` (no weights yet). The activation is passed as the function
+    itself: an earlier rewrite may have set one of edgeq's own (edgeq.transforms.layers),
+    which a config round trip could not name, so rewrites compose (a16w8 after
+    --substitute, SmoothQuant after a substitution)."""
+    config = layer.get_config()
+    if "activation" in config and getattr(layer, "activation", None) is not None:
+        config["activation"] = layer.activation
+    return layer.__class__.from_config(config)
 
 
 def output_change(old: Any, new: Any, x: np.ndarray) -> float:

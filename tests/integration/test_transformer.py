@@ -245,3 +245,23 @@ def test_bridge_carries_embedding_attention_layernorm_gelu_and_refuses_math_chan
     assert result.bridged and result.max_abs_diff <= 1e-5
     with pytest.raises(BridgeError, match="mha.*use_gate=True"):
         to_tf_keras(model(use_gate=True), x)  # a gated attention: tf_keras has none
+
+
+def test_rewrites_compose(transformers):
+    """A substituted GELU survives the next rewrite's clone: LayerNorm decomposition (a16w8
+    with --substitute gelu) and SmoothQuant (auto after substituting) on the same model."""
+    import keras
+
+    from edgeq.transforms.smooth import smooth_model
+    from edgeq.transforms.substitute import decompose_layernorms, substitute
+
+    model = keras.models.load_model(transformers["post"])
+    x = np.load(transformers["test"])["x"].astype(np.float32)[:64]
+    gelu = substitute(model, x, ("gelu",))
+    smoothed = smooth_model(gelu.model, x, alpha=0.5)
+    assert "ln1" in smoothed.smoothed  # post-LN: its residual Add gets s back
+    both = decompose_layernorms(smoothed.model, x)
+    assert both.replaced == ("ln1", "ln2") and both.max_abs_diff < 1e-4
+    names = {type(layer).__name__ for layer in both.model.layers}
+    assert {"ScaledAdd", "DecomposedLayerNorm"} <= names
+    assert both.model.get_layer("up").activation.__name__ == "gelu_sigmoid"
