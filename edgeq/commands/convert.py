@@ -199,9 +199,6 @@ def _plan(opts: ConvertOptions) -> _Plan:
     if recipe.activations == "int16":
         opts = replace(opts, int16_activations=True)
     check_options(opts)
-    from edgeq.transforms.stage import check_options as check_rewrite_options
-
-    check_rewrite_options(opts)
     qat_settings = qat_stage.settings(opts, target, full_integer=recipe.full_integer)
     check_paths(opts)
     out_dir = output_dir(opts, target)
@@ -277,8 +274,8 @@ def _quantize_stages(plan: _Plan, loaded, bridged, calib: Dataset, evaluation: D
                                             float_outputs, timed, progress)
         auto = autopilot.run(target, opts.max_drop, outcome, loaded,
                              quantize.converter_settings(target), evaluation, float_outputs,
-                             calib=calib, qat=qat_runner, measure_latency=opts.measure_latency, timed=timed,
-                             task=progress.task)
+                             calib=calib, qat=qat_runner, measure_latency=opts.measure_latency,
+                             timed=timed, task=progress.task)
         quantized, autopilot_section = auto.result, auto.section
         notes += auto.notes
     qat_section: dict = {}

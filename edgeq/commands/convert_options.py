@@ -121,6 +121,9 @@ def check_options(opts: ConvertOptions) -> None:
     Raises:
         UsageError: naming the option and what to pass instead.
     """
+    from edgeq.transforms.stage import check_options as check_rewrites
+
+    check_rewrites(opts)  # --substitute / --clip
     if opts.method not in METHODS:
         raise UsageError(
             f"--method {opts.method} is not available in this version",
