@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgeq.errors import UsageError
-from edgeq.transforms.keras_config import compare_outputs, first_line
+from edgeq.transforms.keras_config import compare_outputs, copy_layer, first_line
 
 # layer -> a replacement layer (same name, same weights in the same order), or None to keep it
 Replace = Callable[[Any], Any]
@@ -51,17 +51,6 @@ def rewrite(model: Any, replace: Replace, option: str) -> tuple[Any, list[str]]:
                  "models",
         ) from exc
     return new, replaced
-
-
-def copy_layer(layer: Any) -> Any:
-    """A new layer like `layer` (no weights yet). The activation is passed as the function
-    itself: an earlier rewrite may have set one of edgeq's own (edgeq.transforms.layers),
-    which a config round trip could not name, so rewrites compose (a16w8 after
-    --substitute, SmoothQuant after a substitution)."""
-    config = layer.get_config()
-    if "activation" in config and getattr(layer, "activation", None) is not None:
-        config["activation"] = layer.activation
-    return layer.__class__.from_config(config)
 
 
 def output_change(old: Any, new: Any, x: np.ndarray) -> float:
