@@ -294,9 +294,41 @@ def _ops(report: Report) -> str:
 
 
 def _emulator(report: Report) -> str:
-    from edgeq.outputs.report_mcu import emulator_html
+    """The emulated-device section of report.html: a chart of estimated cycles per layer and
+    the table behind it."""
+    from edgeq.outputs.report_mcu import per_op_rows
 
-    return emulator_html(report.emulator, report.ops)
+    emu, ops = report.emulator, report.ops
+    rows = per_op_rows(emu, ops)
+    est = emu["estimate"]
+    head = _caption(f"{emu['core']} on QEMU {emu['machine']}: {emu['estimated_cycles']:,} "
+                    f"estimated cycles per inference = {emu['estimated_ms']:.2f} ms at "
+                    f"{emu['clock_hz'] / 1e6:g} MHz ({emu['instructions_per_inference']:,} "
+                    f"instructions counted, CPI {est['cycles_per_instruction']}, "
+                    f"{'calibrated' if est['calibrated'] else 'uncalibrated'}: an estimate).")
+    if not rows:
+        return head + "<p>The firmware reported no per-op counts.</p>"
+    # "$" would start matplotlib's mathtext in a tick label
+    labels = [f"#{i} {layer or op}".replace("$", r"\$") for i, op, layer, *_ in rows]
+    cycles = [c for *_, c, _ in rows]
+    fig = _figure(7.5, 0.26 * len(rows) + 1.1)
+    ax = fig.add_subplot()
+    ys = list(range(len(rows)))
+    top = max(cycles) or 1
+    ax.barh(ys, cycles, height=0.65, color=["#c62828" if c == top else "#1f5f99" for c in cycles])
+    for y, (c, sh) in enumerate((c, sh) for *_, c, sh in rows):
+        ax.annotate(f"{100 * sh:.1f}%", (c, y), xytext=(3, 0), textcoords="offset points",
+                    va="center")
+    ax.set_yticks(ys, [_short(label, 44, keep="end") for label in labels])
+    ax.invert_yaxis()
+    ax.set_xlim(0, top * 1.15)
+    ax.set_xlabel("estimated cycles per inference (the most expensive op in red)")
+    ax.grid(axis="y", visible=False)
+    table = _table([(i, op, layer, f"{n:,}", f"{c:,}", f"{100 * sh:.1f}%")
+                    for i, op, layer, n, c, sh in rows],
+                   header=("#", "op", "layer", "instructions", "est. cycles", "share"),
+                   numeric={0, 3, 4, 5})
+    return head + _img(fig, "estimated cycles per layer on the emulated device") + table
 
 
 # --- Ethos-U per layer (edgeq.outputs.vela_report) ----------------------------------------------
