@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from edgeq.errors import ModelFileError
+from edgeq.formats.input_files import open_file
 from edgeq.transforms.keras_config import first_line
 from edgeq.formats.archive import (
     GiB,
@@ -50,6 +51,8 @@ from edgeq.formats.archive import (
 CONFIG_MAX = 16 * MiB
 WEIGHTS_MAX = 2 * GiB
 OTHER_MAX = 256 * MiB
+# The whole file: its weights, config and the rest, with room for the container's own bytes.
+KERAS_FILE_MAX = WEIGHTS_MAX + CONFIG_MAX + OTHER_MAX + 64 * MiB
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _CONFIG = "config.json"
@@ -107,7 +110,8 @@ def h5_config(p: Path) -> Any:
     Raises:
         ModelFileError: not HDF5, weights only, a config over CONFIG_MAX or not JSON.
     """
-    with p.open("rb") as fh:
+    fh, _ = open_file(p, "model", KERAS_FILE_MAX, error=ModelFileError)
+    with fh:
         magic = fh.read(8)
     if magic != _HDF5_MAGIC:
         raise ModelFileError(p, "not an HDF5 file", hint="re-save the model with model.save()")
@@ -155,7 +159,7 @@ class _open_zip:  # noqa: N801 - used as a context manager, like open()
         self.p = p
 
     def __enter__(self) -> tuple[IO[bytes], zipfile.ZipFile]:
-        self.fh = self.p.open("rb")
+        self.fh, _ = open_file(self.p, "model", KERAS_FILE_MAX, error=ModelFileError)
         try:
             self.zf = zipfile.ZipFile(self.fh)
             check_member_count(self.zf)

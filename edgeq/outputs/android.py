@@ -33,11 +33,13 @@ def read_labels(path: str | Path) -> tuple[str, ...]:
     Raises:
         DataError: missing, empty, or not UTF-8 text (exit 2).
     """
+    from edgeq.formats.input_files import LABELS_MAX, read_file
+
     p = Path(path)
-    if not p.is_file():
-        raise DataError(p, "labels file not found", hint="pass a text file, one class per line")
+    data = read_file(p, "--labels", LABELS_MAX,
+                     hint="pass a text file, one class per line")
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
+        lines = data.decode("utf-8").splitlines()
     except UnicodeDecodeError as exc:
         raise DataError(p, "labels file is not UTF-8 text",
                         hint="save it as UTF-8, one class per line") from exc

@@ -24,6 +24,7 @@ function that computes the float reference outputs quickly.
 from __future__ import annotations
 
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -33,6 +34,7 @@ import numpy as np
 from edgeq.adapters.native import import_tensorflow_quietly
 from edgeq.data import InputSpec
 from edgeq.errors import ModelFileError, UsageError
+from edgeq.formats.input_files import check_file_or_dir
 from edgeq.transforms.keras_config import first_line
 from edgeq.formats.savedmodel_policy import check_savedmodel
 
@@ -86,9 +88,8 @@ def load_model(path: str | Path, *, allow_unsafe: bool = False) -> LoadedModel:
             acts outside the graph, without ``allow_unsafe``.
     """
     p = Path(path)
-    if not p.exists():
-        raise ModelFileError(p, "not found", hint="check the path to the model")
-    if p.is_dir():
+    st = check_file_or_dir(p, "model", error=ModelFileError, hint="check the path to the model")
+    if stat.S_ISDIR(st.st_mode):
         if not (p / "saved_model.pb").is_file() and not (p / "saved_model.pbtxt").is_file():
             raise ModelFileError(
                 p,
