@@ -89,19 +89,22 @@ def keras_config(p: Path) -> Any:
     return _parse(p, raw, _CONFIG)
 
 
-def check_keras_members(p: Path) -> None:
+def check_keras_members(p: Path) -> int:
     """Inflate every member of a .keras archive (streaming, nothing kept) to check its size
-    and CRC against its header, and bound the datasets of its HDF5 weights.
+    and CRC against its header, and bound the datasets of its HDF5 weights. Returns how many
+    values (weights) the datasets of model.weights.h5 hold.
 
     Raises:
         ModelFileError: a member that does not match its header, or weights over the limits.
     """
+    stored = 0
     with _open_zip(p) as (fh, zf):
         for info in zf.infolist():
             if info.filename == _WEIGHTS and info is zf.getinfo(_WEIGHTS):
-                _check_weights_member(p, fh, info)
+                stored = _check_weights_member(p, fh, info)
             else:
                 _archive_check(p, inflate, fh, info)
+    return stored
 
 
 def h5_config(p: Path) -> Any:
@@ -140,13 +143,14 @@ def h5_config(p: Path) -> Any:
     return _parse(p, raw, "model_config")
 
 
-def check_h5_weights(p: Path) -> None:
-    """Bound the datasets of a legacy .h5 model before Keras reads them.
+def check_h5_weights(p: Path) -> int:
+    """Bound the datasets of a legacy .h5 model before Keras reads them; returns how many
+    values they hold.
 
     Raises:
         ModelFileError: external storage, or datasets over WEIGHTS_MAX or the bomb ratio.
     """
-    _check_h5_datasets(p, p, "the file")
+    return _check_h5_datasets(p, p, "the file")
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -183,28 +187,28 @@ def _archive_check(p: Path, fn, *args):
         raise ModelFileError(p, f"corrupt archive ({first_line(exc)})", hint=_RESAVE) from exc
 
 
-def _check_weights_member(p: Path, fh: IO[bytes], info: zipfile.ZipInfo) -> None:
+def _check_weights_member(p: Path, fh: IO[bytes], info: zipfile.ZipInfo) -> int:
     if info.compress_type == zipfile.ZIP_STORED:
         _archive_check(p, inflate, fh, info)  # size and CRC
-        _check_h5_datasets(p, _Window(fh, info), _WEIGHTS)
-        return
+        return _check_h5_datasets(p, _Window(fh, info), _WEIGHTS)
     # Deflated (Keras stores; someone re-zipped it): HDF5 seeks all over the file, and seeking
     # backwards in a deflated member starts inflating again from the top, so inflate it once
     # to a temporary file (its size is already bounded by the header check).
     with tempfile.TemporaryFile() as tmp:
         _archive_check(p, inflate, fh, info, tmp.write)
         tmp.seek(0)
-        _check_h5_datasets(p, tmp, _WEIGHTS)
+        return _check_h5_datasets(p, tmp, _WEIGHTS)
 
 
-def _check_h5_datasets(p: Path, source: Any, where: str) -> None:
+def _check_h5_datasets(p: Path, source: Any, where: str) -> int:
+    """Bound the datasets; returns how many values they hold."""
     import h5py
 
-    declared = stored = 0
+    declared = stored = values = 0
     problems: list[str] = []
 
     def visit(name: str, link: Any) -> None:
-        nonlocal declared, stored
+        nonlocal declared, stored, values
         if isinstance(link, h5py.ExternalLink):
             problems.append(f"'{name}' is a link to another file ({link.filename})")
             return
@@ -217,6 +221,7 @@ def _check_h5_datasets(p: Path, source: Any, where: str) -> None:
             problems.append(f"dataset '{name}' keeps its data outside this file")
         elif obj.dtype.kind not in "biuf":
             problems.append(f"dataset '{name}' has dtype {obj.dtype}, not numbers")
+        values += math.prod(obj.shape or ())
         declared += math.prod(obj.shape or ()) * obj.dtype.itemsize
         stored += obj.id.get_storage_size()
 
@@ -237,6 +242,7 @@ def _check_h5_datasets(p: Path, source: Any, where: str) -> None:
             p, f"the datasets in {where} declare {size_text(declared)} of weights but store "
             f"{size_text(stored)} (over {MAX_RATIO}:1): a compressed or sparse dataset bomb",
             hint="re-save the model with model.save(), which stores weights uncompressed")
+    return values
 
 
 class _Window:

@@ -123,7 +123,8 @@ def load_model(path: str | Path, *, allow_unsafe: bool = False) -> LoadedModel:
 
 def check_keras_file(p: Path, *, allow_unsafe: bool = False) -> None:
     """The checks a .keras or .h5 file passes before TensorFlow is imported: sizes bounded,
-    then the config judged by the safe-loading policy, then the weights bounded.
+    then the config judged by the safe-loading policy, then what its layers would allocate
+    estimated from the config (edgeq.formats.keras_sizes), then the weights bounded.
 
     Raises:
         ModelFileError: not a readable Keras file, or over a size limit.
@@ -131,15 +132,18 @@ def check_keras_file(p: Path, *, allow_unsafe: bool = False) -> None:
     """
     from edgeq.formats import keras_files
     from edgeq.formats.keras_config_policy import check_config
+    from edgeq.formats.keras_sizes import check_sizes, check_stored
 
     if p.suffix.lower() == ".keras":
         config = keras_files.keras_config(p)
         check_config(p, config, "config.json", allow_unsafe=allow_unsafe)
-        keras_files.check_keras_members(p)
+        declared = check_sizes(p, config, "config.json")
+        check_stored(p, declared, keras_files.check_keras_members(p), "config.json")
     else:
         config = keras_files.h5_config(p)
         check_config(p, config, "model_config", allow_unsafe=allow_unsafe)
-        keras_files.check_h5_weights(p)
+        declared = check_sizes(p, config, "model_config")
+        check_stored(p, declared, keras_files.check_h5_weights(p), "model_config")
 
 
 # --- loaders -----------------------------------------------------------------------------------
