@@ -113,14 +113,9 @@ def _check_budget(files: list[Path], need: int, root: Path, ctx: LoadContext) ->
         distinct[(st.st_dev, st.st_ino)] = st.st_size
         try:
             with Image.open(file) as image:  # the header only
-                width, height = image.size
+                width, height = _checked_size(image, file, root, ctx)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
             raise _undecodable(file, root, err, ctx) from err
-        if width * height > MAX_IMAGE_PIXELS:
-            raise ctx.error(
-                f"image '{file.relative_to(root)}' is {width} x {height} pixels, over the "
-                f"{MAX_IMAGE_PIXELS:,} pixels edgeq decodes per image",
-                hint="resize the images towards the model's input size first")
         total += width * height
         if total > MAX_TOTAL_PIXELS:
             raise ctx.error(
@@ -193,12 +188,24 @@ def _decode_image(
 
     try:
         with Image.open(file) as image:
+            _checked_size(image, file, root, ctx)  # again: the file may have been replaced
             converted = image.convert(mode)  # first frame of a GIF; drops alpha
         if converted.size != size:
             converted = converted.resize(size, Image.Resampling.BILINEAR)
         return np.asarray(converted, dtype=np.float32)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise _undecodable(file, root, err, ctx) from err
+
+
+
+def _checked_size(image, file: Path, root: Path, ctx: LoadContext) -> tuple[int, int]:
+    width, height = image.size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ctx.error(
+            f"image '{file.relative_to(root)}' is {width} x {height} pixels, over the "
+            f"{MAX_IMAGE_PIXELS:,} pixels edgeq decodes per image",
+            hint="resize the images towards the model's input size first")
+    return width, height
 
 
 

@@ -73,13 +73,14 @@ _RNN_GATES = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}
 def machine_memory() -> int:
     """Physical memory, or the cgroup's limit when a container sets a lower one."""
     total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    try:
-        with open("/sys/fs/cgroup/memory.max") as fh:
-            text = fh.read(64).strip()
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(limit) as fh:  # cgroup v2, v1: "max" or a number of bytes
+                text = fh.read(64).strip()
+        except OSError:
+            continue
         if text.isdigit():
             total = min(total, int(text))
-    except OSError:
-        pass
     return total
 
 
