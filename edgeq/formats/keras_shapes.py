@@ -11,8 +11,15 @@ from typing import Any
 Shape = tuple  # per sample (no batch axis); an entry of None is an unknown dimension
 
 
+DIM_MAX = 2**63  # no tensor dimension is larger; a config's larger number is clamped to it
+
+
 def dim(v: Any) -> int | None:
-    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
+    """A dimension or count from a config: a non-negative int (clamped to DIM_MAX, so that
+    products stay printable), else None."""
+    if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+        return min(v, DIM_MAX)
+    return None
 
 
 def parse_shape(v: Any, batch: bool = True) -> Shape | None:

@@ -189,15 +189,20 @@ class _Walk:
     # --- layers ------------------------------------------------------------------------------
 
     def layer(self, layer: dict, shapes: list[Shape | None]) -> list[Shape | None]:
-        cls = str(layer.get("class_name"))
+        cls = str(layer.get("class_name"))[:100]
         c = layer.get("config") if isinstance(layer.get("config"), dict) else {}
-        name = str(c.get("name") or layer.get("name") or cls)
+        name = str(c.get("name") or layer.get("name") or cls)[:200]
         if isinstance(c.get("layers"), list):  # a nested model
             return self.model(layer, shapes)
         x = shapes[0] if shapes else None
         if x is None and cls not in _MERGE and cls != "Concatenate":
             x = self._declared_input(layer)
-        out, params = self._rule(cls, c, x, shapes)
+        try:
+            out, params = self._rule(cls, c, x or None, shapes)
+        except (IndexError, TypeError, ValueError, ZeroDivisionError):
+            # A config Keras itself could not build (a rank the layer cannot take, a value of
+            # the wrong type): nothing is known of it, and loading will fail with Keras' error.
+            out, params = [None], 0
         if id(layer) not in self.counted:
             self.counted.add(id(layer))
             self._add(name, cls, params)
