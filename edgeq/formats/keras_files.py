@@ -143,6 +143,35 @@ def h5_config(p: Path) -> Any:
     return _parse(p, raw, "model_config")
 
 
+def h5_json_attribute(p: Path, name: str) -> Any:
+    """A JSON attribute of a legacy .h5 model's root (training_config), bounded like its
+    model_config; None when absent.
+
+    Raises:
+        ModelFileError: not a regular HDF5 file, the attribute over CONFIG_MAX or not JSON.
+    """
+    fh, _ = open_file(p, "model", KERAS_FILE_MAX, error=ModelFileError)
+    with fh:
+        if fh.read(8) != _HDF5_MAGIC:
+            raise ModelFileError(p, "not an HDF5 file")
+    import h5py
+
+    try:
+        with h5py.File(p, "r") as f:
+            if name not in f.attrs:
+                return None
+            if f.attrs.get_id(name).get_type().get_size() > CONFIG_MAX:
+                raise _config_too_big(p, name, f.attrs.get_id(name).get_type().get_size())
+            raw = f.attrs[name]
+    except (OSError, RuntimeError, ValueError, TypeError) as exc:
+        raise ModelFileError(p, f"corrupt HDF5 file ({first_line(exc)})") from exc
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogateescape")
+    if not isinstance(raw, bytes) or len(raw) > CONFIG_MAX:
+        raise ModelFileError(p, f"its {name} is not JSON text of at most {size_text(CONFIG_MAX)}")
+    return _parse(p, raw, name)
+
+
 def check_h5_weights(p: Path) -> int:
     """Bound the datasets of a legacy .h5 model before Keras reads them; returns how many
     values they hold.

@@ -64,6 +64,9 @@ def _cases(d: Path) -> dict[str, tuple[list[str], list[str]]]:
         "convert: model is a FIFO": (
             ["convert", f"{d}/f.keras", "-t", "cortex-m4", "-d", str(DATA), "--out", out],
             ["f.keras'", "FIFO"]),
+        "convert --method qat: model is a FIFO": (
+            ["convert", f"{d}/f.keras", "-t", "cortex-m4", "-d", str(DATA), "--out", out,
+             "--method", "qat", "--train-data", str(DATA)], ["f.keras'", "FIFO"]),
         "convert: --data is a FIFO": (
             [*convert, "-d", f"{d}/f.npz"], ["f.npz'", "FIFO", "--data"]),
         "convert: --eval-data -> /dev/zero": (
