@@ -3,6 +3,8 @@ config comes back as plain JSON (for the safety policy in keras_config_policy), 
 Keras will later inflate or allocate is bounded first.
 
 Limits (each refusal names the file, the member or dataset, and the limit):
+- the file itself: a regular file (not a FIFO or device, edgeq.formats.input_files) of at most
+  KERAS_FILE_MAX, the sum of the limits below and room for the container's own bytes.
 - the model config (.keras `config.json`, .h5 `model_config`) at most CONFIG_MAX. Parsing JSON
   takes up to 23 times its size in memory (64 MiB of `[{},{},...]` took 1.5 GB), so 16 MiB
   keeps a hostile config under about 400 MB; the largest real configs are around a megabyte.
