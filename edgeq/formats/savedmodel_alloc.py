@@ -6,7 +6,8 @@ saved_model_pb2.SavedModel of edgeq.formats.savedmodel_policy), before TensorFlo
 For each op below, the shape input is followed back through the nodes that compute it from
 constants (Const, and the few ops TF uses to assemble a shape: Identity, Cast, Pack, ConcatV2,
 Mul, Add, Maximum), and the output size is the product of that shape (times the input's size
-for Tile, which is at least one element). An allocation over keras_sizes.activation_limit()
+for Tile, which is at least one element; `tf.zeros`/`tf.ones` of a large constant shape are a
+Fill in the graph); a Range of constant integers is as long as it counts. An allocation over keras_sizes.activation_limit()
 (1 GiB, or a sixteenth of the machine's memory) is refused with exit 3 naming the function (or
 graph node) and the op, as for a Keras layer whose activation is too large. A shape computed
 from the model's input is left to the runtime checks: only constant shapes are known here.
@@ -59,9 +60,12 @@ def _check_nodes(path: str | Path, where: str, nodes: list[Any], limit: int) -> 
     for n in nodes:
         index = SHAPE_INPUT.get(n.op)
         data_inputs = [i for i in n.input if not i.startswith("^")]
-        if index is None or index >= len(data_inputs):
+        if n.op == "Range":
+            shape = _range_length(fold, data_inputs)
+        elif index is None or index >= len(data_inputs):
             continue
-        shape = fold.value(data_inputs[index])
+        else:
+            shape = fold.value(data_inputs[index])
         if shape is None or any(d < 0 for d in shape):
             continue
         elements = math.prod(shape)
@@ -78,8 +82,19 @@ def _check_nodes(path: str | Path, where: str, nodes: list[Any], limit: int) -> 
             hint="no edge target holds such a tensor; re-export the model without it")
 
 
+def _range_length(fold: "_Folder", inputs: list[str]) -> list[int] | None:
+    """tf.range(start, limit, delta) of constant integers: [its length]."""
+    values = [fold.value(i) for i in inputs[:3]]
+    if len(values) != 3 or any(v is None or len(v) != 1 for v in values):
+        return None
+    start, limit, delta = (v[0] for v in values)  # type: ignore[index]
+    if delta == 0:
+        return None
+    return [max(0, -(-(limit - start) // delta))]
+
+
 def _itemsize(node: Any) -> int:
-    for key in ("dtype", "T", "Tout"):
+    for key in ("dtype", "T", "Tout", "Tidx"):
         if key in node.attr and node.attr[key].WhichOneof("value") == "type":
             return _BYTES.get(node.attr[key].type, 4)
     return 4

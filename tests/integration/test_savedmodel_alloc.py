@@ -30,6 +30,10 @@ CASES = {
                                         [:1, :4]), "Fill"),
     "broadcast_to": (
         lambda tf, x: x + tf.reduce_sum(tf.broadcast_to(1.0, [20000, 20000])), "BroadcastTo"),
+    "zeros": (lambda tf, x: x + tf.reduce_sum(tf.zeros([70000, 70000])), "Fill"),
+    "range": (lambda tf, x: x + tf.cast(tf.reduce_sum(tf.range(3 * 10**9, dtype=tf.int64)),
+                                        tf.float32), "Range"),
+    "tile": (lambda tf, x: x + tf.reduce_sum(tf.tile(x, [10**5, 10**4])), "Tile"),
     "random normal": (
         lambda tf, x: x + tf.reduce_sum(tf.random.normal([40000, 40000])), "RandomStandardNormal"),
 }
