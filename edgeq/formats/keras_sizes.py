@@ -21,7 +21,8 @@ Limits, checked as the walk goes, each refusal naming the layer:
   sixteenth of the machine's memory (edgeq runs reference batches of up to 256 samples; a
   segmentation model's largest activation is a few hundred MiB). Exit 3, as for a tensor past
   the runtimes' 32-bit sizes (TensorSizeError): the file is well formed but past what any
-  edge target could run.
+  edge target could run. Below it, the reference outputs run in batches small enough for that
+  activation (`predict_batch`).
 - the weights declared against the weights the file stores (`check_stored`, once the weights
   are bounded): Keras builds and initializes every layer before it reads the stored weights
   (a Dense(300,000) after a 512-wide layer cost 2.6 GB and 29 s, then failed to load), and
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,9 +94,25 @@ def activation_limit() -> int:
     return min(ACTIVATION_BYTES_MAX, machine_memory() // 16)
 
 
-def check_sizes(path: str | Path, config: Any, where: str) -> tuple[int, str]:
+@dataclass(frozen=True)
+class Estimate:
+    """What a config declares, as far as the walk could tell (lower bounds)."""
+
+    params: int  # weights of the whole model
+    largest: str  # the layer declaring the most weights, in words
+    activation_bytes: int  # the largest activation of one sample, as float32
+
+
+def predict_batch(activation_bytes: int, most: int) -> int:
+    """Samples per reference batch such that a batch's largest activation, a few times over
+    (the tensors alive around it), takes at most an eighth of the machine's memory."""
+    per_sample = 4 * max(activation_bytes, 1)
+    return max(1, min(most, machine_memory() // 8 // per_sample))
+
+
+def check_sizes(path: str | Path, config: Any, where: str) -> Estimate:
     """Refuse a Keras config whose weights or activations would exceed the limits above;
-    returns the weights it declares (a lower bound) and the layer declaring the most.
+    returns what it declares.
 
     Raises:
         ModelFileError: the weights over `weights_limit()` (exit 2), or a config nested too
@@ -106,10 +124,10 @@ def check_sizes(path: str | Path, config: Any, where: str) -> tuple[int, str]:
         walk.model(config, [])
     except RecursionError as exc:
         raise ModelFileError(path, f"its {where} nests models too deeply to be read") from exc
-    return walk.params, walk.largest[1]
+    return Estimate(walk.params, walk.largest[1], walk.activation_bytes)
 
 
-def check_stored(path: str | Path, declared: tuple[int, str], stored: int, where: str) -> None:
+def check_stored(path: str | Path, declared: Estimate, stored: int, where: str) -> None:
     """Keras builds (allocates and initializes) every layer before it reads the stored weights,
     and every variable it builds is stored by model.save. A config declaring more weights than
     the file stores cannot load, but would cost the memory first: refused past STORED_SLACK.
@@ -117,7 +135,7 @@ def check_stored(path: str | Path, declared: tuple[int, str], stored: int, where
     Raises:
         ModelFileError: naming the layer declaring the most weights.
     """
-    params, layer = declared
+    params, layer = declared.params, declared.largest
     if params <= stored + STORED_SLACK:
         return
     raise ModelFileError(
@@ -133,6 +151,7 @@ class _Walk:
         self.weights_max, self.activation_max = weights_max, activation_max
         self.params = 0
         self.largest = (0, "no layer")
+        self.activation_bytes = 0
         self.counted: set[int] = set()  # layers counted once however often they are called
 
     # --- models ------------------------------------------------------------------------------
@@ -333,6 +352,8 @@ class _Walk:
 
     def _activation(self, name: str, cls: str, shape: Shape | None) -> None:
         n = prod(shape) if shape is not None else None
+        if n is not None:
+            self.activation_bytes = max(self.activation_bytes, n * _FLOAT)
         if n is None or n * _FLOAT <= self.activation_max:
             return
         raise TensorSizeError(

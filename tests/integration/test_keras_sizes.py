@@ -77,5 +77,25 @@ def test_estimates_of_mlperf_tiny_h5_configs(name):
     from edgeq.formats.keras_sizes import check_sizes
 
     path = FIXTURES / "models" / "mlperf_tiny" / name
-    params, _ = check_sizes(path, h5_config(path), "model_config")
-    assert params == keras.models.load_model(path, compile=False).count_params()
+    estimate = check_sizes(path, h5_config(path), "model_config")
+    assert estimate.params == keras.models.load_model(path, compile=False).count_params()
+
+
+def test_reference_batches_shrink_for_large_activations(tmp_path):
+    """A model whose activation of one sample is 256 MiB computes its reference outputs in
+    batches that fit the machine's memory, not edgeq's usual 256 samples (64 GiB here)."""
+    import keras
+    import numpy as np
+
+    from edgeq.formats.keras_sizes import machine_memory
+    from edgeq.pipeline.load import load_model
+
+    path = tmp_path / "wide.keras"
+    keras.Sequential([keras.Input((1024, 1024, 3)), keras.layers.Conv2D(64, 1),
+                      keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)]).save(path)
+    loaded = load_model(path)
+    per_sample = 1024 * 1024 * 64 * 4
+    assert loaded.predict_batch < 256
+    assert loaded.predict_batch * 4 * per_sample <= max(machine_memory() // 8, 4 * per_sample)
+    out = loaded.predict(np.zeros((3, 1024, 1024, 3), np.float32))
+    assert out[0].shape == (3, 2)
