@@ -18,7 +18,11 @@ Examples:
 @click.option("--name", default="g_model", show_default=True, help="C++ symbol of the array.")
 @click.option("--target", "-t", help="Also check the model's ops and memory against this target.")
 @click.option("--overwrite", is_flag=True, help="Replace existing files.")
-def embed(model: str, out: str, name: str, target: str | None, overwrite: bool) -> None:
+@click.option("--no-arena-plan", is_flag=True,
+              help="Embed the model as it is: no offline arena plan, even where it would need "
+              "less RAM than TFLite Micro's own plan.")
+def embed(model: str, out: str, name: str, target: str | None, overwrite: bool,
+          no_arena_plan: bool) -> None:
     """Write MODEL.tflite as C++ sources for firmware: NAME.h/NAME.cc (the 16-byte aligned
     array, its length and a recommended tensor arena size) and NAME_ops.h (a TFLite Micro op
     resolver registering exactly the model's ops)."""
@@ -36,18 +40,34 @@ def embed(model: str, out: str, name: str, target: str | None, overwrite: bool) 
     check_free(Path(out), [f"{name}.h", f"{name}.cc", f"{name}_ops.h"], overwrite)
     data = read_file(p, "model", TFLITE_MAX, error=ModelFileError,
                      hint="pass the .tflite file to embed")
-    arena = None
+    arena = analysis = None
     if target:
         from edgeq.commands.analyze import analyze as run_analysis
-        from edgeq.pipeline.gate import enforce_memory
         from edgeq.pipeline.place import check_placeable
 
         analysis = run_analysis(p, target)
         check_placeable(analysis.ops, analysis.target)
-        enforce_memory(analysis.target, analysis.memory, analysis.info)
         arena = analysis.arena
+    plan = None
+    if not no_arena_plan and (analysis is None or (analysis.target.runtime.name == "tflm"
+                                                   and analysis.target.compiler is None)):
+        from edgeq.pipeline.arena_stage import embed_plan, planned_arena
+
+        plan = embed_plan(p, data, analysis.target if analysis is not None else None)
+        if plan.applied:
+            data = plan.model
+            arena = planned_arena(arena, plan) if arena is not None else None
+    if analysis is not None:  # the budget holds for the model that ships (planned or not)
+        from edgeq.pipeline.gate import check_memory, enforce_memory
+
+        memory = check_memory(analysis.target, len(data), arena) \
+            if plan is not None and plan.applied else analysis.memory
+        enforce_memory(analysis.target, memory, analysis.info)
     result = embed_model(data, name, source=str(p), arena=arena)
     files = write_outputs(Path(out), result.files, overwrite=overwrite)
+    if plan is not None:
+        click.echo(f"arena plan: {'written' if plan.applied else 'not written'} "
+                   f"({plan.reason})")
     click.echo(f"{result.name}: {result.model_len} bytes, {len(result.ops)} op type(s), "
                f"tensor arena {result.arena_size} B (measured {result.arena_measured} B + margin)")
     click.echo("wrote: " + ", ".join(terminal(f) for f in files.values()))

@@ -230,6 +230,11 @@ def print_analysis(analysis: Any) -> None:
         console.print(f"RAM (TFLM arena): {mem.arena_bytes / 1024:.1f} KiB (head "
                       f"{mem.arena_head_bytes} B, tail {mem.arena_tail_bytes} B)"
                       + (f" of {mem.budget_ram_bytes / 1024:.0f} KiB" if mem.budget_ram_bytes else ""))
+    if analysis.arena_plan is not None:
+        from edgeq.outputs.report_mcu import arena_plan_rows
+
+        for label, value in arena_plan_rows({"arena_plan": analysis.arena_plan}):
+            console.print(f"{label}: {plain(value)}")
     for overrun in mem.overruns:
         console.print(f"[red]over budget:[/] {plain(overrun)}")
 

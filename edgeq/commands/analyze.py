@@ -37,6 +37,7 @@ class Analysis:
     arena: Any = None  # ArenaUsage from TFLite Micro, for TFLM targets
     compiler: dict[str, Any] | None = None  # what the target's compiler said (vela summary)
     notes: tuple[str, ...] = ()
+    arena_plan: dict[str, Any] | None = None  # TFLM's head plan vs edgeq's (arena_stage)
 
     @property
     def unplaceable(self) -> tuple[OpPlacement, ...]:
@@ -62,6 +63,8 @@ class Analysis:
     def to_dict(self) -> dict[str, Any]:
         memory = {k: v for k, v in asdict(self.memory).items() if k != "overruns"}
         memory["overruns"] = list(self.memory.overruns)
+        if self.arena_plan is not None:
+            memory["arena_plan"] = self.arena_plan
         return {
             "target": self.target.name,
             "model": self.model_path,
@@ -135,12 +138,28 @@ def analyze(model_path: str | Path, target_name: str, data: str | None = None, *
         key = "vela" if compiled.compiler == "vela" else "edgetpu"
         compiler = {"key": key, "summary": compiled.summary, "notes": list(compiled.notes)}
     memory = check_memory(target, len(data_bytes), arena)
+    # Ethos-U: what runs is Vela's output, which carries Vela's own plan.
+    plan = _arena_plan(data_bytes, info, target, p) \
+        if arena is not None and target.compiler is None else None
     largest = {
         "activations": largest_tensors(info, constant=False),
         "weights": largest_tensors(info, constant=True),
     }
     return Analysis(target, str(p), info, placements, memory, largest, arena, compiler,
-                    tuple(notes))
+                    tuple(notes), plan)
+
+
+def _arena_plan(model: bytes, info: ModelInfo, target: Target, p: Path) -> dict[str, Any]:
+    """TFLM's head for this file next to the best offline plan edgeq finds and the lower bound
+    (edgeq.pipeline.arena_stage): figures only, the file is not changed."""
+    from edgeq.pipeline.arena_stage import plan_model, target_kernels
+
+    figures = plan_model(model, target_kernels(target), source=str(p), info=info).to_dict(
+        written=False)
+    if figures["smaller_than_tflm"]:
+        figures["reason"] = ("analyze only reports; `edgeq convert` and `edgeq embed` write "
+                             f"this plan: {figures['reason']}")
+    return figures
 
 
 def _convert_first(p: Path, target: Target, data: str | None, notes: list[str],

@@ -148,6 +148,15 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
     # before the verify stage runs the model in this process.
     check_scales(info, f"{opts.model} (converted)",
                  "tflm" if target.runtime.name == "tflm" else "litert")
+    arena_plan = None
+    if opts.arena_plan and target.runtime.name == "tflm" and target.compiler is None:
+        from edgeq.pipeline.arena_stage import plan_and_check
+
+        arena_plan = timed("arena plan", plan_and_check, quantized.model, target,
+                           source=f"{opts.model} (converted)")
+        if arena_plan.applied:  # the planned model is the one placed, verified and written
+            quantized = replace(quantized, model=arena_plan.model)
+            info = _check_converted(quantized.model, opts.model)
     placements = timed("place ops", place.place_ops, info, target, *loaded.layer_scope())
     place.check_placeable(placements, target)
     compiled = timed("compile", compile_stage.compile_for_target, quantized.model, target,
@@ -167,7 +176,7 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
         placements=placements, compiled=compiled, verified=result, memory=memory, calib=calib,
         evaluation=evaluation, train=train, data_warnings=warnings, stages=timed.stages,
         qat=qat, autopilot=autopilot, notes=notes,
-        model_path=str(plan.out_dir / plan.names[0])))
+        model_path=str(plan.out_dir / plan.names[0]), arena_plan=arena_plan))
     gate_error = _gate_error(target, memory, result.accuracy, opts.max_drop, report, info)
     files = _emit(plan, report, quantized.model, compiled, info, calib, progress)
     return ConvertResult(report, files, gate_error)

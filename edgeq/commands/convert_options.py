@@ -49,6 +49,8 @@ class ConvertOptions:
     seed: int = 0
     qat_skip: tuple[str, ...] = ()
     strategy: str = "none"  # none | mirrored | multiworker (tf.distribute)
+    # TFLM targets: write an offline arena plan when it beats TFLM's own (pipeline.arena_stage)
+    arena_plan: bool = True
 
 
 def output_dir(opts: ConvertOptions, target: Target) -> Path:

@@ -43,15 +43,24 @@ def print_emulation(result: Any, found_checks: list[Any] | None = None) -> None:
         console.print(f"  [red]the device build needs {r.arena_bytes + 16:,} B of arena: more "
                       f"than the {r.arena_declared:,} B `edgeq embed` recommends[/] (its "
                       "optimized kernels' scratch buffers); declare at least that much")
+    if r.arena_plan:
+        a = r.arena_plan
+        same = ("byte-identical to" if a["outputs_identical_to_unplanned"]
+                else "[red]differ from[/]")
+        console.print(f"  offline arena plan: outputs {same} the unplanned model's on the device;"
+                      f" arena {a['device_arena_bytes']:,} B vs "
+                      f"{a['device_arena_unplanned_bytes']:,} B unplanned (plan predicts {a['predicted_head_bytes']} B head vs "
+                      f"TFLM's {a['predicted_tflm_head_bytes']} B on {a['kernels']}: "
+                      f"{'matches' if a['arena_matches_plan'] else '[red]does not match[/]'})")
     built = "from the cache" if r.build_cached else f"{r.objects_compiled} files compiled"
     console.print(f"  build {r.build_seconds:.1f} s ({built}), QEMU run {r.run_seconds:.1f} s")
     if r.top_ops:
         table = Table(title="most expensive ops (estimated)", title_justify="left")
-        for col in ("#", "op", "instructions", "est. cycles", "share"):
-            table.add_column(col, justify="right" if col != "op" else "left")
+        for col in ("#", "op", "layer", "instructions", "est. cycles", "share"):
+            table.add_column(col, justify="left" if col in ("op", "layer") else "right")
         for o in r.top_ops:
-            table.add_row(str(o.index), plain(o.op), f"{o.instructions:,}", f"{o.estimated_cycles:,}",
-                          f"{100 * o.share:.1f}%")
+            table.add_row(str(o.index), plain(o.op), plain(o.layer), f"{o.instructions:,}",
+                          f"{o.estimated_cycles:,}", f"{100 * o.share:.1f}%")
         console.print(table)
     for c in found_checks or []:
         console.print(f"  {'[green]ok[/]' if c.ok else '[red]FAIL[/]'} {plain(c.detail)}")

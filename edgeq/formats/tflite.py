@@ -35,6 +35,8 @@ class TensorInfo:
     # The stored value every element of a constant tensor holds, when they are all the same
     # (zero-padding constants); None otherwise or for activations.
     constant_fill: int | None = None
+    # A variable tensor (e.g. SVDF's state): TFLM keeps it out of the planned arena.
+    is_variable: bool = False
 
     @property
     def is_quantized(self) -> bool:
@@ -180,6 +182,7 @@ def _model_info(model, size: int) -> ModelInfo:
                 quantized_dimension=int(q.quantizedDimension) if q is not None else 0,
                 constant_bytes=nbytes,
                 constant_fill=fill,
+                is_variable=bool(t.isVariable),
             )
         )
 

@@ -100,9 +100,12 @@ class Report:
     statistics: dict[str, Any] = field(default_factory=dict)  # histogram pass cost
     qat: dict[str, Any] = field(default_factory=dict)  # --method qat: baseline, training, table
     notes: list[str] = field(default_factory=list)
+    emulator: dict[str, Any] | None = None  # convert --emulate: the emulated device's section
 
     def to_dict(self) -> dict[str, Any]:
         body = asdict(self)
+        if body["emulator"] is None:  # only reports of convert --emulate carry the key
+            del body["emulator"]
         return {"schema_version": SCHEMA_VERSION, "edgeq_version": __version__, **body}
 
     def to_json(self) -> str:
@@ -147,6 +150,9 @@ class Report:
             rows.append(("RAM (TFLM arena)", _budget(mem["arena_bytes"], mem.get("budget_ram_bytes"))
                          + f"; head {mem['arena_head_bytes']} B, tail {mem['arena_tail_bytes']} B; "
                          f"declare {mem['recommended_arena_bytes']} B"))
+        from edgeq.outputs.report_mcu import arena_plan_rows
+
+        rows += arena_plan_rows(mem)
         for d in self.runtimes.get("tflm_vs_litert", []):
             rows.append((f"TFLM vs LiteRT (output {d['output']})",
                          f"max |Δ| {d['max_abs_diff']:.4g}, {100 * d['mismatched_fraction']:.2f}% of "
@@ -207,6 +213,10 @@ class Report:
         lines += [f"| {o['index']} | {_md(o['op'])} | {_md(o.get('layer') or '')} | "
                   f"{_md(o['placement'])} | {_md(o['reason'])} | {_md(o.get('fix') or '')} |"
                   for o in self.ops]
+        if self.emulator:
+            from edgeq.outputs.report_mcu import emulator_markdown
+
+            lines += emulator_markdown(self.emulator, self.ops)
         lines += ["", "## Stages", "", "| stage | seconds |", "|---|---|"]
         lines += [f"| {_md(s['name'])} | {s['seconds']:.2f} |" for s in self.stages]
         lines += ["", "## Versions", ""] + [f"- {_md(k)}: {_md(v)}"

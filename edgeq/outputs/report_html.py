@@ -82,6 +82,8 @@ def render(report: Report) -> str:
             _section("histograms", "Activation histograms and clipping ranges",
                      _histograms(report)),
             _section("ops", "Op placement", _ops(report)),
+            *([_section("cycles", "Estimated cycles per layer (emulated device)",
+                        _emulator(report))] if report.emulator else []),
             *([_section("ethos-u", "Ethos-U cycles per layer (Vela's estimate)",
                         _ethos_u(report))] if report.vela else []),
             _section("notes", "Notes", _list(report.notes) if report.notes
@@ -289,6 +291,12 @@ def _ops(report: Report) -> str:
                for o in report.ops]
     return (f"<p>{len(report.ops)} ops: {_e(counts)}.</p>"
             + _table(rows, header=header, row_classes=classes, numeric={0}))
+
+
+def _emulator(report: Report) -> str:
+    from edgeq.outputs.report_mcu import emulator_html
+
+    return emulator_html(report.emulator, report.ops)
 
 
 # --- Ethos-U per layer (edgeq.outputs.vela_report) ----------------------------------------------

@@ -53,6 +53,7 @@ class RunValues:
     autopilot: dict | None
     notes: list[str]  # the stages' own notes (autopilot, QAT, equalization search)
     model_path: str  # where the model is written
+    arena_plan: Any = None  # ArenaPlanResult (TFLM targets), edgeq.pipeline.arena_stage
 
 
 def convert_report(run: RunValues) -> Report:
@@ -77,7 +78,8 @@ def convert_report(run: RunValues) -> Report:
         accuracy=asdict(result.accuracy),
         fidelity=asdict(result.fidelity),
         latency_ms=asdict(result.latency) if result.latency else None,
-        memory={k: v for k, v in asdict(run.memory).items() if k != "overruns"},
+        memory={k: v for k, v in asdict(run.memory).items() if k != "overruns"}
+        | ({"arena_plan": run.arena_plan.to_dict()} if run.arena_plan is not None else {}),
         runtimes={"tflm_vs_litert": [asdict(d) for d in result.tflm_vs_litert]}
         if result.tflm_vs_litert else {},
         calibration_candidates=run.outcome.candidates,
