@@ -343,8 +343,13 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _read(path: Path) -> dict[str, Any]:
+    from edgeq.formats.input_files import TOML_MAX, open_file
+
+    fh, _ = open_file(path, "--target", TOML_MAX,
+                      error=lambda p, message, hint=None: TargetFileError(p, None, message,
+                                                                           hint=hint))
     try:
-        with path.open("rb") as f:
+        with fh as f:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise TargetFileError(path, None, f"invalid TOML: {exc}") from exc

@@ -30,15 +30,16 @@ def embed(model: str, out: str, name: str, target: str | None, overwrite: bool,
 
     from edgeq.outputs.embed import embed_model
     from edgeq.errors import ModelFileError
+    from edgeq.formats.input_files import TFLITE_MAX, check_file, read_file
     from edgeq.outputs.atomic import check_free, check_out_dir, write_outputs
     from edgeq.outputs.text import terminal
 
     check_out_dir(Path(out))
     p = Path(model)
-    if not p.is_file():
-        raise ModelFileError(p, "not found", hint="pass the .tflite file to embed")
+    check_file(p, "model", error=ModelFileError, hint="pass the .tflite file to embed")
     check_free(Path(out), [f"{name}.h", f"{name}.cc", f"{name}_ops.h"], overwrite)
-    data = p.read_bytes()
+    data = read_file(p, "model", TFLITE_MAX, error=ModelFileError,
+                     hint="pass the .tflite file to embed")
     arena = analysis = None
     if target:
         from edgeq.commands.analyze import analyze as run_analysis

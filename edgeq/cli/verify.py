@@ -56,11 +56,13 @@ def verify(model: str, target: str, eval_data: str, baseline: str | None,
     from pathlib import Path
 
     from edgeq.data import Preprocess
+    from edgeq.formats.input_files import check_output_path
     from edgeq.outputs.atomic import check_file_path, write_outputs
     from edgeq.commands.verify import verify_model
 
     if report_path:
         check_file_path(Path(report_path), "--report")
+        check_output_path(report_path, "--report")
     outcome = verify_model(model, target, eval_data, baseline=baseline, max_drop=max_drop,
                            max_growth=max_growth, max_latency_growth=max_latency_growth,
                            preprocess=Preprocess.parse(input_scale, mean, std),

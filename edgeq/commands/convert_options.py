@@ -8,6 +8,7 @@ from pathlib import Path
 
 from edgeq.data import Preprocess, precheck
 from edgeq.errors import DataError, TargetConstraintError, UsageError
+from edgeq.formats.input_files import check_file_or_dir
 from edgeq.recipes import Recipe, decode
 from edgeq.targets import Target
 
@@ -185,8 +186,7 @@ def check_paths(opts: ConvertOptions) -> None:
     """Cheap checks first: a typo in a data path should not wait for TensorFlow to load."""
     for option, path in (("--data", opts.data), ("--eval-data", opts.eval_data),
                          ("--train-data", opts.train_data)):
-        if path is not None and not Path(path).exists():
-            raise DataError(path, "no such file or folder", hint=f"check the path given to {option}")
         if path is not None:
+            check_file_or_dir(path, option, error=DataError)
             precheck(path, {"--data": "calibration", "--eval-data": "evaluation"}.get(
                 option, "training"))

@@ -197,12 +197,13 @@ def _evaluate_in_child(model: bytes, path: Path, target, x: np.ndarray,
 
 
 def _read_baseline(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise DataError(path, "baseline report not found",
-                        hint="pass the report.json of the model you compare against")
+    from edgeq.formats.input_files import REPORT_MAX, read_file
+
+    raw = read_file(path, "--baseline", REPORT_MAX,
+                    hint="pass the report.json of the model you compare against")
     try:
-        base = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
+        base = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise DataError(path, f"is not a JSON report ({exc})",
                         hint="pass a report.json written by edgeq convert or edgeq verify") \
             from exc

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edgeq.errors import ModelFileError, UnsupportedOpsError
+from edgeq.formats.input_files import TFLITE_MAX, read_file
 from edgeq.targets import Target
 from edgeq.formats.tflite import ModelInfo, OpInfo, read_model
 
@@ -142,9 +143,8 @@ def read_placeable(model: str | Path, target: Target, command: str
         TargetConstraintError: weights stored after the flatbuffer, for TFLM (exit 3).
     """
     p = Path(model)
-    if not p.is_file():
-        raise ModelFileError(p, "not found", hint=f"pass the .tflite file to {command}")
-    data = p.read_bytes()
+    data = read_file(p, "model", TFLITE_MAX, error=ModelFileError,
+                     hint=f"pass the .tflite file to {command}")
     info = read_model(data, p)
     if target.runtime.name == "tflm":  # before any figure: TFLM would run without weights
         from edgeq.adapters.tflm import check_inline_buffers
