@@ -237,7 +237,18 @@ def keras_layer(op: OpInfo, info: ModelInfo, layer_names: tuple[str, ...] = (),
             layer = _layer_in(part.split("/"), layer_names, model_name)
             if layer:
                 return layer
+    if op.op in _FOLLOW_ON and op.inputs:
+        # A layer's own activation (Dense(activation="softmax")) becomes a second op whose
+        # output is often the model's output, named after the signature
+        # ("StatefulPartitionedCall_1:0"): it belongs to the layer that feeds it.
+        producer = next((o for o in info.ops if op.inputs[0] in o.outputs), None)
+        if producer is not None and producer.index != op.index:
+            return keras_layer(producer, info, layer_names, model_name)
     return None
+
+
+_FOLLOW_ON = frozenset({"SOFTMAX", "LOGISTIC", "TANH", "RELU", "RELU6", "RELU_N1_TO_1",
+                        "LEAKY_RELU", "HARD_SWISH", "ELU", "GELU"})
 
 
 _KERAS_SCOPE = re.compile(r"(sequential|model|functional)(_\d+)?")

@@ -95,5 +95,11 @@ def _vela(model: bytes, target: Target, predicted: tuple[OpPlacement, ...],
         if guess.placement != real.placement:
             notes.append(f"op {real.index} {real.op}: predicted {guess.placement}, vela put it on "
                          f"{real.placement} ({real.reason})")
-    return CompileResult("vela", result.model, result.placements, summary, tuple(notes),
+    # Vela's per-op table knows the ops, not the Keras layers; the prediction named them from
+    # the same model's tensor names (one record per op of the input model, in order).
+    placements = tuple(replace(real, layer=guess.layer)
+                       if real.layer is None and guess.index == real.index else real
+                       for guess, real in zip(predicted, result.placements))
+    placements += result.placements[len(placements):]
+    return CompileResult("vela", result.model, placements, summary, tuple(notes),
                          result.version)

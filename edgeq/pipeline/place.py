@@ -44,6 +44,8 @@ def place_ops(info: ModelInfo, target: Target, layer_names: tuple[str, ...] = ()
     """
     if target.compiler is not None and target.compiler.name == "edgetpu_compiler":
         return edgetpu_placements(info, target, layer_names, model_name, source=source)
+    from edgeq.edgetpu.placement import keras_layer
+
     home = target.runtime.placement
     fallback = target.runtime.fallback_placement
     # A compiler that maps one subgraph (the Edge TPU's) sends every op after the first op it
@@ -53,6 +55,9 @@ def place_ops(info: ModelInfo, target: Target, layer_names: tuple[str, ...] = ()
     records = []
     vela_compiled = home == "npu" and ETHOS_U_OP in info.op_names
     for op in info.ops:
+        # Every target names the Keras layer behind an op, from the converter's tensor names,
+        # as the Edge TPU placement does (one reader: edgeq.edgetpu.placement.keras_layer).
+        layer = keras_layer(op, info, layer_names, model_name)
         if vela_compiled:
             records.append(_vela_compiled(op, info, target))
             continue
@@ -66,11 +71,11 @@ def place_ops(info: ModelInfo, target: Target, layer_names: tuple[str, ...] = ()
         if problem is None:
             why = (_float_on_mcu(op, info) if home == "mcu" else None) or (
                 f"supported on {_where(target)}")
-            records.append(OpPlacement(op.index, op.op, home, why))
+            records.append(OpPlacement(op.index, op.op, home, why, layer))
             continue
         if split_at is None:
             split_at = op
-        records.append(OpPlacement(op.index, op.op, fallback, problem))
+        records.append(OpPlacement(op.index, op.op, fallback, problem, layer))
     return tuple(records)
 
 
