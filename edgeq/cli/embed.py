@@ -32,20 +32,28 @@ def embed(model: str, out: str, name: str, target: str | None, overwrite: bool) 
     p = Path(model)
     if not p.is_file():
         raise ModelFileError(p, "not found", hint="pass the .tflite file to embed")
+    if p.suffix.lower() in (".keras", ".h5", ".hdf5"):
+        raise ModelFileError(p, "is a Keras model; embed takes a converted .tflite",
+                             hint=f"convert it first: edgeq convert {p} --target NAME --data "
+                                  "calib.npz, then embed the .tflite it writes")
     check_free(Path(out), [f"{name}.h", f"{name}.cc", f"{name}_ops.h"], overwrite)
     data = p.read_bytes()
     arena = None
+    notes: list[str] = []
     if target:
         from edgeq.commands.analyze import analyze as run_analysis
         from edgeq.pipeline.gate import enforce_memory
-        from edgeq.pipeline.place import check_placeable
+        from edgeq.pipeline.place import check_placeable, io_notes
 
         analysis = run_analysis(p, target)
         check_placeable(analysis.ops, analysis.target)
         enforce_memory(analysis.target, analysis.memory, analysis.info)
         arena = analysis.arena
+        notes = io_notes(analysis.info, analysis.target)
     result = embed_model(data, name, source=str(p), arena=arena)
     files = write_outputs(Path(out), result.files, overwrite=overwrite)
     click.echo(f"{result.name}: {result.model_len} bytes, {len(result.ops)} op type(s), "
                f"tensor arena {result.arena_size} B (measured {result.arena_measured} B + margin)")
     click.echo("wrote: " + ", ".join(str(f) for f in files.values()))
+    for note in notes:
+        click.echo(f"note: {note}")

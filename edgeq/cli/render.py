@@ -264,6 +264,10 @@ def print_verify(outcome: Any) -> None:
                   + (f", host latency {outcome.latency_ms:.3f} ms" if outcome.latency_ms else ""))
     for warning in outcome.data.get("warnings", []):
         console.print(f"[yellow]data warning:[/] {warning}")
+    for note in getattr(outcome, "notes", ()):
+        console.print(f"[yellow]note:[/] {note}")
     for c in outcome.checks:
         mark = "[green]ok[/]" if c.ok else "[red]FAIL[/]"
         console.print(f"  {mark} {c.detail}")
+    for skipped in getattr(outcome, "skipped", ()):
+        console.print(f"  [dim]skipped[/] {skipped}")

@@ -312,7 +312,9 @@ def _data_sanity(opts: ConvertOptions, loaded, calib: Dataset, evaluation: Datas
     from edgeq.data import checks as data_check
 
     expectation = None
-    if loaded.format != "savedmodel" and loaded.owner is not None:
+    if opts.input_range is not None:  # the user's word outranks what the first layer implies
+        expectation = data_check.expect_range(*opts.input_range)
+    elif loaded.format != "savedmodel" and loaded.owner is not None:
         expectation = data_check.expect(loaded.owner)
     warnings = data_check.check(
         [("calibration", calib), ("evaluation", evaluation), ("training", train)],

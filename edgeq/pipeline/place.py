@@ -186,3 +186,20 @@ def _float_on_mcu(op: OpInfo, info: ModelInfo) -> str | None:
 def _where(target: Target) -> str:
     return {"mcu": "the MCU (TFLite Micro)", "cpu": "the CPU (LiteRT)", "tpu": "the Edge TPU",
             "npu": "the NPU"}.get(target.runtime.placement, target.runtime.placement)
+
+
+def io_notes(info: ModelInfo, target: Target) -> list[str]:
+    """A model whose input or output type the target's profile does not use: an int8-only
+    microcontroller profile (no float fallback) given a float-I/O model (an android-arm64 or
+    float16 build) runs, on TFLite Micro, float QUANTIZE/DEQUANTIZE kernels on a core the
+    profile says feeds int8 sensor bytes."""
+    q = target.quantization
+    notes = []
+    for what, tensor, wanted in (("input", info.input_tensors[0], q.input_dtype),
+                                 ("output", info.output_tensors[0], q.output_dtype)):
+        if wanted and tensor.dtype != wanted and q.float_fallback == "none":
+            notes.append(f"the model's {what} '{tensor.name}' is {tensor.dtype}, but "
+                         f"{target.name} takes {wanted} {what}s (an integer-only profile): it "
+                         "was not converted for this target; edgeq convert --target "
+                         f"{target.name} makes a model with {wanted} I/O")
+    return notes
