@@ -13,7 +13,6 @@ import difflib
 import functools
 import os
 import sys
-import re
 from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping

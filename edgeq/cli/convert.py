@@ -124,7 +124,7 @@ def convert(model: str, target: str, data: str, eval_data: str | None, out: str 
     if as_json:
         click.echo(result.report.to_json() if emulated is None else emulated[1], nl=False)
     else:
-        print_report(result.report, result.files)
+        print_report(result.report, result.files, warnings_shown=progress.enabled)
         if emulated is not None:
             from edgeq.emulator.render import print_emulation
 

@@ -77,7 +77,10 @@ class RichProgress:
         return lambda done, total: bar.update(task_id, completed=done, total=total)
 
 
-def print_report(report: Report, files: dict[str, Path]) -> None:
+def print_report(report: Report, files: dict[str, Path], *,
+                 warnings_shown: bool = False) -> None:
+    """The summary of a convert run. ``warnings_shown``: the data warnings were printed as the
+    run found them (RichProgress), so they are counted here, not printed a second time."""
     console = _stdout_console()
     table = Table(title=f"edgeq: {Path(report.model['path']).name} → {report.target}",
                   show_header=False)
@@ -131,7 +134,11 @@ def print_report(report: Report, files: dict[str, Path]) -> None:
         console.print(stages)
         for option in report.autopilot.get("options", []):
             console.print(f"[yellow]option:[/] {option}")
-    for warning in report.data.get("warnings", []):
+    warned = report.data.get("warnings", [])
+    if warned and warnings_shown:
+        console.print(f"[yellow]data warnings:[/] {len(warned)}, shown above (report.json "
+                      "data.warnings)")
+    for warning in warned if not warnings_shown else ():
         console.print(f"[yellow]data warning:[/] {warning}")
     for note in report.notes:
         console.print(f"[yellow]note:[/] {note}")

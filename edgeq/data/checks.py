@@ -87,6 +87,7 @@ def check(sets: Sequence[tuple[str, Any]], expectation: Expectation | None = Non
     """
     seen: dict[str, Stats] = {}
     warnings: list[str] = []
+    pixels: dict[str, list[Stats]] = {}
     for role, ds in sets:
         if ds is None or ds.source in {s.source for s in seen.values()}:
             continue
@@ -95,12 +96,14 @@ def check(sets: Sequence[tuple[str, Any]], expectation: Expectation | None = Non
         warnings += _degenerate(stats, ds.x)
         warnings += _outliers(role, ds.source, ds.x)
         noted = any(_PIXEL_NOTE in n for n in ds.notes)
-        # One warning per mistake: raw pixels for a 0..1 model is said once, as raw pixels.
-        pixels = _raw_pixels(stats, ds.x, expectation,
-                             heuristic=identity_preprocess and not noted)
-        warnings += pixels
-        if expectation is not None and not pixels:
+        # One warning per mistake: raw pixels for a 0..1 model is said once, as raw pixels,
+        # for all the sets that have it together.
+        kind = _raw_pixels(stats, ds.x, expectation, heuristic=identity_preprocess and not noted)
+        if kind is not None:
+            pixels.setdefault(kind, []).append(stats)
+        elif expectation is not None:
             warnings += _against_model(stats, expectation)
+    warnings += [_pixel_warning(kind, found, expectation) for kind, found in pixels.items()]
     ordered = list(seen.values())
     for i, a in enumerate(ordered):
         for b in ordered[i + 1:]:
@@ -123,12 +126,7 @@ def expect(keras_model: Any) -> Expectation | None:
             cfg = first.get_config()
             scale = float(np.mean(np.abs(np.asarray(cfg["scale"], dtype=np.float64))))
             offset = float(np.mean(np.asarray(cfg.get("offset", 0.0), dtype=np.float64)))
-            if scale == 0:
-                return None
-            # Rescaling maps raw inputs to about 0..1 (offset 0) or -1..1 (offset -1).
-            span = (1.0 if offset == 0 else 2.0) / scale
-            return Expectation(f"the model's first layer Rescaling(scale={scale:.4g}, "
-                               f"offset={offset:g})", span=span)
+            return expect_rescaling(scale, offset)
         if kind == "Normalization":
             mean = np.asarray(first.mean, dtype=np.float64).reshape(-1)
             var = np.asarray(first.variance, dtype=np.float64).reshape(-1)
@@ -144,6 +142,18 @@ def expect(keras_model: Any) -> Expectation | None:
     except (AttributeError, KeyError, TypeError, ValueError):
         return None  # an unusual layer config: no expectation rather than a wrong one
     return None
+
+
+def expect_rescaling(scale: float, offset: float) -> Expectation | None:
+    """A first Rescaling layer's expectation from its scale and offset (read from the config
+    before the model loads, or from the layer)."""
+    scale, offset = abs(scale), offset
+    if scale == 0:
+        return None
+    # Rescaling maps raw inputs to about 0..1 (offset 0) or -1..1 (offset -1).
+    span = (1.0 if offset == 0 else 2.0) / scale
+    return Expectation(f"the model's first layer Rescaling(scale={scale:.4g}, "
+                       f"offset={offset:g})", span=span)
 
 
 def expect_quantized_input(scale: float, zero_point: int, dtype: str) -> Expectation | None:
@@ -220,32 +230,38 @@ def _against_model(s: Stats, e: Expectation) -> list[str]:
 
 
 def _raw_pixels(s: Stats, x: np.ndarray, e: Expectation | None, *, heuristic: bool
-                ) -> list[str]:
-    """Data in 0..255 like raw pixels, where the model takes 0..1 (or -1..1).
+                ) -> str | None:
+    """Data in 0..255 like raw pixels, where the model takes 0..1 (or -1..1): "model" when the
+    model says so, "whole" when only the data's look does, None otherwise.
 
     When the model says what it takes (a Rescaling layer, the integer input's quantization,
     --input-range) and that is about 0..1 or -1..1, data spanning more than 2 up to 255 is a
-    warning whatever its dtype and whether or not it holds whole numbers (resized images are
+    mistake whatever its dtype and whether or not it holds whole numbers (resized images are
     not whole). When the model says nothing, only float data of whole numbers in 0..255 is
-    (``heuristic``: no --input-scale given and the loader has not noted it already): many
-    models (the MLPerf Tiny ones) take raw 0..255 pixels."""
+    suspect (``heuristic``: no --input-scale given and the loader has not noted it already):
+    many models (the MLPerf Tiny ones) take raw 0..255 pixels."""
     if not (s.lo >= 0 and _PIXEL_LO < s.hi <= 255):
-        return []
+        return None
     if e is not None and e.span is not None:
-        if e.span > _UNIT_SPAN:
-            return []  # the model takes a wider range (a Rescaling(1/255) takes 0..255 itself)
-        lo, hi = (e.lo, e.hi) if e.lo is not None and e.hi is not None else (None, None)
-        expects = f"{_g(lo)}..{_g(hi)}" if lo is not None else f"a span of about {_g(e.span)}"
-        return [f"{s.describe()} like raw 0..255 pixels, but {e.layer} expects {expects}: "
-                f"{s.hi / max(e.span, 1e-12):.3g}x the range; scale the data (--input-scale "
-                "1/255) or fix the file"]
+        # A wider span: the model takes the range itself (a Rescaling(1/255) takes 0..255).
+        return "model" if e.span <= _UNIT_SPAN else None
     if not heuristic or x.dtype.kind != "f":
-        return []
+        return None
     sample = x.reshape(-1)[: 1 << 20]
-    if not np.all(sample == np.round(sample)):
-        return []
-    return [f"{s.describe()} in whole numbers, like raw 0..255 pixels; if the model was "
-            "trained on 0..1, pass --input-scale 1/255 (or --input-range 0,1 to check it)"]
+    return "whole" if np.all(sample == np.round(sample)) else None
+
+
+def _pixel_warning(kind: str, found: list[Stats], e: Expectation | None) -> str:
+    what = "; ".join(s.describe() for s in found)
+    if kind == "model" and e is not None and e.span is not None:
+        expects = f"{_g(e.lo)}..{_g(e.hi)}" if e.lo is not None and e.hi is not None \
+            else f"inputs spanning about {_g(e.span)}"
+        top = max(s.hi for s in found)
+        return (f"{what}: like raw 0..255 pixels, but {e.layer} expects {expects} "
+                f"({top / max(e.span, 1e-12):.3g}x the range); scale the data (--input-scale "
+                "1/255) or fix the file")
+    return (f"{what}: whole numbers like raw 0..255 pixels; if the model was trained on 0..1, "
+            "pass --input-scale 1/255 (or --input-range 0,1 to have it checked)")
 
 
 def _degenerate(s: Stats, x: np.ndarray) -> list[str]:

@@ -13,6 +13,10 @@ from typing import Any
 from edgeq import __version__
 
 SCHEMA_VERSION = 1
+# A held-out top-1 drop (float -> quantized, points) this large with a data warning standing:
+# the summary names the warning as the likely cause (a badly scaled calibration set costs tens
+# of points; a sound int8 conversion costs about one).
+LARGE_DROP_PP = 5.0
 
 # What may differ between two runs on the same inputs (determinism contract): wall-clock figures
 # only. Paths are inputs (the same --out gives the same output.path). Everything else in
@@ -132,6 +136,11 @@ class Report:
         if acc.get("float") is not None:
             rows.append(("top-1 float → quantized", f"{_pct(acc['float'])} → {_pct(acc['quantized'])} "
                          f"(drop {acc['drop_pp']:+.2f} pp, {acc['runtime']}, n={acc['n']})"))
+        warned = self.data.get("warnings") or []
+        if warned and (acc.get("drop_pp") or 0.0) >= LARGE_DROP_PP:
+            rows.append(("likely cause", f"the data warning{'s' if len(warned) > 1 else ''} "
+                         f"({len(warned)}, listed below): top-1 dropped "
+                         f"{acc['drop_pp']:.2f} pp; fix the data before the quantization"))
         rows.append(("argmax agreement", f"{_pct(acc['agreement'])} (n={acc['n']})"))
         sqnr = "identical" if fid.get("sqnr_db") is None else f"{fid['sqnr_db']:.1f} dB"
         rows.append(("output SQNR / cosine", f"{sqnr} / {fid['cosine']:.4f}"))

@@ -76,8 +76,12 @@ class LoadedModel:
         return [np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))]
 
 
-def load_model(path: str | Path, *, allow_unsafe: bool = False) -> LoadedModel:
+def load_model(path: str | Path, *, allow_unsafe: bool = False,
+               checked: bool = False) -> LoadedModel:
     """Load a float model for conversion.
+
+    ``checked``: the caller ran `check_keras_file` on this Keras file already (with the same
+    ``allow_unsafe``), so its sizes and config are not read a second time.
 
     Raises:
         ModelFileError: missing, unreadable or corrupt file, unknown format, no static shape,
@@ -101,7 +105,8 @@ def load_model(path: str | Path, *, allow_unsafe: bool = False) -> LoadedModel:
         return _load_savedmodel(p)
     suffix = p.suffix.lower()
     if suffix in (".keras", ".h5", ".hdf5"):
-        check_keras_file(p, allow_unsafe=allow_unsafe)
+        if not checked:
+            check_keras_file(p, allow_unsafe=allow_unsafe)
         import_tensorflow_quietly()  # after the checks: a refused file costs no TF import
         return _load_keras_file(p, "keras" if suffix == ".keras" else "h5", allow_unsafe)
     if suffix == ".tflite":
@@ -120,9 +125,12 @@ def load_model(path: str | Path, *, allow_unsafe: bool = False) -> LoadedModel:
 # --- safety: the file is read as data before any loader runs ----------------------------------
 
 
-def check_keras_file(p: Path, *, allow_unsafe: bool = False) -> None:
+def check_keras_file(p: Path, *, allow_unsafe: bool = False) -> Any:
     """The checks a .keras or .h5 file passes before TensorFlow is imported: sizes bounded,
     then the config judged by the safe-loading policy, then the weights bounded.
+
+    Returns:
+        The model config, as plain JSON data.
 
     Raises:
         ModelFileError: not a readable Keras file, or over a size limit.
@@ -139,6 +147,7 @@ def check_keras_file(p: Path, *, allow_unsafe: bool = False) -> None:
         config = keras_files.h5_config(p)
         check_config(p, config, "model_config", allow_unsafe=allow_unsafe)
         keras_files.check_h5_weights(p)
+    return config
 
 
 # --- loaders -----------------------------------------------------------------------------------
