@@ -13,9 +13,9 @@ VERIFY_EXAMPLES = """
 Examples:
   edgeq verify model_int8.tflite --target cortex-m4 --eval-data test.npz --report new.json
   edgeq verify model_int8.tflite --target cortex-m4 --eval-data test.npz \\
-      --baseline release/report.json --max-drop 0.5 --max-growth 10
-  edgeq verify model_int8.tflite --target arm-cpu --eval-data test.npz \\
-      --baseline release/report.json --max-latency-growth 25
+      --baseline report.json --max-latency-growth 25
+  edgeq verify new_int8.tflite --target cortex-m4 --eval-data test.npz \\
+      --baseline release/report.json --allow-different-model --max-drop 0.5 --max-growth 10
 """
 
 

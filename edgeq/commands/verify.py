@@ -300,8 +300,9 @@ def _compare(now: VerifyOutcome, base: dict[str, Any], max_drop: float, max_grow
     for metric, b, c, allowed in limits:
         if b is None or c is None:  # not measured on both sides (no arena off TFLM)
             if metric != "latency_ms":  # a gated latency without figures fails above
-                side = "the baseline has none" if b is None else "this run has none"
-                why = f" (runtime {now.runtime})" if c is None else ""
+                side = ("neither run has one" if b is None and c is None else
+                        "the baseline has none" if b is None else "this run has none")
+                why = f" ({now.runtime} has no tensor arena)" if c is None else ""
                 skipped.append(f"{metric.replace('_bytes', '')} not compared: {side}{why}")
             continue
         if metric in ("arena_bytes", "latency_ms") and b_runtime and b_runtime != now.runtime:
