@@ -94,11 +94,14 @@ def convert(model: str, target: str, data: str, eval_data: str | None, out: str 
     """Convert MODEL (.keras, .h5 or SavedModel dir) to a full-integer TFLite model for a target,
     verify it on the target's runtime and write the model and report.json/report.md (and
     report.html with --html)."""
-    from edgeq import api
+    # The command's own modules, not edgeq.api (which imports every command and LiteRT's
+    # schema): a data mistake is reported before anything else heavy is imported.
+    from edgeq.commands.convert import convert as run_convert
+    from edgeq.commands.convert_options import ConvertOptions
     from edgeq.data import Preprocess
     from edgeq.data.checks import parse_range
 
-    opts = api.ConvertOptions(
+    opts = ConvertOptions(
         model=model, target=target, data=data, eval_data=eval_data, out=out, method=method,
         calibration=calibration, percentile=percentile, equalize=equalize,
         int16_activations=int16_activations, diagnostics=diagnostics, html=html, recipe=recipe,
@@ -118,7 +121,7 @@ def convert(model: str, target: str, data: str, eval_data: str | None, out: str 
         find_toolchain()
         resolve_tree(tflm_tree)
     with RichProgress(enabled=not as_json) as progress:
-        result = api.convert(opts, progress)
+        result = run_convert(opts, progress)
     emulated = _emulate_converted(result, target, eval_data or data, opts, tflm_tree) \
         if emulate_ else None
     if as_json:

@@ -136,20 +136,28 @@ def _data_sanity(opts: ConvertOptions, loaded, calib: Dataset, evaluation: Datas
     from edgeq.data import checks as data_check
 
     expectation = None
+    keras_model = loaded.owner if loaded.format != "savedmodel" else None
     if opts.input_range is not None:  # the user's word outranks what the first layer implies
         expectation = data_check.expect_range(*opts.input_range)
-    elif loaded.format != "savedmodel" and loaded.owner is not None:
-        expectation = data_check.expect(loaded.owner)
-    return _sanity(opts, expectation, calib, evaluation, train)
+    elif keras_model is not None:
+        expectation = data_check.expect(keras_model)
+    # Where neither the user nor a Rescaling/Normalization layer states the range, the float
+    # model's first layer on the data is the evidence left (edgeq.data.first_layer).
+    probe = keras_model if expectation is None else None
+    return _sanity(opts, expectation, calib, evaluation, train, probe)
 
 
 def _sanity(opts: ConvertOptions, expectation, calib: Dataset, evaluation: Dataset,
-            train: Dataset | None) -> list[str]:
+            train: Dataset | None, probe=None) -> list[str]:
     from edgeq.data import checks as data_check
 
-    warnings = data_check.check(
-        [("calibration", calib), ("evaluation", evaluation), ("training", train)],
-        expectation, identity_preprocess=opts.preprocess.is_identity())
+    sets = [("calibration", calib), ("evaluation", evaluation), ("training", train)]
+    warnings = data_check.check(sets, expectation,
+                                identity_preprocess=opts.preprocess.is_identity())
+    if probe is not None:
+        from edgeq.data.first_layer import first_layer_warnings
+
+        warnings += first_layer_warnings(probe, sets)
     if warnings and opts.strict_data:
         raise InputError("data sanity (--strict-data): " + " | ".join(warnings),
                          hint="fix the data, or drop --strict-data to go on with warnings")
