@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edgeq.outputs.report import Report, short_tensor_name
+from edgeq.outputs.report import Report, tensor_label
 
 
 PIPE_WIDTH = 200  # columns for tables written to a file or pipe, where no terminal sets one
@@ -105,7 +105,7 @@ def print_report(report: Report, files: dict[str, Path], *,
         for col in ("tensor", "range", "clipped", "SQNR dB"):
             worst.add_column(col)
         for r in report.layers[:5]:
-            worst.add_row(short_tensor_name(r["tensor"])[-48:], f"[{r['lo']:.3g}, {r['hi']:.3g}]",
+            worst.add_row(tensor_label(r)[-48:], f"[{r['lo']:.3g}, {r['hi']:.3g}]",
                           f"{100 * r['clipped_fraction']:.3f}%",
                           "identical" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f}")
         console.print(worst)

@@ -233,10 +233,9 @@ def keras_layer(op: OpInfo, info: ModelInfo, layer_names: tuple[str, ...] = (),
     for i in op.outputs:
         if not 0 <= i < len(info.tensors):
             continue
-        for part in info.tensors[i].name.split(";"):
-            layer = _layer_in(part.split("/"), layer_names, model_name)
-            if layer:
-                return layer
+        layer = tensor_layer(info.tensors[i].name, layer_names, model_name)
+        if layer:
+            return layer
     if op.op in _FOLLOW_ON and op.inputs:
         # A layer's own activation (Dense(activation="softmax")) becomes a second op whose
         # output is often the model's output, named after the signature
@@ -244,6 +243,16 @@ def keras_layer(op: OpInfo, info: ModelInfo, layer_names: tuple[str, ...] = (),
         producer = next((o for o in info.ops if op.inputs[0] in o.outputs), None)
         if producer is not None and producer.index != op.index:
             return keras_layer(producer, info, layer_names, model_name)
+    return None
+
+
+def tensor_layer(name: str, layer_names: tuple[str, ...] = (),
+                 model_name: str | None = None) -> str | None:
+    """The Keras layer a converter tensor name belongs to (see `keras_layer`), or None."""
+    for part in name.split(";"):
+        layer = _layer_in(part.split("/"), layer_names, model_name)
+        if layer:
+            return layer
     return None
 
 

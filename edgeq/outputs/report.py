@@ -201,7 +201,7 @@ class Report:
                       "| tensor | range | clipped | SQNR dB |", "|---|---|---|---|"]
             for r in self.layers:
                 sq = "identical" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f}"
-                lines.append(f"| {short_tensor_name(r['tensor'])} | [{r['lo']:.4g}, {r['hi']:.4g}] | "
+                lines.append(f"| {tensor_label(r)} | [{r['lo']:.4g}, {r['hi']:.4g}] | "
                              f"{100 * r['clipped_fraction']:.3f}% | {sq} |")
         lines += ["", "## Ops", "", "| # | op | layer | runs on | reason | fix |",
                   "|---|---|---|---|---|---|"]
@@ -296,6 +296,14 @@ def edgetpu_rows(e: dict[str, Any]) -> list[tuple[str, str]]:
 def short_tensor_name(name: str) -> str:
     """TFLite fuses op names with ';'; the first part names the layer that made the tensor."""
     return name.split(";")[0]
+
+
+def tensor_label(row: dict[str, Any]) -> str:
+    """A diagnostics row's tensor as the user knows it: the Keras layer and the op's last name
+    segment ("conv2d_1 (Relu)") where the layer is known, else the converter's name."""
+    short = short_tensor_name(row["tensor"])
+    layer = row.get("layer")
+    return f"{layer} ({short.rsplit('/', 1)[-1]})" if layer else short
 
 
 def _ms(ms: float) -> str:
