@@ -1,7 +1,8 @@
 """How long a data mistake takes to reach the user: `edgeq convert` with wrong data (a wrong
 npz key, a wrong sample shape, a label past the classes, raw pixels for a 0..1 model under
 --strict-data), timed as a user runs it (the installed `edgeq` script, a fresh process,
-supervisor included), on the bundled example (.keras) and the MLPerf Tiny VWW model (.h5).
+supervisor included), on the bundled example (.keras), the MLPerf Tiny VWW model (.h5) and the
+MLPerf Tiny KWS SavedModel.
 
     python tools/bench_data_mistakes.py [--runs 3] [--fixtures ../shared/fixtures]
 
@@ -37,6 +38,7 @@ def _cases(tmp: Path, fixtures: Path) -> list[tuple[str, list[str]]]:
     np.savez(tmp / "pixels255.npz", x=(cal["x"] / 16 * 254.9).astype(np.float32), y=cal["y"])
     np.savez(tmp / "vww_shape.npz", x=np.zeros((4, 28, 28, 1), np.float32))
     np.savez(tmp / "vww_labels.npz", x=np.zeros((4, 96, 96, 3), np.float32), y=[0, 1, 7, 1])
+    np.savez(tmp / "kws_shape.npz", x=np.zeros((4, 28, 28, 1), np.float32))
     digits = str(example / "digits_cnn.keras")
     vww = str(fixtures / "models" / "mlperf_tiny" / "vww_mobilenet_96.h5")
     return [
@@ -48,6 +50,9 @@ def _cases(tmp: Path, fixtures: Path) -> list[tuple[str, list[str]]]:
           "--strict-data"]),
         ("vww .h5: 28x28x1 samples", [vww, "--data", str(tmp / "vww_shape.npz")]),
         ("vww .h5: label 7 of 2 classes", [vww, "--data", str(tmp / "vww_labels.npz")]),
+        ("kws SavedModel: 28x28x1 samples",
+         [str(fixtures / "models" / "mlperf_tiny" / "kws_dscnn_savedmodel"), "--data",
+          str(tmp / "kws_shape.npz")]),
     ]
 
 

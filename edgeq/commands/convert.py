@@ -133,7 +133,7 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
         start_strategy(plan.qat.strategy)  # before TF runs anything (collective ops)
     early = early_data(plan, timed, progress)  # before TensorFlow: a data mistake in seconds
     loaded = timed("load", load_model, opts.model, allow_unsafe=opts.allow_unsafe,
-                   checked=early is not None)
+                   checked=early is not None and early.keras_checked)
     calib, evaluation, train, warnings = model_data(plan, loaded, timed, progress, early)
     float_outputs = timed("float reference", _float_reference, loaded, evaluation)
     bridged = None

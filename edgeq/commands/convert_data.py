@@ -27,30 +27,37 @@ class _EarlyData:
     classes: int | None
     sets: tuple[Dataset, Dataset, Dataset | None]  # calibration, evaluation, training
     warnings: tuple[str, ...]
+    keras_checked: bool  # the Keras file passed check_keras_file (load_model need not repeat it)
 
 
 def early_data(plan, timed, progress) -> _EarlyData | None:
     """Every data file checked against the input shape, dtype and class count the Keras file's
-    config states (edgeq.formats.keras_signature), before TensorFlow is imported: a wrong
-    shape, key, label or value fails in seconds, not after the model loads. The file passes
+    config states (edgeq.formats.keras_signature), or a SavedModel's serving signature
+    (edgeq.formats.savedmodel_signature), before TensorFlow is imported: a wrong
+    shape, key, label or value fails in seconds, not after the model loads. A Keras file passes
     the safe-loading policy first (as load_model would), so a refused model is still refused
-    before its data is read. None for a SavedModel or a config that does not state the input:
-    the checks then run after loading, as before."""
+    before its data is read (a SavedModel's graph policy needs TensorFlow and runs on loading;
+    its signature is only read). None when the file does not state the input: the checks then
+    run after loading, as before."""
     from edgeq.pipeline.load import check_keras_file
 
     opts = plan.opts
     path = Path(opts.model)
-    if path.suffix.lower() not in (".keras", ".h5", ".hdf5") or not path.is_file():
+    if path.is_dir():  # a SavedModel: its serving signature, read as data
+        from edgeq.formats.savedmodel_signature import savedmodel_io
+
+        declared = savedmodel_io(path)
+    elif path.suffix.lower() in (".keras", ".h5", ".hdf5") and path.is_file():
+        declared = declared_io(check_keras_file(path, allow_unsafe=opts.allow_unsafe))
+    else:
         return None
-    config = check_keras_file(path, allow_unsafe=opts.allow_unsafe)
-    declared = declared_io(config)
     if declared is None:
         return None
     spec = InputSpec(declared.input_shape, declared.input_dtype, declared.input_name)
     expectation = _config_expectation(opts, declared)
     sets, warnings = _check_sets(plan, spec, declared.classes, timed, expectation, early=True)
     _show(progress, warnings)
-    return _EarlyData(spec, declared.classes, sets, tuple(warnings))
+    return _EarlyData(spec, declared.classes, sets, tuple(warnings), path.is_file())
 
 
 def _config_expectation(opts: ConvertOptions, declared):

@@ -76,6 +76,15 @@ def test_mlperf_vww_h5_data_mistake_before_loading(fixtures, tmp_path, capsys, n
     assert code == 2 and "2 classes" in err and "vww.npz" in err, err
 
 
+def test_savedmodel_data_mistake_before_loading(fixtures, tmp_path, capsys, no_loading):
+    """A SavedModel's serving signature, read from saved_model.pb without TensorFlow."""
+    np.savez(tmp_path / "kws.npz", x=np.zeros((4, 49, 10, 1), np.float32), y=[0, 1, 12, 1])
+    code = main(["convert", str(fixtures / "models" / "mlperf_tiny" / "kws_dscnn_savedmodel"),
+                 "--target", "cortex-m4", "--data", str(tmp_path / "kws.npz")])
+    err = capsys.readouterr().err
+    assert code == 2 and "12 classes" in err and "kws.npz" in err, err
+
+
 def test_strict_data_stops_raw_pixels_for_a_0_1_model_before_loading(data, capsys, tmp_path,
                                                                      no_loading):
     for file in ("cal255.npz", "cal_uint8_255.npz"):  # float (not whole) and uint8 alike
