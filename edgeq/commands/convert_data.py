@@ -55,7 +55,8 @@ def early_data(plan, timed, progress) -> _EarlyData | None:
         return None
     spec = InputSpec(declared.input_shape, declared.input_dtype, declared.input_name)
     expectation = _config_expectation(opts, declared)
-    sets, warnings = _check_sets(plan, spec, declared.classes, timed, expectation, early=True)
+    sets, warnings = _check_sets(plan, spec, declared.classes, timed, expectation, early=True,
+                                 output_shape=declared.output_shape)
     _show(progress, warnings)
     return _EarlyData(spec, declared.classes, sets, tuple(warnings), path.is_file())
 
@@ -71,15 +72,15 @@ def _config_expectation(opts: ConvertOptions, declared):
 
 
 def _check_sets(plan, spec: InputSpec, classes: int | None, timed,
-                expectation, *, early: bool, loaded=None):
+                expectation, *, early: bool, loaded=None, output_shape=None):
     """Load and check every data set against ``spec`` and ``classes``, then the sanity
     warnings across them (with --strict-data an error)."""
     opts = plan.opts
     check_input_spec(spec, opts.model)  # before any sample is read or made
-    if plan.labels is not None and classes is not None and classes != len(plan.labels):
-        raise DataError(opts.labels, f"has {len(plan.labels)} labels but the model's first "
-                        f"output has {classes} values", hint="one label per output class, in "
-                        "output order")
+    if plan.labels is not None and output_shape and output_shape[-1:] != (len(plan.labels),):
+        raise DataError(opts.labels, f"has {len(plan.labels)} labels but the model's output has "
+                        f"shape {list(output_shape)}",
+                        hint="one label per output class, in output order")
     calib, evaluation = timed("check data", _load_data, opts, spec, classes)
     train = None
     if plan.qat is not None:  # QAT's own checks come before the PTQ baseline's work

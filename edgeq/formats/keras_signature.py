@@ -41,6 +41,7 @@ class DeclaredIO:
     input_name: str
     classes: int | None  # values in the first output per sample, when the config says
     rescaling: tuple[float, float] | None = None  # a first Rescaling layer's (scale, offset)
+    output_shape: tuple[int, ...] | None = None  # the first output per sample, when stated
 
 
 def declared_io(config: Any) -> DeclaredIO | None:
@@ -67,7 +68,8 @@ def declared_io(config: Any) -> DeclaredIO | None:
     if shape is None:
         return None
     classes = _classes(out, previous, by_name) if out is not None else None
-    return DeclaredIO(shape, dtype, name, classes, _rescaling(layers, first))
+    return DeclaredIO(shape, dtype, name, classes, _rescaling(layers, first),
+                      None if classes is None else (classes,))
 
 
 def _name(layer: dict) -> str:

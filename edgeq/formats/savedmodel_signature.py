@@ -55,10 +55,11 @@ def savedmodel_io(directory: Path) -> DeclaredIO | None:
     if dtype is None or shape is None or len(shape) < 2 or any(d < 1 for d in shape[1:]):
         return None
     _, out_shape = outputs[sorted(outputs)[0]]
-    classes = None
+    classes = per_sample = None
     if out_shape is not None and len(out_shape) >= 2 and all(d >= 1 for d in out_shape[1:]):
-        classes = math.prod(out_shape[1:])
-    return DeclaredIO(tuple(shape[1:]), dtype, name, classes)
+        per_sample = tuple(out_shape[1:])
+        classes = math.prod(per_sample)
+    return DeclaredIO(tuple(shape[1:]), dtype, name, classes, None, per_sample)
 
 
 def _tensor_map(signature: memoryview, field: int
