@@ -115,7 +115,8 @@ def model_data(plan, loaded, timed, progress, early: _EarlyData | None = None):
             spec.shape, spec.dtype, classes):
         calib, evaluation, train = early.sets
         # The loaded model may know more than its config (a Normalization layer's statistics).
-        warnings = timed("data sanity", _data_sanity, opts, loaded, calib, evaluation, train)
+        warnings = timed("data sanity (loaded model)", _data_sanity, opts, loaded, calib,
+                         evaluation, train)
     else:
         (calib, evaluation, train), warnings = _check_sets(plan, spec, classes, timed, None,
                                                            early=False, loaded=loaded)
