@@ -242,23 +242,37 @@ def _raw_pixels(s: Stats, x: np.ndarray, e: Expectation | None, *, heuristic: bo
     many models (the MLPerf Tiny ones) take raw 0..255 pixels."""
     if not (s.lo >= 0 and _PIXEL_LO < s.hi <= 255):
         return None
-    if e is not None and e.span is not None:
+    span = _implied_span(e)
+    if span is not None:
         # A wider span: the model takes the range itself (a Rescaling(1/255) takes 0..255).
-        return "model" if e.span <= _UNIT_SPAN else None
+        return "model" if span <= _UNIT_SPAN else None
     if not heuristic or x.dtype.kind != "f":
         return None
     sample = x.reshape(-1)[: 1 << 20]
     return "whole" if np.all(sample == np.round(sample)) else None
 
 
+def _implied_span(e: Expectation | None) -> float | None:
+    """The input span an expectation implies: stated, or from per-channel statistics (a
+    Normalization adapted on 0..1 data has means near 0.5 and stds near 0.3: mean +- 3 std)."""
+    if e is None:
+        return None
+    if e.span is not None:
+        return e.span
+    if e.mean is not None and e.std is not None and len(e.mean) and len(e.std) == len(e.mean):
+        return float(np.max(e.mean + 3 * e.std) - np.min(e.mean - 3 * e.std))
+    return None
+
+
 def _pixel_warning(kind: str, found: list[Stats], e: Expectation | None) -> str:
     what = "; ".join(s.describe() for s in found)
-    if kind == "model" and e is not None and e.span is not None:
+    span = _implied_span(e)
+    if kind == "model" and e is not None and span is not None:
         expects = f"{_g(e.lo)}..{_g(e.hi)}" if e.lo is not None and e.hi is not None \
-            else f"inputs spanning about {_g(e.span)}"
+            else f"inputs spanning about {_g(span)}"
         top = max(s.hi for s in found)
         return (f"{what}: like raw 0..255 pixels, but {e.layer} expects {expects} "
-                f"({top / max(e.span, 1e-12):.3g}x the range); scale the data (--input-scale "
+                f"({top / max(span, 1e-12):.3g}x the range); scale the data (--input-scale "
                 "1/255) or fix the file")
     return (f"{what}: whole numbers like raw 0..255 pixels; if the model was trained on 0..1, "
             "pass --input-scale 1/255 (or --input-range 0,1 to have it checked)")
