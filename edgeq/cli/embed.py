@@ -27,6 +27,7 @@ def embed(model: str, out: str, name: str, target: str | None, overwrite: bool) 
     from edgeq.outputs.embed import embed_model
     from edgeq.errors import ModelFileError
     from edgeq.outputs.atomic import check_free, check_out_dir, write_outputs
+    from edgeq.outputs.text import terminal
 
     check_out_dir(Path(out))
     p = Path(model)
@@ -54,6 +55,6 @@ def embed(model: str, out: str, name: str, target: str | None, overwrite: bool) 
     files = write_outputs(Path(out), result.files, overwrite=overwrite)
     click.echo(f"{result.name}: {result.model_len} bytes, {len(result.ops)} op type(s), "
                f"tensor arena {result.arena_size} B (measured {result.arena_measured} B + margin)")
-    click.echo("wrote: " + ", ".join(str(f) for f in files.values()))
-    for note in notes:
-        click.echo(f"note: {note}")
+    click.echo("wrote: " + ", ".join(terminal(f) for f in files.values()))
+    for note in notes:  # names the model's tensors: text from the file
+        click.echo(f"note: {terminal(note)}")

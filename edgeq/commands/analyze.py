@@ -102,6 +102,10 @@ def analyze(model_path: str | Path, target_name: str, data: str | None = None, *
         raise ModelFileError(p, "analyze reads .tflite, .keras, .h5 or SavedModel directories",
                              hint="pass the model file")
     info = read_model(data_bytes, p)
+    if target.runtime.name == "tflm":  # no arena, Vela or op figure on weights TFLM ignores
+        from edgeq.adapters.tflm import check_inline_buffers
+
+        check_inline_buffers(data_bytes, str(p))
     placements = place_ops(info, target, *layer_scope, source=str(p))
     vela_compiled = ETHOS_U_OP in info.op_names
     arena = None
@@ -111,9 +115,10 @@ def analyze(model_path: str | Path, target_name: str, data: str | None = None, *
     if target.runtime.name == "tflm":
         notes.extend(float_io_notes(info, placements))
     if vela_compiled and target.compiler is not None:
-        notes.append("already compiled by Vela: the ethos-u op needs the NPU driver, which "
-                     "TFLite Micro on the host lacks, so there are no arena or Vela figures; "
-                     "analyze the model before Vela for them")
+        built = ", ".join(sorted(set(info.npu_configs))) or "unknown"
+        notes.append(f"already compiled by Vela for {built}: the ethos-u op needs the NPU "
+                     "driver, which TFLite Micro on the host lacks, so there are no arena or "
+                     "Vela figures; analyze the model before Vela for them")
     compiler = None
     if target.compiler is not None and not vela_compiled:
         from edgeq.pipeline.compile import compile_for_target

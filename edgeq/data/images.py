@@ -105,6 +105,7 @@ def _list_images(
     if top:
         return top, None, None, [f"{len(top)} images, no class sub-folders (no labels)", *notes]
     classes = tuple(per_class)
+    _check_class_names(classes, ctx)
     # Round-robin over the classes, so any prefix (max_samples, take) stays class-balanced.
     order = [
         (files[i], label)
@@ -120,6 +121,19 @@ def _list_images(
     if empty:
         notes.append(f"class folder(s) with no images: {', '.join(empty)}")
     return [f for f, _ in order], [label for _, label in order], classes, notes
+
+
+
+def _check_class_names(names: tuple[str, ...], ctx: LoadContext) -> None:
+    """Class folder names become class names, one per line (Android's labels.txt): a name
+    with a line break (or any control character) would shift every later label by a line."""
+    from edgeq.outputs.text import check_one_line, terminal
+
+    for name in names:
+        why = check_one_line(name)
+        if why is not None:
+            raise ctx.error(f"class folder '{terminal(name)}' {why}; class names are written "
+                            "one per line", hint="rename the folder without control characters")
 
 
 

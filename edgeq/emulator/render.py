@@ -7,14 +7,16 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from edgeq.cli.render import plain
+
 
 def print_emulation(result: Any, found_checks: list[Any] | None = None) -> None:
-    console = Console()
+    console = Console(emoji=False)
     r = result
     same = ("[green]byte-identical[/] to the TFLM interpreter" if r.outputs_identical else
             f"[red]{r.mismatched_samples} of {r.samples} samples differ[/] from the TFLM "
             f"interpreter (first: sample {r.first_mismatch}, max |diff| {r.max_abs_diff:g})")
-    console.print(f"[bold]{r.model}[/] on {r.core} (QEMU {r.machine}, TFLite Micro + CMSIS-NN): "
+    console.print(f"[bold]{plain(r.model)}[/] on {r.core} (QEMU {r.machine}, TFLite Micro + CMSIS-NN): "
                   f"{r.samples} samples, outputs {same}")
     if r.top1 is not None:
         console.print(f"  top-1 on the emulated device {100 * r.top1['device']:.2f}% "
@@ -24,12 +26,12 @@ def print_emulation(result: Any, found_checks: list[Any] | None = None) -> None:
     if r.mismatch_ops:
         m = r.mismatch_ops[0]
         console.print(f"  [red]first op whose output differs (sample {r.mismatch_sample}): "
-                      f"#{m.index} {m.op} -> {m.tensor} ({m.differing_bytes} of {m.bytes} "
+                      f"#{m.index} {plain(m.op)} -> {plain(m.tensor)} ({m.differing_bytes} of {m.bytes} "
                       f"bytes)[/]; {len(r.mismatch_ops)} of the ops differ in all")
     elif not r.outputs_identical and r.op_outputs_compared:
         console.print(f"  every op's output matched on sample {r.mismatch_sample}")
     if r.locate_note:
-        console.print(f"  {r.locate_note}")
+        console.print(f"  {plain(r.locate_note)}")
     console.print(f"  {r.instructions_per_inference:,} instructions per inference -> estimated "
                   f"{r.estimated_cycles:,} cycles = {r.estimated_ms:.2f} ms at "
                   f"{r.clock_hz / 1e6:g} MHz [dim](estimate: CPI {r.cpi}, "
@@ -48,8 +50,8 @@ def print_emulation(result: Any, found_checks: list[Any] | None = None) -> None:
         for col in ("#", "op", "instructions", "est. cycles", "share"):
             table.add_column(col, justify="right" if col != "op" else "left")
         for o in r.top_ops:
-            table.add_row(str(o.index), o.op, f"{o.instructions:,}", f"{o.estimated_cycles:,}",
+            table.add_row(str(o.index), plain(o.op), f"{o.instructions:,}", f"{o.estimated_cycles:,}",
                           f"{100 * o.share:.1f}%")
         console.print(table)
     for c in found_checks or []:
-        console.print(f"  {'[green]ok[/]' if c.ok else '[red]FAIL[/]'} {c.detail}")
+        console.print(f"  {'[green]ok[/]' if c.ok else '[red]FAIL[/]'} {plain(c.detail)}")

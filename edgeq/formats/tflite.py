@@ -68,6 +68,9 @@ class ModelInfo:
     # Values of small integer constant tensors (axes, paddings, strides, new shapes), by tensor
     # index: the placement rules need them and they cost nothing to keep.
     values: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    # A Vela-compiled model: the accelerator each ethos-u op's command stream was compiled for
+    # ("ethos-u65-256"; "unknown" when the stream does not say), edgeq.formats.ethos_u.
+    npu_configs: tuple[str, ...] = ()
 
     @property
     def op_names(self) -> tuple[str, ...]:
@@ -180,6 +183,7 @@ def _model_info(model, size: int) -> ModelInfo:
         )
 
     ops = []
+    npu_configs = []
     for i, op in enumerate(sg.operators or []):
         code = model.operatorCodes[op.opcodeIndex]
         # Codes above 127 live in builtinCode; deprecatedBuiltinCode keeps old readers working.
@@ -198,6 +202,8 @@ def _model_info(model, size: int) -> ModelInfo:
                 custom_options_bytes=len(op.customOptions) if op.customOptions is not None else 0,
             )
         )
+        if name == "CUSTOM:ethos-u":
+            npu_configs.append(_npu_config(op, sg, buffers))
     return ModelInfo(
         ops=tuple(ops),
         tensors=tuple(tensors),
@@ -206,7 +212,18 @@ def _model_info(model, size: int) -> ModelInfo:
         subgraphs=len(model.subgraphs),
         size_bytes=size,
         values=values,
+        npu_configs=tuple(npu_configs),
     )
+
+
+def _npu_config(op, sg, buffers) -> str:
+    from edgeq.formats.ethos_u import compiled_for
+
+    first = op.inputs[0] if op.inputs is not None and len(op.inputs) else -1
+    tensor = sg.tensors[first] if 0 <= first < len(sg.tensors or []) else None
+    buf = buffers[tensor.buffer] if tensor is not None and 0 < tensor.buffer < len(buffers) else None
+    found = compiled_for(bytes(buf.data)) if buf is not None and buf.data is not None else None
+    return found.accelerator if found is not None else "unknown"
 
 
 def _uniform_fill(data: bytes, tensor_type: int) -> int | None:

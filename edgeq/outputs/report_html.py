@@ -20,6 +20,7 @@ import math
 import re
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
+from edgeq.outputs import vela_report
 from edgeq.outputs.report import Report, tensor_label
 
 if TYPE_CHECKING:
@@ -81,6 +82,8 @@ def render(report: Report) -> str:
             _section("histograms", "Activation histograms and clipping ranges",
                      _histograms(report)),
             _section("ops", "Op placement", _ops(report)),
+            *([_section("ethos-u", "Ethos-U cycles per layer (Vela's estimate)",
+                        _ethos_u(report))] if report.vela else []),
             _section("notes", "Notes", _list(report.notes) if report.notes
                      else "<p>No notes.</p>"),
             _section("stages", "Stage timings",
@@ -286,6 +289,22 @@ def _ops(report: Report) -> str:
                for o in report.ops]
     return (f"<p>{len(report.ops)} ops: {_e(counts)}.</p>"
             + _table(rows, header=header, row_classes=classes, numeric={0}))
+
+
+# --- Ethos-U per layer (edgeq.outputs.vela_report) ----------------------------------------------
+
+
+def _ethos_u(report: Report) -> str:
+    if not vela_report.npu_layers(report.ops):
+        return "<p>Vela gave no per-layer figures for this model.</p>"
+    fig = _figure(7.5, 0.24 * len(vela_report.npu_layers(report.ops)) + 1.2)
+    vela_report.draw_chart(fig, report.ops)
+    header, rows, numeric = vela_report.table(report.ops)
+    advice = report.vela.get("advice") if report.vela else None
+    return (f"<p>{_e(vela_report.total_line(report.vela or {}))}.</p>"
+            + _img(fig, "estimated NPU cycles per layer")
+            + _caption(vela_report.CHART_CAPTION) + _table(rows, header=header, numeric=numeric)
+            + ("<h3>Advice</h3>" + _list(advice) if advice else ""))
 
 
 # --- HTML and figure helpers ---------------------------------------------------------------------

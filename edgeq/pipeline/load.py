@@ -210,6 +210,7 @@ def from_keras_model(model: Any, p: Path, fmt: str, loader: str, notes: list[str
             p, f"has {len(inputs)} inputs; edgeq converts single-input models for now"
         )
     _refuse_stateful(model)
+    _refuse_scope_names(model, p)
     shape = _static_shape(p, tuple(inputs[0].shape[1:]), "input")
     dtype = tf.as_dtype(inputs[0].dtype).name
     name = _tensor_name(getattr(inputs[0], "name", "input"))
@@ -232,17 +233,47 @@ def _refuse_stateful(model: Any) -> None:
     from edgeq.errors import CalibrationLimitError
     from edgeq.formats.calibration_limits import variable_problem
 
+    for layer in _all_layers(model):
+        # A tf_keras model reports `stateful` for its layers too; name the layer itself.
+        if not hasattr(layer, "layers") and getattr(layer, "stateful", False) is True:
+            problem = variable_problem("READ_VARIABLE", f"layer '{layer.name}' (stateful=True)")
+            raise CalibrationLimitError(problem.op, problem.where, problem.detail,
+                                        hint=problem.fix)
+
+
+# TensorFlow's name rules (tensorflow/python/framework/ops.py, _VALID_OP_NAME_REGEX and
+# _VALID_SCOPE_NAME_REGEX): Keras opens a name scope per layer while tracing, and TensorFlow
+# raises a ValueError deep inside the trace for a name outside them ('dense 1': a space).
+_TF_OP_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*")
+_TF_SCOPE_NAME = re.compile(r"[A-Za-z0-9_.\\/>-]*")
+
+
+def _refuse_scope_names(model: Any, p: Path) -> None:
+    """Exit 2 naming the first layer (or the model) whose name TensorFlow cannot trace."""
+    from edgeq.outputs.text import terminal
+
+    for layer in _all_layers(model):
+        name = str(getattr(layer, "name", ""))
+        rule = _TF_OP_NAME if layer is model else _TF_SCOPE_NAME  # the model's scope is first
+        if not rule.fullmatch(name):
+            what = "model" if layer is model else "layer"
+            fixed = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+            fixed = fixed if _TF_OP_NAME.fullmatch(fixed) else f"x{fixed}"
+            raise ModelFileError(
+                p, f"{what} name '{terminal(name)}' is not a valid TensorFlow name scope "
+                "(letters, digits and _ . - / \\ > only), so TensorFlow cannot trace it",
+                hint=f"rename the {what} (e.g. '{fixed}') and save the model again")
+
+
+def _all_layers(model: Any) -> Any:
+    """The model and every layer in it, nested models and wrapped layers included."""
     stack, seen = [model], set()
     while stack:
         layer = stack.pop()
         if id(layer) in seen:
             continue
         seen.add(id(layer))
-        # A tf_keras model reports `stateful` for its layers too; name the layer itself.
-        if not hasattr(layer, "layers") and getattr(layer, "stateful", False) is True:
-            problem = variable_problem("READ_VARIABLE", f"layer '{layer.name}' (stateful=True)")
-            raise CalibrationLimitError(problem.op, problem.where, problem.detail,
-                                        hint=problem.fix)
+        yield layer
         # Sequential/functional models nest layers; Bidirectional and TimeDistributed wrap one.
         stack += list(getattr(layer, "layers", None) or [])
         stack += [getattr(layer, a, None) for a in ("layer", "forward_layer", "backward_layer")

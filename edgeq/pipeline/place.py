@@ -7,7 +7,7 @@ checks) refine it in their own modules.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edgeq.errors import ModelFileError, UnsupportedOpsError
@@ -29,9 +29,13 @@ class OpPlacement:
     fix: str | None = None  # what to change so that it runs on the accelerator
     status: str | None = None  # the compiler's own status string (Edge TPU per-op table)
     rule: str | None = None  # the placement rule that kept it off the accelerator (Edge TPU)
+    # What the op costs where it runs, by the compiler's estimate (Vela's per-layer figures:
+    # npu_cycles, macs, mac_utilisation, bound, ...); merged into to_dict's keys.
+    perf: dict | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        out = {k: v for k, v in asdict(self).items() if v is not None and k != "perf"}
+        return {**out, **(self.perf or {})}
 
 
 def place_ops(info: ModelInfo, target: Target, layer_names: tuple[str, ...] = (),
@@ -81,10 +85,25 @@ def place_ops(info: ModelInfo, target: Target, layer_names: tuple[str, ...] = ()
 
 def _vela_compiled(op: OpInfo, info: ModelInfo, target: Target) -> OpPlacement:
     """In a model Vela already compiled, Vela has chosen: its custom op runs on the NPU and
-    every op it left as a builtin on the CPU next to it."""
+    every op it left as a builtin on the CPU next to it. The command stream names the NPU it
+    was compiled for (edgeq.formats.ethos_u); the Ethos-U driver refuses it on any other
+    ("NPU config mismatch"), so a stream for another configuration has nowhere to run."""
     if op.op == ETHOS_U_OP:
+        built = compiled_for_op(op, info)
+        want = target.compiler.accelerator_config if target.compiler is not None else None
+        if built != "unknown" and want and built != want:
+            return OpPlacement(op.index, op.op, "none",
+                               f"op {op.index} {op.op} was compiled by Vela for {built}, not "
+                               f"for {want}"
+                               + (f" (target {target.name})" if target.name != want else "")
+                               + ": the Ethos-U driver refuses a command "
+                               f"stream for another configuration (NPU config mismatch); "
+                               f"{_use_instead(built)}")
         return OpPlacement(op.index, op.op, "npu",
-                           "the NPU command stream of a model already compiled by Vela")
+                           "the NPU command stream of a model already compiled by Vela for "
+                           f"{built}" if built != "unknown" else
+                           "the NPU command stream of a model already compiled by Vela "
+                           "(its configuration word is unreadable)")
     return OpPlacement(op.index, op.op, target.runtime.fallback_placement,
                        _problem(op, info, target) or "left on the CPU by Vela (TFLite Micro)")
 
@@ -125,21 +144,28 @@ def read_placeable(model: str | Path, target: Target, command: str
     Raises:
         ModelFileError: the file is missing or not a readable .tflite (exit 2).
         UnsupportedOpsError: an op the target cannot run (exit 3).
+        TargetConstraintError: weights stored after the flatbuffer, for TFLM (exit 3).
     """
     p = Path(model)
     if not p.is_file():
         raise ModelFileError(p, "not found", hint=f"pass the .tflite file to {command}")
     data = p.read_bytes()
     info = read_model(data, p)
+    if target.runtime.name == "tflm":  # before any figure: TFLM would run without weights
+        from edgeq.adapters.tflm import check_inline_buffers
+
+        check_inline_buffers(data, str(p))
     check_placeable(place_ops(info, target), target)
     return p, data, info
 
 
 def _problem(op: OpInfo, info: ModelInfo, target: Target) -> str | None:
     if op.op == ETHOS_U_OP:
+        built = compiled_for_op(op, info)
         return (f"op {op.index} {op.op} is the Ethos-U NPU's command stream (this model was "
-                "already compiled by Vela); analyze the model before Vela, or use --target "
-                "ethos-u55-128")
+                "already compiled by Vela"
+                + (f" for {built}" if built != "unknown" else "") + "); "
+                + _use_instead(built))
     if not target.allows_op(op.op):
         return f"{op.op} is not in the {target.name} op table"
     limit = target.max_version(op.op)
@@ -186,6 +212,27 @@ def _float_on_mcu(op: OpInfo, info: ModelInfo) -> str | None:
 def _where(target: Target) -> str:
     return {"mcu": "the MCU (TFLite Micro)", "cpu": "the CPU (LiteRT)", "tpu": "the Edge TPU",
             "npu": "the NPU"}.get(target.runtime.placement, target.runtime.placement)
+
+
+def compiled_for_op(op: OpInfo, info: ModelInfo) -> str:
+    """The accelerator an ethos-u op's command stream was compiled for, or "unknown"."""
+    nth = sum(1 for o in info.ops[:op.index] if o.op == ETHOS_U_OP)
+    return info.npu_configs[nth] if nth < len(info.npu_configs) else "unknown"
+
+
+def _use_instead(built: str) -> str:
+    """What to run instead: the bundled profile for that NPU, if there is one."""
+    from edgeq.targets import list_targets
+
+    if built == "unknown":
+        return ("analyze the model before Vela, or use the ethos-u target it was compiled for "
+                "(edgeq targets lists them)")
+    names = sorted(t.name for t in list_targets()
+                   if t.compiler is not None and t.compiler.accelerator_config == built)
+    if names:
+        return f"use --target {names[0]}, or analyze the model before Vela"
+    return ("analyze the model before Vela, with an ethos-u target (edgeq targets lists them; "
+            f"none is bundled for {built}, a profile .toml can name it)")
 
 
 def io_notes(info: ModelInfo, target: Target) -> list[str]:
