@@ -21,7 +21,8 @@ Examples:
 @click.command(epilog=EMULATE_EXAMPLES)
 @click.argument("model", type=click.Path())
 @click.option("--target", "-t", required=True, help="A target with an emulator: cortex-m4, "
-              "cortex-m7 (edgeq targets NAME shows its [emulator] table).")
+              "cortex-m7, cortex-m55 (a profile with an [emulator] table; edgeq targets NAME "
+              "shows it).")
 @click.option("--eval-data", type=click.Path(),
               help="Inputs (and labels for top-1) [seeded random inputs].")
 @click.option("--eval-samples", type=int, help="Use N samples spread through the data [all; 8 "

@@ -41,6 +41,7 @@ class ConvertOptions:
     allow_unsafe: bool = False
     measure_latency: bool = True
     strict_data: bool = False  # data sanity warnings (edgeq.data.checks) are an error (exit 2)
+    input_range: tuple[float, float] | None = None  # the model's training-time input range
     # --method qat (edgeq.pipeline.qat): labelled training data and the fine-tuning schedule
     train_data: str | None = None
     epochs: int = 3

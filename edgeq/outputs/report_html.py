@@ -21,7 +21,7 @@ import re
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from edgeq.outputs import vela_report
-from edgeq.outputs.report import Report, short_tensor_name
+from edgeq.outputs.report import Report, tensor_label
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -215,7 +215,7 @@ def _layers(report: Report) -> str:
         return ("<p>No per-tensor diagnostics: this recipe quantizes weights only, so there are "
                 "no activation statistics.</p>")
     rows = report.layers[:_MAX_SQNR_BARS]
-    names = [_short(_tensor(r["tensor"]), 48, keep="end") for r in rows]
+    names = [_short(tensor_label(r), 48, keep="end") for r in rows]
     sqnrs = [r["sqnr_db"] for r in rows]
     top = max([s for s in sqnrs if s is not None], default=1.0)
     fig = _figure(7.5, 0.26 * len(rows) + 1.1)
@@ -236,7 +236,7 @@ def _layers(report: Report) -> str:
     caption = ("Worst first; the worst tensor is in red. Errors add up through the graph: each "
                "tensor is compared end to end with the float model on the same inputs."
                + (f" {more} better tensor(s) not drawn." if more > 0 else ""))
-    table = _table([(_tensor(r["tensor"]), f"[{r['lo']:.4g}, {r['hi']:.4g}]", r.get("method", ""),
+    table = _table([(tensor_label(r), f"[{r['lo']:.4g}, {r['hi']:.4g}]", r.get("method", ""),
                      f"{100 * r['clipped_fraction']:.3f}%", _sqnr(r["sqnr_db"]))
                     for r in report.layers],
                    header=("tensor", "range", "method", "clipped", "SQNR dB"))
@@ -271,7 +271,7 @@ def _histogram(ax, row: dict[str, Any]) -> None:
             ax.axvspan(a, b, color=_RED, alpha=0.15, linewidth=0)
     for x in (lo, hi):
         ax.axvline(x, color="#222222", linestyle="--", linewidth=1)
-    ax.set_title(f"{_short(_tensor(row['tensor']), 40, keep='end')}\n[{lo:.3g}, {hi:.3g}], "
+    ax.set_title(f"{_short(tensor_label(row), 40, keep='end')}\n[{lo:.3g}, {hi:.3g}], "
                  f"clipped {100 * row['clipped_fraction']:.3f}%, SQNR {_sqnr(row['sqnr_db'])}"
                  + (" dB" if row["sqnr_db"] is not None else ""))
     ax.grid(axis="x", visible=False)
@@ -405,10 +405,6 @@ def _caption(text: str) -> str:
 
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
-
-
-def _tensor(name: str) -> str:
-    return short_tensor_name(name)
 
 
 def _short(text: str, n: int, keep: str = "start") -> str:

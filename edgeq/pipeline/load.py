@@ -27,7 +27,7 @@ import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -84,8 +84,12 @@ class LoadedModel:
         return [np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))]
 
 
-def load_model(path: str | Path, *, allow_unsafe: bool = False) -> LoadedModel:
+def load_model(path: str | Path, *, allow_unsafe: bool = False,
+               checked: KerasFileCheck | None = None) -> LoadedModel:
     """Load a float model for conversion.
+
+    ``checked``: what `check_keras_file` returned for this Keras file (run by the caller with
+    the same ``allow_unsafe``), so its sizes and config are not read a second time.
 
     Raises:
         ModelFileError: missing, unreadable or corrupt file, unknown format, no static shape,
@@ -110,10 +114,10 @@ def load_model(path: str | Path, *, allow_unsafe: bool = False) -> LoadedModel:
     if suffix in (".keras", ".h5", ".hdf5"):
         from edgeq.formats.keras_sizes import predict_batch
 
-        estimate = check_keras_file(p, allow_unsafe=allow_unsafe)
+        check = checked or check_keras_file(p, allow_unsafe=allow_unsafe)
         import_tensorflow_quietly()  # after the checks: a refused file costs no TF import
         loaded = _load_keras_file(p, "keras" if suffix == ".keras" else "h5", allow_unsafe)
-        loaded.predict_batch = predict_batch(estimate.activation_bytes, _PREDICT_BATCH)
+        loaded.predict_batch = predict_batch(check.estimate.activation_bytes, _PREDICT_BATCH)
         return loaded
     if suffix == ".tflite":
         raise ModelFileError(
@@ -131,11 +135,21 @@ def load_model(path: str | Path, *, allow_unsafe: bool = False) -> LoadedModel:
 # --- safety: the file is read as data before any loader runs ----------------------------------
 
 
-def check_keras_file(p: Path, *, allow_unsafe: bool = False) -> Any:
+class KerasFileCheck(NamedTuple):
+    """What `check_keras_file` read: the model config (plain JSON data) and what its layers
+    would allocate (edgeq.formats.keras_sizes.Estimate)."""
+
+    config: Any
+    estimate: Any
+
+
+def check_keras_file(p: Path, *, allow_unsafe: bool = False) -> KerasFileCheck:
     """The checks a .keras or .h5 file passes before TensorFlow is imported: sizes bounded,
     then the config judged by the safe-loading policy, then what its layers would allocate
-    estimated from the config (edgeq.formats.keras_sizes), then the weights bounded. Returns
-    the estimate (keras_sizes.Estimate).
+    estimated from the config (edgeq.formats.keras_sizes), then the weights bounded.
+
+    Returns:
+        The model config, as plain JSON data, and the size estimate.
 
     Raises:
         ModelFileError: not a readable Keras file, or over a size limit.
@@ -155,7 +169,7 @@ def check_keras_file(p: Path, *, allow_unsafe: bool = False) -> Any:
         check_config(p, config, "model_config", allow_unsafe=allow_unsafe)
         estimate = check_sizes(p, config, "model_config")
         check_stored(p, estimate, keras_files.check_h5_weights(p), "model_config")
-    return estimate
+    return KerasFileCheck(config, estimate)
 
 
 # --- loaders -----------------------------------------------------------------------------------
