@@ -15,6 +15,10 @@ from edgeq.outputs.text import markdown as _md
 from edgeq.outputs.vela_report import markdown as ethos_u_markdown
 
 SCHEMA_VERSION = 1
+# A held-out top-1 drop (float -> quantized, points) this large with a data warning standing:
+# the summary names the warning as the likely cause (a badly scaled calibration set costs tens
+# of points; a sound int8 conversion costs about one).
+LARGE_DROP_PP = 5.0
 
 # What may differ between two runs on the same inputs (determinism contract): wall-clock figures
 # only. Paths are inputs (the same --out gives the same output.path). Everything else in
@@ -143,6 +147,11 @@ class Report:
         if acc.get("float") is not None:
             rows.append(("top-1 float → quantized", f"{_pct(acc['float'])} → {_pct(acc['quantized'])} "
                          f"(drop {acc['drop_pp']:+.2f} pp, {acc['runtime']}, n={acc['n']})"))
+        warned = self.data.get("warnings") or []
+        if warned and (acc.get("drop_pp") or 0.0) >= LARGE_DROP_PP:
+            rows.append(("likely cause", f"the data warning{'s' if len(warned) > 1 else ''} "
+                         f"({len(warned)}, listed below): top-1 dropped "
+                         f"{acc['drop_pp']:.2f} pp; fix the data before the quantization"))
         rows.append(("argmax agreement", f"{_pct(acc['agreement'])} (n={acc['n']})"))
         sqnr = "identical" if fid.get("sqnr_db") is None else f"{fid['sqnr_db']:.1f} dB"
         rows.append(("output SQNR / cosine", f"{sqnr} / {fid['cosine']:.4f}"))
@@ -212,7 +221,7 @@ class Report:
                       "| tensor | range | clipped | SQNR dB |", "|---|---|---|---|"]
             for r in self.layers:
                 sq = "identical" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f}"
-                lines.append(f"| {_md(short_tensor_name(r['tensor']))} | "
+                lines.append(f"| {_md(tensor_label(r))} | "
                              f"[{r['lo']:.4g}, {r['hi']:.4g}] | "
                              f"{100 * r['clipped_fraction']:.3f}% | {sq} |")
         lines += ethos_u_markdown(self.vela, self.ops)  # edgeq.outputs.vela_report
@@ -333,6 +342,14 @@ def edgetpu_rows(e: dict[str, Any]) -> list[tuple[str, str]]:
 def short_tensor_name(name: str) -> str:
     """TFLite fuses op names with ';'; the first part names the layer that made the tensor."""
     return name.split(";")[0]
+
+
+def tensor_label(row: dict[str, Any]) -> str:
+    """A diagnostics row's tensor as the user knows it: the Keras layer and the op's last name
+    segment ("conv2d_1 (Relu)") where the layer is known, else the converter's name."""
+    short = short_tensor_name(row["tensor"])
+    layer = row.get("layer")
+    return f"{layer} ({short.rsplit('/', 1)[-1]})" if layer else short
 
 
 def _ms(ms: float) -> str:
