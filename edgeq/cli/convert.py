@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import click
 
-from edgeq.cli.options import preprocess_options, tflm_tree_option
+from edgeq.cli.options import data_check_options, preprocess_options, tflm_tree_option
 
 CONVERT_EXAMPLES = """
 \b
@@ -54,6 +54,12 @@ Examples:
               "dynamic_wi8_afp32, float16, wi4_afp32, wi4_block32_afp32 (edgeq targets NAME).")
 @click.option("--smooth", type=float, metavar="ALPHA",
               help="SmoothQuant: move activation outliers into the following Dense weights.")
+@click.option("--substitute", multiple=True, type=click.Choice(["gelu"]),
+              help="Rewrite an op the target lacks: gelu -> x*sigmoid(1.702x) (TFLite Micro "
+              "has no GELU kernel); the report gives float top-1 before and after.")
+@click.option("--clip", metavar="BOUND|auto",
+              help="Clip activations before quantizing: a number clips GELU outputs at it "
+              "(10 = GELU10); auto searches a bound per activation (MSE on --data).")
 @click.option("--diagnostics", is_flag=True,
               help="Per-tensor diagnostics also for minmax (always on for other methods).")
 @click.option("--html", is_flag=True,
@@ -61,8 +67,9 @@ Examples:
               "per-tensor error, activation histograms) and the op table; runs the statistics "
               "pass.")
 @click.option("--calibration-samples", default=500, show_default=True,
-              help="Use the first N representative samples.")
-@click.option("--eval-samples", type=int, help="Use the first N evaluation samples [all].")
+              help="Calibrate on N samples spread evenly through --data.")
+@click.option("--eval-samples", type=int,
+              help="Evaluate on N samples spread evenly through the evaluation data [all].")
 @preprocess_options
 @click.option("--max-drop", type=float, help="Fail (exit 4) if top-1 drops more than PP points.")
 @click.option("--labels", type=click.Path(),
@@ -71,10 +78,7 @@ Examples:
               help="Load a Keras model whose config carries code (Lambda layers, lambdas, "
                    "custom objects): runs code from the file; only for trusted files.")
 @click.option("--no-latency", is_flag=True, help="Skip the host latency measurement.")
-@click.option("--strict-data", is_flag=True,
-              help="Stop (exit 2) on data warnings: data sets that disagree with each other or "
-                   "with the model's first layer, raw 0..255 floats, constant or repeated "
-                   "samples.")
+@data_check_options
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 @click.option("--emulate", "emulate_", is_flag=True,
               help="Also run the model's TFLite Micro firmware on QEMU (Cortex-M targets): "
@@ -89,29 +93,34 @@ def convert(model: str, target: str, data: str, eval_data: str | None, out: str 
             batch_size: int, seed: int, qat_skip: tuple[str, ...], strategy: str,
             calibration: str, percentile: float, equalize: bool,
             int16_activations: bool, recipe: str | None, smooth: float | None,
+            substitute: tuple[str, ...], clip: str | None,
             diagnostics: bool, html: bool, calibration_samples: int,
             eval_samples: int | None,
             input_scale: str | None, mean: str | None, std: str | None, max_drop: float | None,
-            labels: str | None, allow_unsafe: bool, no_latency: bool, strict_data: bool,
-            overwrite: bool, emulate_: bool, tflm_tree: str | None, no_arena_plan: bool,
-            as_json: bool) -> None:
+            labels: str | None, allow_unsafe: bool, no_latency: bool, input_range: str | None,
+            strict_data: bool, overwrite: bool, emulate_: bool, tflm_tree: str | None,
+            no_arena_plan: bool, as_json: bool) -> None:
     """Convert MODEL (.keras, .h5 or SavedModel dir) to a full-integer TFLite model for a target,
     verify it on the target's runtime and write the model and report.json/report.md (and
     report.html with --html)."""
-    from edgeq import api
+    # The command's own modules, not edgeq.api (which imports every command and LiteRT's
+    # schema): a data mistake is reported before anything else heavy is imported.
+    from edgeq.commands.convert import convert as run_convert
+    from edgeq.commands.convert_options import ConvertOptions
     from edgeq.data import Preprocess
+    from edgeq.data.checks import parse_range
 
-    opts = api.ConvertOptions(
+    opts = ConvertOptions(
         model=model, target=target, data=data, eval_data=eval_data, out=out, method=method,
         calibration=calibration, percentile=percentile, equalize=equalize,
         int16_activations=int16_activations, diagnostics=diagnostics, html=html, recipe=recipe,
-        smooth=smooth,
+        smooth=smooth, substitute=tuple(substitute), clip=clip,
         preprocess=Preprocess.parse(input_scale, mean, std),
         calibration_samples=calibration_samples, eval_samples=eval_samples, max_drop=max_drop,
         labels=labels, overwrite=overwrite, allow_unsafe=allow_unsafe, measure_latency=not no_latency,
         train_data=train_data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
         qat_skip=tuple(qat_skip), strategy=strategy, strict_data=strict_data,
-        arena_plan=not no_arena_plan,
+        arena_plan=not no_arena_plan, input_range=parse_range(input_range),
     )
     from edgeq.cli.render import RichProgress, print_report
 
@@ -121,13 +130,13 @@ def convert(model: str, target: str, data: str, eval_data: str | None, out: str 
         find_toolchain()
         resolve_tree(tflm_tree)
     with RichProgress(enabled=not as_json) as progress:
-        result = api.convert(opts, progress)
+        result = run_convert(opts, progress)
     emulated = _emulate_converted(result, target, eval_data or data, opts, tflm_tree) \
         if emulate_ else None
     if as_json:
         click.echo(result.report.to_json() if emulated is None else emulated[1], nl=False)
     else:
-        print_report(result.report, result.files)
+        print_report(result.report, result.files, warnings_shown=progress.enabled)
         if emulated is not None:
             from edgeq.emulator.render import print_emulation
 

@@ -30,26 +30,33 @@ def embed(model: str, out: str, name: str, target: str | None, overwrite: bool,
 
     from edgeq.outputs.embed import embed_model
     from edgeq.errors import ModelFileError
+    from edgeq.formats.input_files import TFLITE_MAX, check_file, read_file
     from edgeq.outputs.atomic import check_free, check_out_dir, claim, write_outputs
     from edgeq.outputs.text import terminal
 
     check_out_dir(Path(out))
     p = Path(model)
-    if not p.is_file():
-        raise ModelFileError(p, "not found", hint="pass the .tflite file to embed")
+    check_file(p, "model", error=ModelFileError, hint="pass the .tflite file to embed")
+    if p.suffix.lower() in (".keras", ".h5", ".hdf5"):
+        raise ModelFileError(p, "is a Keras model; embed takes a converted .tflite",
+                             hint=f"convert it first: edgeq convert {p} --target NAME --data "
+                                  "calib.npz, then embed the .tflite it writes")
     names = [f"{name}.h", f"{name}.cc", f"{name}_ops.h"]
     check_free(Path(out), names, overwrite)
-    data = p.read_bytes()
+    data = read_file(p, "model", TFLITE_MAX, error=ModelFileError,
+                     hint="pass the .tflite file to embed")
     with claim(Path(out), create=False):  # another run on it exits 2; checked again here
         check_free(Path(out), names, overwrite)
         arena = analysis = None
+        notes: list[str] = []
         if target:
             from edgeq.commands.analyze import analyze as run_analysis
-            from edgeq.pipeline.place import check_placeable
+            from edgeq.pipeline.place import check_placeable, io_notes
 
             analysis = run_analysis(p, target)
             check_placeable(analysis.ops, analysis.target)
             arena = analysis.arena
+            notes = io_notes(analysis.info, analysis.target)
         plan = None
         if not no_arena_plan and (analysis is None or (analysis.target.runtime.name == "tflm"
                                                        and analysis.target.compiler is None)):
@@ -73,3 +80,5 @@ def embed(model: str, out: str, name: str, target: str | None, overwrite: bool,
     click.echo(f"{result.name}: {result.model_len} bytes, {len(result.ops)} op type(s), "
                f"tensor arena {result.arena_size} B (measured {result.arena_measured} B + margin)")
     click.echo("wrote: " + ", ".join(terminal(f) for f in files.values()))
+    for note in notes:  # names the model's tensors: text from the file
+        click.echo(f"note: {terminal(note)}")

@@ -21,7 +21,8 @@ Examples:
 @click.command(epilog=EMULATE_EXAMPLES)
 @click.argument("model", type=click.Path())
 @click.option("--target", "-t", required=True, help="A target with an emulator: cortex-m4, "
-              "cortex-m7 (edgeq targets NAME shows its [emulator] table).")
+              "cortex-m7, cortex-m55 (a profile with an [emulator] table; edgeq targets NAME "
+              "shows it).")
 @click.option("--eval-data", type=click.Path(),
               help="Inputs (and labels for top-1) [seeded random inputs].")
 @click.option("--eval-samples", type=int, help="Use N samples spread through the data [all; 8 "
@@ -55,6 +56,14 @@ def emulate(model: str, target: str, eval_data: str | None, eval_samples: int | 
                          hint="pass --baseline old_report.json")
     if clock_mhz is not None and not clock_mhz > 0:
         raise UsageError("--clock-mhz must be greater than 0")
+    if report_path:  # before the run: a path that cannot take the report fails at once
+        from pathlib import Path
+
+        from edgeq.formats.input_files import check_output_path
+        from edgeq.outputs.atomic import check_file_path
+
+        check_file_path(Path(report_path), "--report")
+        check_output_path(report_path, "--report")
     base = gate.read_baseline(baseline) if baseline else None
     result = run_emulation(model, target, eval_data=eval_data,
                            preprocess=Preprocess.parse(input_scale, mean, std),

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edgeq.outputs.report import Report, short_tensor_name
+from edgeq.outputs.report import Report, tensor_label
 from edgeq.outputs.text import terminal
 
 
@@ -87,7 +87,10 @@ class RichProgress:
         return lambda done, total: bar.update(task_id, completed=done, total=total)
 
 
-def print_report(report: Report, files: dict[str, Path]) -> None:
+def print_report(report: Report, files: dict[str, Path], *,
+                 warnings_shown: bool = False) -> None:
+    """The summary of a convert run. ``warnings_shown``: the data warnings were printed as the
+    run found them (RichProgress), so they are counted here, not printed a second time."""
     console = _stdout_console()
     table = Table(title=f"edgeq: {plain(Path(report.model['path']).name)} → "
                   f"{plain(report.target)}",
@@ -114,7 +117,7 @@ def print_report(report: Report, files: dict[str, Path]) -> None:
         for col in ("tensor", "range", "clipped", "SQNR dB"):
             worst.add_column(col)
         for r in report.layers[:5]:
-            worst.add_row(plain(short_tensor_name(r["tensor"])[-48:]), f"[{r['lo']:.3g}, {r['hi']:.3g}]",
+            worst.add_row(plain(tensor_label(r)[-48:]), f"[{r['lo']:.3g}, {r['hi']:.3g}]",
                           f"{100 * r['clipped_fraction']:.3f}%",
                           "identical" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f}")
         console.print(worst)
@@ -144,7 +147,11 @@ def print_report(report: Report, files: dict[str, Path]) -> None:
         console.print(stages)
         for option in report.autopilot.get("options", []):
             console.print(f"[yellow]option:[/] {plain(option)}")
-    for warning in report.data.get("warnings", []):
+    warned = report.data.get("warnings", [])
+    if warned and warnings_shown:
+        console.print(f"[yellow]data warnings:[/] {len(warned)}, shown above (report.json "
+                      "data.warnings)")
+    for warning in warned if not warnings_shown else ():
         console.print(f"[yellow]data warning:[/] {plain(warning)}")
     for note in report.notes:
         console.print(f"[yellow]note:[/] {plain(note)}")
@@ -299,9 +306,13 @@ def print_verify(outcome: Any) -> None:
                   + (f", host latency {outcome.latency_ms:.3f} ms" if outcome.latency_ms else ""))
     for warning in outcome.data.get("warnings", []):
         console.print(f"[yellow]data warning:[/] {plain(warning)}")
+    for note in getattr(outcome, "notes", ()):
+        console.print(f"[yellow]note:[/] {plain(note)}")
     for c in outcome.checks:
         mark = "[green]ok[/]" if c.ok else "[red]FAIL[/]"
         console.print(f"  {mark} {plain(c.detail)}")
+    for skipped in getattr(outcome, "skipped", ()):
+        console.print(f"  [dim]skipped[/] {plain(skipped)}")
 
 
 def _print_ethos_u(console: Console, vela: dict[str, Any] | None, ops: list[dict[str, Any]]

@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeq.errors import ConversionError, ModelFileError
+from edgeq.errors import ConversionError, DataError, ModelFileError
+from edgeq.formats.input_files import TFLITE_MAX, check_file_or_dir, read_file
 from edgeq.pipeline.gate import Memory, check_memory, largest_tensors
 from edgeq.pipeline.place import ETHOS_U_OP, OpPlacement, place_ops
 from edgeq.targets import Target, load_target
@@ -92,15 +93,17 @@ def analyze(model_path: str | Path, target_name: str, data: str | None = None, *
     """
     target = load_target(target_name)
     p = Path(model_path)
-    if not p.exists():
-        raise ModelFileError(p, "not found", hint="check the path to the model")
+    check_file_or_dir(p, "model", error=ModelFileError, hint="check the path to the model")
+    if data is not None:  # before a Keras model is loaded and converted for it
+        check_file_or_dir(data, "--data", error=DataError)
     notes: list[str] = []
     synthetic = False
     if p.is_dir() or p.suffix.lower() in (".keras", ".h5", ".hdf5"):
         data_bytes, layer_scope = _convert_first(p, target, data, notes, allow_unsafe)
         synthetic = data is None
     elif p.suffix.lower() == ".tflite":
-        data_bytes, layer_scope = p.read_bytes(), ((), None)
+        data_bytes = read_file(p, "model", TFLITE_MAX, error=ModelFileError)
+        layer_scope = ((), None)
     else:
         raise ModelFileError(p, "analyze reads .tflite, .keras, .h5 or SavedModel directories",
                              hint="pass the model file")

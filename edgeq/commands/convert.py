@@ -23,8 +23,9 @@ import numpy as np
 
 from edgeq.commands.convert_options import (ConvertOptions, check_options, check_paths,
                                             choose_recipe, output_dir, output_names, stem)
-from edgeq.data import Dataset, check_input_spec, load_dataset, output_classes
-from edgeq.errors import ConversionError, DataError, EdgeqError, InputError, UsageError
+from edgeq.commands.convert_data import early_data, model_data
+from edgeq.data import Dataset
+from edgeq.errors import ConversionError, DataError, EdgeqError, UsageError
 from edgeq.formats.kernel_limits import check_scales
 from edgeq.formats.tflite import ModelInfo, read_model
 from edgeq.outputs.atomic import check_free, check_out_dir, claim, write_outputs
@@ -138,16 +139,26 @@ def _run(plan: _Plan, progress: Progress) -> ConvertResult:
         from edgeq.pipeline.qat import start_strategy
 
         start_strategy(plan.qat.strategy)  # before TF runs anything (collective ops)
-    loaded = timed("load", load_model, opts.model, allow_unsafe=opts.allow_unsafe)
-    calib, evaluation, train, warnings = _data(plan, loaded, timed, progress)
+    early = early_data(plan, timed, progress)  # before TensorFlow: a data mistake in seconds
+    loaded = timed("load", load_model, opts.model, allow_unsafe=opts.allow_unsafe,
+                   checked=early.keras_check if early is not None else None)
+    calib, evaluation, train, warnings = model_data(plan, loaded, timed, progress, early)
     float_outputs = timed("float reference", _float_reference, loaded, evaluation)
     bridged = None
     if plan.qat is not None:
-        bridged = timed("bridge to tf_keras", qat_stage.bridge, loaded, train, plan.qat, target)
+        bridged, qat_settings = timed("bridge to tf_keras", qat_stage.bridge, loaded, train,
+                                      plan.qat, target)
+        plan = replace(plan, qat=qat_settings)
 
     notes: list[str] = []
     if opts.smooth is not None:
         loaded = timed("smooth", _smooth, loaded, calib, opts.smooth)
+    from edgeq.transforms import stage as rewrite_stage
+
+    rewrites: list[dict] = []
+    if rewrite_stage.wanted(opts):
+        loaded, rewrites, float_outputs = timed("rewrite", rewrite_stage.apply, opts, target,
+                                                loaded, calib, evaluation, float_outputs)
     loaded, outcome, quantized, autopilot, qat = _quantize_stages(
         plan, loaded, bridged, calib, evaluation, train, float_outputs, timed, progress, notes)
 
@@ -183,7 +194,7 @@ def _run(plan: _Plan, progress: Progress) -> ConvertResult:
         method=quantized.method, calibration=quantized.calibration, info=info, outcome=outcome,
         placements=placements, compiled=compiled, verified=result, memory=memory, calib=calib,
         evaluation=evaluation, train=train, data_warnings=warnings, stages=timed.stages,
-        qat=qat, autopilot=autopilot, notes=notes,
+        qat=qat, autopilot=autopilot, rewrites=rewrites, notes=notes,
         model_path=str(plan.out_dir / plan.names[0]), arena_plan=arena_plan))
     gate_error = _gate_error(target, memory, result.accuracy, opts.max_drop, report, info)
     files = _emit(plan, report, quantized.model, compiled, info, calib, progress)
@@ -217,28 +228,6 @@ def _plan(opts: ConvertOptions) -> _Plan:
     return _Plan(opts, target, recipe, qat_settings, out_dir, names, labels)
 
 
-def _data(plan: _Plan, loaded, timed: _Timer, progress: Progress):
-    """The data sets checked against the loaded model: calibration, evaluation, training (QAT)
-    and the sanity warnings across them."""
-    opts = plan.opts
-    check_input_spec(loaded.input_spec, opts.model)  # before any sample is read or made
-    classes = output_classes(loaded.output_shapes[0])  # labels index the first output
-    if plan.labels is not None and loaded.output_shapes[0][-1:] != (len(plan.labels),):
-        raise DataError(opts.labels, f"has {len(plan.labels)} labels but the model's output has "
-                        f"shape {list(loaded.output_shapes[0])}",
-                        hint="one label per output class, in output order")
-    calib, evaluation = timed("check data", _load_data, opts, loaded.input_spec, classes)
-    train = None
-    if plan.qat is not None:  # QAT's own checks come before the PTQ baseline's work
-        train = timed("check training data", load_dataset, opts.train_data, loaded.input_spec,
-                      opts.preprocess, role="training", require_labels=True, classes=classes)
-    warnings = timed("data sanity", _data_sanity, opts, loaded, calib, evaluation, train)
-    progress_warning = getattr(progress, "warning", None)  # optional in a caller's Progress
-    for warning in warnings if progress_warning is not None else ():
-        progress_warning(warning)
-    return calib, evaluation, train, warnings
-
-
 def _quantize_stages(plan: _Plan, loaded, bridged, calib: Dataset, evaluation: Dataset,
                      train: Dataset | None, float_outputs, timed: _Timer, progress: Progress,
                      notes: list[str]):
@@ -257,6 +246,10 @@ def _quantize_stages(plan: _Plan, loaded, bridged, calib: Dataset, evaluation: D
         outcome = ptq.PTQOutcome(timed("quantize", quantize.quantize_weights_only, loaded,
                                        plan.recipe), None, [], [])
     quantized = outcome.result
+    if opts.int16_activations and target.runtime.name == "litert":
+        from edgeq.pipeline.runs import check_int16
+
+        timed("check int16 kernels", check_int16, quantized.model, calib.x, target.name)
     autopilot_section = None
     if opts.method == "auto":
         if evaluation.y is None:
@@ -270,8 +263,8 @@ def _quantize_stages(plan: _Plan, loaded, bridged, calib: Dataset, evaluation: D
                                             float_outputs, timed, progress)
         auto = autopilot.run(target, opts.max_drop, outcome, loaded,
                              quantize.converter_settings(target), evaluation, float_outputs,
-                             qat=qat_runner, measure_latency=opts.measure_latency, timed=timed,
-                             task=progress.task)
+                             calib=calib, qat=qat_runner, measure_latency=opts.measure_latency,
+                             timed=timed, task=progress.task)
         quantized, autopilot_section = auto.result, auto.section
         notes += auto.notes
     qat_section: dict = {}
@@ -306,38 +299,6 @@ def _emit(plan: _Plan, report: Report, model: bytes, compiled, info: ModelInfo,
     mark("emit")
     progress.stage("emit")
     return write_outputs(plan.out_dir, outputs, overwrite=opts.overwrite)
-
-
-def _load_data(opts: ConvertOptions, spec, classes: int | None) -> tuple[Dataset, Dataset]:
-    # Labels are checked in every set: without --eval-data the calibration set is evaluated.
-    full = load_dataset(opts.data, spec, opts.preprocess, role="calibration", classes=classes)
-    calib = full.spread(opts.calibration_samples)
-    if opts.eval_data is None:
-        evaluation = full
-    else:
-        evaluation = load_dataset(opts.eval_data, spec, opts.preprocess, role="evaluation",
-                                  classes=classes)
-    if opts.eval_samples is not None:
-        evaluation = evaluation.spread(opts.eval_samples)
-    return calib, evaluation
-
-
-def _data_sanity(opts: ConvertOptions, loaded, calib: Dataset, evaluation: Dataset,
-                 train: Dataset | None) -> list[str]:
-    """Warnings when the data sets disagree with each other or with the model's first layer
-    (edgeq.data.checks); with --strict-data they stop the run (exit 2) before any work."""
-    from edgeq.data import checks as data_check
-
-    expectation = None
-    if loaded.format != "savedmodel" and loaded.owner is not None:
-        expectation = data_check.expect(loaded.owner)
-    warnings = data_check.check(
-        [("calibration", calib), ("evaluation", evaluation), ("training", train)],
-        expectation, identity_preprocess=opts.preprocess.is_identity())
-    if warnings and opts.strict_data:
-        raise InputError("data sanity (--strict-data): " + " | ".join(warnings),
-                         hint="fix the data, or drop --strict-data to go on with warnings")
-    return warnings
 
 
 def _float_reference(loaded, evaluation: Dataset) -> list[np.ndarray]:

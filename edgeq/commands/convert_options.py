@@ -8,6 +8,7 @@ from pathlib import Path
 
 from edgeq.data import Preprocess, precheck
 from edgeq.errors import DataError, TargetConstraintError, UsageError
+from edgeq.formats.input_files import check_file_or_dir
 from edgeq.recipes import Recipe, decode
 from edgeq.targets import Target
 
@@ -31,6 +32,8 @@ class ConvertOptions:
     html: bool = False  # also write report.html (turns the statistics pass on for its histograms)
     recipe: str | None = None  # precision recipe (edgeq.recipes); None: the target's default
     smooth: float | None = None  # SmoothQuant alpha for LayerNorm -> Dense patterns
+    substitute: tuple[str, ...] = ()  # edgeq.transforms.substitute: rewrites of missing ops
+    clip: str | None = None  # edgeq.transforms.clip: "auto" or a GELU bound (10 = GELU10)
     preprocess: Preprocess = field(default_factory=Preprocess)
     calibration_samples: int = 500
     eval_samples: int | None = None
@@ -40,6 +43,7 @@ class ConvertOptions:
     allow_unsafe: bool = False
     measure_latency: bool = True
     strict_data: bool = False  # data sanity warnings (edgeq.data.checks) are an error (exit 2)
+    input_range: tuple[float, float] | None = None  # the model's training-time input range
     # --method qat (edgeq.pipeline.qat): labelled training data and the fine-tuning schedule
     train_data: str | None = None
     epochs: int = 3
@@ -119,6 +123,9 @@ def check_options(opts: ConvertOptions) -> None:
     Raises:
         UsageError: naming the option and what to pass instead.
     """
+    from edgeq.transforms.stage import check_options as check_rewrites
+
+    check_rewrites(opts)  # --substitute / --clip
     if opts.method not in METHODS:
         raise UsageError(
             f"--method {opts.method} is not available in this version",
@@ -185,8 +192,7 @@ def check_paths(opts: ConvertOptions) -> None:
     """Cheap checks first: a typo in a data path should not wait for TensorFlow to load."""
     for option, path in (("--data", opts.data), ("--eval-data", opts.eval_data),
                          ("--train-data", opts.train_data)):
-        if path is not None and not Path(path).exists():
-            raise DataError(path, "no such file or folder", hint=f"check the path given to {option}")
         if path is not None:
+            check_file_or_dir(path, option, error=DataError)
             precheck(path, {"--data": "calibration", "--eval-data": "evaluation"}.get(
                 option, "training"))

@@ -134,10 +134,11 @@ def read_model(data: bytes, path: str | Path = "<bytes>") -> ModelInfo:
 
 
 def read_model_file(path: str | Path) -> ModelInfo:
+    from edgeq.formats.input_files import TFLITE_MAX, read_file
+
     p = Path(path)
-    if not p.is_file():
-        raise ModelFileError(p, "file not found", hint="check the path")
-    return read_model(p.read_bytes(), p)
+    return read_model(read_file(p, "model", TFLITE_MAX, error=ModelFileError,
+                                hint="check the path"), p)
 
 
 def _model_info(data: bytes) -> ModelInfo:

@@ -191,6 +191,12 @@ class _Table:
                              f"{name}[{i}]") for i in range(n)]
 
 
+def _keras_file(data: bytes, path: str | Path) -> bool:
+    """A .keras archive (a zip), a legacy .h5 (HDF5) or a file named like one."""
+    return (bytes(data[:4]) == b"PK\x03\x04" or bytes(data[:8]) == b"\x89HDF\r\n\x1a\n"
+            or str(path).lower().endswith((".keras", ".h5", ".hdf5")))
+
+
 def check_model(data: bytes, path: str | Path = "<bytes>") -> None:
     """Return when the file is sound and every tensor is one the runtimes can address.
 
@@ -200,6 +206,11 @@ def check_model(data: bytes, path: str | Path = "<bytes>") -> None:
             raised only when the file has no defect, which would take precedence.
     """
     if len(data) < 8 or data[4:8] != IDENTIFIER:
+        if _keras_file(data, path):
+            raise ModelFileError(
+                path, "is a Keras model, not a TFLite flatbuffer",
+                hint=f"convert it first: edgeq convert {path} --target NAME --data calib.npz "
+                     "writes the .tflite this command reads")
         raise ModelFileError(
             path, "not a TFLite flatbuffer (missing the 'TFL3' identifier)",
             hint="pass a .tflite file written by the TFLite converter",

@@ -35,15 +35,16 @@ def read_labels(path: str | Path) -> tuple[str, ...]:
         DataError: missing, empty, not UTF-8 text, or a label holding a control character
             (a lone CR, a form feed, a Unicode line separator: a reader would split it) (exit 2).
     """
+    from edgeq.formats.input_files import LABELS_MAX, read_file
+
     p = Path(path)
-    if not p.is_file():
-        raise DataError(p, "labels file not found", hint="pass a text file, one class per line")
+    data = read_file(p, "--labels", LABELS_MAX,
+                     hint="pass a text file, one class per line")
     try:
         # Split on '\n' alone, from bytes: splitlines() and read_text's universal newlines
         # also break at a lone CR, VT, FF, NEL or U+2028, which an app reading labels.txt by
         # lines may not; such a label is refused below instead of becoming two.
-        lines = [line.removesuffix("\r")
-                 for line in p.read_bytes().decode("utf-8").split("\n")]
+        lines = [line.removesuffix("\r") for line in data.decode("utf-8").split("\n")]
     except UnicodeDecodeError as exc:
         raise DataError(p, "labels file is not UTF-8 text",
                         hint="save it as UTF-8, one class per line") from exc

@@ -15,6 +15,10 @@ from edgeq.outputs.text import markdown as _md
 from edgeq.outputs.vela_report import markdown as ethos_u_markdown
 
 SCHEMA_VERSION = 1
+# A held-out top-1 drop (float -> quantized, points) this large with a data warning standing:
+# the summary names the warning as the likely cause (a badly scaled calibration set costs tens
+# of points; a sound int8 conversion costs about one).
+LARGE_DROP_PP = 5.0
 
 # What may differ between two runs on the same inputs (determinism contract): wall-clock figures
 # only. Paths are inputs (the same --out gives the same output.path). Everything else in
@@ -99,6 +103,7 @@ class Report:
     layers: list[dict[str, Any]] = field(default_factory=list)  # per tensor, worst first
     statistics: dict[str, Any] = field(default_factory=dict)  # histogram pass cost
     qat: dict[str, Any] = field(default_factory=dict)  # --method qat: baseline, training, table
+    rewrites: list[dict[str, Any]] = field(default_factory=list)  # --substitute, --clip, int16
     notes: list[str] = field(default_factory=list)
     emulator: dict[str, Any] | None = None  # convert --emulate: the emulated device's section
 
@@ -134,9 +139,19 @@ class Report:
                          + (f" ({r['granularity']}" + (f" {r['block_size']}" if r['block_size'] else "")
                             + ")" if r['granularity'] != 'none' else "")
                          + f", {r['activations']} activations"))
+        for r in self.rewrites:
+            before, after = r.get("float_top1_before"), r.get("float_top1_after")
+            rows.append(("model rewrite", f"{r['rewrite']} on {len(r['layers'])} layer(s)"
+                         + (f"; float {_pct(before)} → {_pct(after)}" if before is not None
+                            and after is not None else "")))
         if acc.get("float") is not None:
             rows.append(("top-1 float → quantized", f"{_pct(acc['float'])} → {_pct(acc['quantized'])} "
                          f"(drop {acc['drop_pp']:+.2f} pp, {acc['runtime']}, n={acc['n']})"))
+        warned = self.data.get("warnings") or []
+        if warned and (acc.get("drop_pp") or 0.0) >= LARGE_DROP_PP:
+            rows.append(("likely cause", f"the data warning{'s' if len(warned) > 1 else ''} "
+                         f"({len(warned)}, listed below): top-1 dropped "
+                         f"{acc['drop_pp']:.2f} pp; fix the data before the quantization"))
         rows.append(("argmax agreement", f"{_pct(acc['agreement'])} (n={acc['n']})"))
         sqnr = "identical" if fid.get("sqnr_db") is None else f"{fid['sqnr_db']:.1f} dB"
         rows.append(("output SQNR / cosine", f"{sqnr} / {fid['cosine']:.4f}"))
@@ -186,6 +201,8 @@ class Report:
             lines += ["", "## Data warnings", ""] + [f"- {_md(w)}" for w in self.data["warnings"]]
         if self.notes:
             lines += ["", "## Notes", ""] + [f"- {_md(n)}" for n in self.notes]
+        if self.rewrites:
+            lines += rewrites_markdown(self.rewrites)
         if self.autopilot:
             lines += autopilot_markdown(self.autopilot)
         if self.calibration_candidates:
@@ -204,7 +221,7 @@ class Report:
                       "| tensor | range | clipped | SQNR dB |", "|---|---|---|---|"]
             for r in self.layers:
                 sq = "identical" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f}"
-                lines.append(f"| {_md(short_tensor_name(r['tensor']))} | "
+                lines.append(f"| {_md(tensor_label(r))} | "
                              f"[{r['lo']:.4g}, {r['hi']:.4g}] | "
                              f"{100 * r['clipped_fraction']:.3f}% | {sq} |")
         lines += ethos_u_markdown(self.vela, self.ops)  # edgeq.outputs.vela_report
@@ -251,6 +268,24 @@ class Report:
                          f"{h['val_loss']:.4f} | {_pct(h['val_accuracy'])} | {h['lr']:.3g} | "
                          f"{'yes' if h['best'] else ''} |")
         return lines
+
+
+def rewrites_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """The model rewrites (edgeq.transforms): what changed and the float top-1 around them."""
+    lines = ["", "## Model rewrites", "",
+             "| rewrite | layers | float top-1 before → after | max output change |",
+             "|---|---|---|---|"]
+    for r in rows:
+        before, after = r.get("float_top1_before"), r.get("float_top1_after")
+        acc = (f"{_pct(before)} → {_pct(after)}" if before is not None and after is not None
+               else "n/a (no labels)")
+        layers = ", ".join(r["layers"]) or "none"
+        if r.get("clipped"):
+            layers = ", ".join(f"{c['layer']} ≤ {c['hi']:.4g} (max {c['max_seen']:.4g})"
+                               for c in r["clipped"])
+        lines.append(f"| {_md(r['rewrite'])} | {_md(layers)} | {acc} | "
+                     f"{r['max_abs_diff']:.3g} |")
+    return lines
 
 
 def autopilot_markdown(a: dict[str, Any]) -> list[str]:
@@ -307,6 +342,14 @@ def edgetpu_rows(e: dict[str, Any]) -> list[tuple[str, str]]:
 def short_tensor_name(name: str) -> str:
     """TFLite fuses op names with ';'; the first part names the layer that made the tensor."""
     return name.split(";")[0]
+
+
+def tensor_label(row: dict[str, Any]) -> str:
+    """A diagnostics row's tensor as the user knows it: the Keras layer and the op's last name
+    segment ("conv2d_1 (Relu)") where the layer is known, else the converter's name."""
+    short = short_tensor_name(row["tensor"])
+    layer = row.get("layer")
+    return f"{layer} ({short.rsplit('/', 1)[-1]})" if layer else short
 
 
 def _ms(ms: float) -> str:

@@ -1,6 +1,6 @@
 """The microcontroller parts of the report: the arena plan (TFLM's head next to edgeq's and the
 lower bound) and, after `convert --emulate`, the emulated device's estimated cycles per op,
-named by the user's layer. Markdown here; the HTML section draws with report_html's helpers."""
+named by the user's layer. Markdown here; the HTML section is report_html's (`_emulator`)."""
 
 from __future__ import annotations
 
@@ -74,40 +74,3 @@ def emulator_markdown(emu: dict[str, Any], ops: Sequence[dict[str, Any]]) -> lis
         lines += [f"| {i} | {markdown(op)} | {markdown(layer)} | {n:,} | {c:,} | "
                   f"{100 * sh:.1f}% |" for i, op, layer, n, c, sh in rows]
     return lines
-
-
-def emulator_html(emu: dict[str, Any], ops: Sequence[dict[str, Any]]) -> str:
-    """The emulated-device section of report.html: a chart of estimated cycles per layer and
-    the table behind it."""
-    from edgeq.outputs.report_html import _caption, _figure, _img, _short, _table
-
-    rows = per_op_rows(emu, ops)
-    est = emu["estimate"]
-    head = _caption(f"{emu['core']} on QEMU {emu['machine']}: {emu['estimated_cycles']:,} "
-                    f"estimated cycles per inference = {emu['estimated_ms']:.2f} ms at "
-                    f"{emu['clock_hz'] / 1e6:g} MHz ({emu['instructions_per_inference']:,} "
-                    f"instructions counted, CPI {est['cycles_per_instruction']}, "
-                    f"{'calibrated' if est['calibrated'] else 'uncalibrated'}: an estimate).")
-    if not rows:
-        return head + "<p>The firmware reported no per-op counts.</p>"
-    # "$" would start matplotlib's mathtext in a tick label
-    labels = [f"#{i} {layer or op}".replace("$", r"\$") for i, op, layer, *_ in rows]
-    cycles = [c for *_, c, _ in rows]
-    fig = _figure(7.5, 0.26 * len(rows) + 1.1)
-    ax = fig.add_subplot()
-    ys = list(range(len(rows)))
-    top = max(cycles) or 1
-    ax.barh(ys, cycles, height=0.65, color=["#c62828" if c == top else "#1f5f99" for c in cycles])
-    for y, (c, sh) in enumerate((c, sh) for *_, c, sh in rows):
-        ax.annotate(f"{100 * sh:.1f}%", (c, y), xytext=(3, 0), textcoords="offset points",
-                    va="center")
-    ax.set_yticks(ys, [_short(label, 44, keep="end") for label in labels])
-    ax.invert_yaxis()
-    ax.set_xlim(0, top * 1.15)
-    ax.set_xlabel("estimated cycles per inference (the most expensive op in red)")
-    ax.grid(axis="y", visible=False)
-    table = _table([(i, op, layer, f"{n:,}", f"{c:,}", f"{100 * sh:.1f}%")
-                    for i, op, layer, n, c, sh in rows],
-                   header=("#", "op", "layer", "instructions", "est. cycles", "share"),
-                   numeric={0, 3, 4, 5})
-    return head + _img(fig, "estimated cycles per layer on the emulated device") + table

@@ -104,6 +104,12 @@ def _vela(model: bytes, target: Target, predicted: tuple[OpPlacement, ...],
         if guess.placement != real.placement:
             notes.append(f"op {real.index} {real.op}: predicted {guess.placement}, vela put it on "
                          f"{real.placement} ({real.reason})")
+    # Vela's per-op table knows the ops, not the Keras layers; the prediction named them from
+    # the same model's tensor names (one record per op of the input model, in order).
+    named = tuple(replace(real, layer=guess.layer)
+                  if real.layer is None and guess.index == real.index else real
+                  for guess, real in zip(predicted, placements))
+    placements = named + placements[len(named):]
     return CompileResult("vela", result.model, placements, summary, tuple(notes),
                          result.version)
 

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edgeq.errors import ModelFileError, UnsupportedOpsError
+from edgeq.formats.input_files import TFLITE_MAX, read_file
 from edgeq.targets import Target
 from edgeq.formats.tflite import ModelInfo, OpInfo, read_model
 
@@ -48,6 +49,8 @@ def place_ops(info: ModelInfo, target: Target, layer_names: tuple[str, ...] = ()
     """
     if target.compiler is not None and target.compiler.name == "edgetpu_compiler":
         return edgetpu_placements(info, target, layer_names, model_name, source=source)
+    from edgeq.edgetpu.placement import keras_layer
+
     home = target.runtime.placement
     fallback = target.runtime.fallback_placement
     # A compiler that maps one subgraph (the Edge TPU's) sends every op after the first op it
@@ -57,6 +60,9 @@ def place_ops(info: ModelInfo, target: Target, layer_names: tuple[str, ...] = ()
     records = []
     vela_compiled = home == "npu" and ETHOS_U_OP in info.op_names
     for op in info.ops:
+        # Every target names the Keras layer behind an op, from the converter's tensor names,
+        # as the Edge TPU placement does (one reader: edgeq.edgetpu.placement.keras_layer).
+        layer = keras_layer(op, info, layer_names, model_name)
         if vela_compiled:
             records.append(_vela_compiled(op, info, target))
             continue
@@ -70,11 +76,11 @@ def place_ops(info: ModelInfo, target: Target, layer_names: tuple[str, ...] = ()
         if problem is None:
             why = (_float_on_mcu(op, info) if home == "mcu" else None) or (
                 f"supported on {_where(target)}")
-            records.append(OpPlacement(op.index, op.op, home, why))
+            records.append(OpPlacement(op.index, op.op, home, why, layer))
             continue
         if split_at is None:
             split_at = op
-        records.append(OpPlacement(op.index, op.op, fallback, problem))
+        records.append(OpPlacement(op.index, op.op, fallback, problem, layer))
     return tuple(records)
 
 
@@ -123,12 +129,19 @@ def check_placeable(records: tuple[OpPlacement, ...], target: Target) -> None:
         first = bad[0]
         if first.op == ETHOS_U_OP:  # the reason already says what to do instead
             raise UnsupportedOpsError(target.name, [r.op for r in bad], hint=first.reason)
+        offer = _substitution_for(first.op)
         raise UnsupportedOpsError(
             target.name,
             [r.op for r in bad],
-            hint=f"{first.reason}; replace the layer that produces {first.op}, or pick a target "
-            "whose runtime has it (edgeq targets lists them)",
+            hint=f"{first.reason}; replace the layer that produces {first.op}"
+            + (f", pass {offer}" if offer else "")
+            + ", or pick a target whose runtime has it (edgeq targets lists them)",
         )
+
+
+def _substitution_for(op: str) -> str | None:
+    """The `--substitute` rewrite that removes `op` (edgeq.transforms.substitute), if any."""
+    return {"GELU": "--substitute gelu (x*sigmoid(1.702x): LOGISTIC and MUL)"}.get(op)
 
 
 def read_placeable(model: str | Path, target: Target, command: str
@@ -142,9 +155,8 @@ def read_placeable(model: str | Path, target: Target, command: str
         TargetConstraintError: weights stored after the flatbuffer, for TFLM (exit 3).
     """
     p = Path(model)
-    if not p.is_file():
-        raise ModelFileError(p, "not found", hint=f"pass the .tflite file to {command}")
-    data = p.read_bytes()
+    data = read_file(p, "model", TFLITE_MAX, error=ModelFileError,
+                     hint=f"pass the .tflite file to {command}")
     info = read_model(data, p)
     if target.runtime.name == "tflm":  # before any figure: TFLM would run without weights
         from edgeq.adapters.tflm import check_inline_buffers
@@ -228,3 +240,20 @@ def _use_instead(built: str) -> str:
         return f"use --target {names[0]}, or analyze the model before Vela"
     return ("analyze the model before Vela, with an ethos-u target (edgeq targets lists them; "
             f"none is bundled for {built}, a profile .toml can name it)")
+
+
+def io_notes(info: ModelInfo, target: Target) -> list[str]:
+    """A model whose input or output type the target's profile does not use: an int8-only
+    microcontroller profile (no float fallback) given a float-I/O model (an android-arm64 or
+    float16 build) runs, on TFLite Micro, float QUANTIZE/DEQUANTIZE kernels on a core the
+    profile says feeds int8 sensor bytes."""
+    q = target.quantization
+    notes = []
+    for what, tensor, wanted in (("input", info.input_tensors[0], q.input_dtype),
+                                 ("output", info.output_tensors[0], q.output_dtype)):
+        if wanted and tensor.dtype != wanted and q.float_fallback == "none":
+            notes.append(f"the model's {what} '{tensor.name}' is {tensor.dtype}, but "
+                         f"{target.name} takes {wanted} {what}s (an integer-only profile): it "
+                         "was not converted for this target; edgeq convert --target "
+                         f"{target.name} makes a model with {wanted} I/O")
+    return notes

@@ -154,8 +154,10 @@ def test_an_embed_name_too_long_for_a_file_is_exit_2(tmp_path):
     ({"accuracy": {"quantized": "0.9"}, "output": {"bytes": 1}}, "accuracy.quantized"),
     ({"accuracy": {"quantized": 0.9}, "output": {"bytes": [1]}}, "output.bytes"),
     ({"accuracy": {}, "output": {}, "memory": ["arena_bytes"]}, "'memory' is a list"),
+    ({"accuracy": {"quantized": 0.9}, "output": {"bytes": 1}, "model": "m.tflite"},
+     "another type than edgeq writes"),
     (None, "not a JSON report"),
-], ids=["string-accuracy", "list-bytes", "list-memory", "deep-nesting"])
+], ids=["string-accuracy", "list-bytes", "list-memory", "string-model", "deep-nesting"])
 def test_a_baseline_with_wrong_types_or_deep_nesting_is_exit_2(tmp_path, report, needle):
     base = tmp_path / "base.json"
     base.write_text(json.dumps(report) if report is not None else "[" * 100_000 + "]" * 100_000)
