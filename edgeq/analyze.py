@@ -126,7 +126,7 @@ def analyze(model_path: str | Path, target_name: str, data: str | None = None, *
         placements = compiled.placements
         key = "vela" if compiled.compiler == "vela" else "edgetpu"
         compiler = {"key": key, "summary": compiled.summary, "notes": list(compiled.notes)}
-    memory = check_memory(target, len(data_bytes), arena)
+    memory = check_memory(target, len(data_bytes), arena, info)
     largest = {
         "activations": largest_tensors(info, constant=False),
         "weights": largest_tensors(info, constant=True),

@@ -419,7 +419,10 @@ def embed(model: str, out: str, name: str, target: str | None, overwrite: bool) 
         check_placeable(analysis.ops, analysis.target)
         enforce_memory(analysis.target, analysis.memory, analysis.info)
         arena = analysis.arena
-    result = embed_model(data, name, source=str(p), arena=arena)
+    from edgeq.embed import kernel_variant
+
+    variant = kernel_variant(analysis.target) if target else None
+    result = embed_model(data, name, source=str(p), arena=arena, cmsis_nn=variant)
     files = write_outputs(Path(out), result.files, overwrite=overwrite)
     click.echo(f"{result.name}: {result.model_len} bytes, {len(result.ops)} op type(s), "
                f"tensor arena {result.arena_size} B (measured {result.arena_measured} B + margin)")

@@ -179,7 +179,7 @@ def emulate(model: str | Path, target: str, *, eval_data: str | Path | None = No
     x, labels, source = _inputs(info, eval_data, preprocess, eval_samples)
     n = x.shape[0]
     reference, host_arena = _reference(data, info, x)
-    embedded = embed_model(data, _NAME, source=str(p), arena=host_arena)
+    embedded = embed_model(data, _NAME, source=str(p), arena=host_arena, cmsis_nn=core.cmsis_nn)
     sample_bytes = x.shape[1]
     device_arena = min(max(2 * embedded.arena_size, embedded.arena_size + _ARENA_HEADROOM),
                        max(_ARENA_CAP, embedded.arena_size))
