@@ -6,7 +6,7 @@ imports nothing catches it, so the user saw a traceback. Until the CLI has its o
 place (`arm`), a Ctrl-C ends the process at once with one line: nothing has been read or
 written yet, so there is nothing to clean up. Once armed, a Ctrl-C raises KeyboardInterrupt
 again, so that the work under way unwinds (temporary files removed, outputs old or new, see
-`edgeq.outputs`) and the CLI reports it as exit 130.
+`edgeq.outputs.atomic`) and the CLI reports it as exit 130.
 
 Importing this module installs that handler, so only the program imports it (the console
 script and `python -m edgeq`); the library and the tests never do.
@@ -51,7 +51,7 @@ def main() -> int:
     try:
         from edgeq.cli import main as cli_main
 
-        code = cli_main()
+        code = cli_main(on_ready=arm)
     except KeyboardInterrupt:  # between arming and the CLI's own handler, or after it
         leave(ExitStatus.INTERRUPTED, INTERRUPTED)
     # The work is done and reported; a Ctrl-C now would only interrupt interpreter shutdown.

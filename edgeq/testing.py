@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeq.data import Preprocess
-from edgeq.regression import VerifyOutcome, verify_model
+from edgeq.commands.verify import VerifyOutcome, verify_model
 
 
 def assert_no_regression(model: str | Path, *, target: str, eval_data: str | Path,

@@ -198,7 +198,8 @@ def _fingerprint(data: bytes) -> str:
     """Hash of the model without tensor names: ops, tensors' shapes/types/quantization, weights."""
     from dataclasses import replace
 
-    from edgeq.formats.tflite import _schema, read_model
+    from edgeq.formats.tflite import read_model
+    from edgeq.formats.tflite_schema import schema as _schema
 
     info = read_model(data)
     h = hashlib.sha256(repr((info.ops, [replace(t, name="") for t in info.tensors])).encode())

@@ -105,7 +105,7 @@ def tflm_reference_corpus(fixtures: Path, target: str = "cortex-m7") -> list[dic
 
 def arena_row(path: Path, want: dict[str, int], target: str) -> dict[str, Any]:
     """edgeq analyze's arena for one model against TFLite Micro's recorded figures."""
-    from edgeq.analyze import analyze
+    from edgeq.commands.analyze import analyze
     from edgeq.errors import EdgeqError
 
     got: dict[str, int] | None = None

@@ -117,7 +117,7 @@ def main() -> None:
         print(f"[{name}] done", file=sys.stderr)
 
     import tensorflow as tf
-    from edgeq.report import tool_versions
+    from edgeq.outputs.report import tool_versions
 
     v = tool_versions()
     print(f"edgeq recipes on arm-cpu; TensorFlow {tf.__version__}, LiteRT {v['ai_edge_litert']}, "

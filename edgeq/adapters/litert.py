@@ -79,7 +79,7 @@ class LiteRTRunner:
         runs. The rounds share ``budget_s`` seconds (at least 5 runs each).
 
         Load from other processes only ever adds time, so the quietest round is the figure
-        that repeats; a regression gate compares it (edgeq.regression).
+        that repeats; a regression gate compares it (edgeq.commands.verify).
         """
         self._interp.set_tensor(self._in["index"], quantize(sample[None], self._in))
         for _ in range(warmup):

@@ -159,7 +159,7 @@ def emulate(model: str | Path, target: str, *, eval_data: str | Path | None = No
     from edgeq.emulator.qemu import run_firmware
     from edgeq.emulator.toolchain import find_toolchain, resolve_tree
     from edgeq.pipeline.place import read_placeable
-    from edgeq.embed import embed_model
+    from edgeq.outputs.embed import embed_model
     from edgeq.targets import list_targets, load_target
 
     prof = load_target(target)

@@ -10,7 +10,7 @@ from typing import Any
 
 from edgeq.emulator.emulate import EmulatorResult
 from edgeq.errors import InputError, UsageError
-from edgeq.regression import Check, RegressionError
+from edgeq.commands.verify import Check, RegressionError
 
 SCHEMA = "edgeq-emulate/1"
 

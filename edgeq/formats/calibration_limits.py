@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeq.formats.tflite import _enum_names, _schema
+from edgeq.formats.tflite_schema import enum_names as _enum_names
+from edgeq.formats.tflite_schema import schema as _schema
 
 VARIABLE_OPS = ("VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE")
 ISSUE = "tensorflow/tensorflow#75140"

@@ -29,7 +29,7 @@ Every figure below is an upper bound of the size the TFLM CMSIS-NN kernel (tflit
 * AVERAGE_POOL_2D: DSP ``arm_avgpool_s8_get_buffer_size_dsp`` = 4 B per channel; MVE none.
 * SVDF: MVE kernel sums, 4 B per filter, persistent (as FULLY_CONNECTED).
 
-TFLM hands both kinds out in 16-byte units. The recommendation (edgeq.embed) adds the largest
+TFLM hands both kinds out in 16-byte units. The recommendation (edgeq.outputs.embed) adds the largest
 scratch buffer of any one op (only one op runs at a time) and the sum of the persistent ones.
 Other ops and int16 kernels add nothing here.
 """

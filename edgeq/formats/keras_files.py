@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from edgeq.errors import ModelFileError
-from edgeq.keras_config import first_line
+from edgeq.transforms.keras_config import first_line
 from edgeq.formats.archive import (
     GiB,
     MAX_RATIO,

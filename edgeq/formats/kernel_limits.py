@@ -141,7 +141,7 @@ def with_safe_scales(model: bytes, problems: list[ScaleProblem]) -> bytes:
     """
     import flatbuffers
 
-    from edgeq.formats.tflite import _schema
+    from edgeq.formats.tflite_schema import schema as _schema
 
     parsed = _schema().ModelT.InitFromPackedBuf(model, 0)
     tensors = parsed.subgraphs[0].tensors

@@ -7,12 +7,13 @@ interpreter.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeq.errors import MissingDependencyError, ModelFileError
+from edgeq.errors import ModelFileError
 from edgeq.formats.tflite_check import check_model
+from edgeq.formats.tflite_schema import enum_names as _enum_names
+from edgeq.formats.tflite_schema import schema as _schema
 
 _SMALL_CONSTANT_BYTES = 64
 _INT_TYPES = {2: 4, 4: 8, 9: 1, 7: 2}  # TensorType INT32, INT64, INT8, INT16 -> bytes
@@ -101,21 +102,6 @@ def activation_bytes(shape: tuple[int, ...], dtype: str) -> int:
     for d in shape:
         count *= max(d, 1)
     return count * _ITEM_BYTES.get(dtype, 4)
-
-
-@functools.lru_cache(maxsize=1)
-def _schema():
-    try:
-        from ai_edge_litert import schema_py_generated
-    except ImportError as exc:  # pragma: no cover - a broken install
-        raise MissingDependencyError("ai-edge-litert", "pip install ai-edge-litert") from exc
-    return schema_py_generated
-
-
-@functools.lru_cache(maxsize=1)
-def _enum_names(enum_name: str) -> dict[int, str]:
-    enum_cls = getattr(_schema(), enum_name)
-    return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_")}
 
 
 def builtin_op_names() -> tuple[str, ...]:

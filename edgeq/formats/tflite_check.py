@@ -247,9 +247,9 @@ def _op_name(code: _Table) -> str:
     if builtin == 32:  # CUSTOM
         return f"CUSTOM:{code.text(1, 'custom_code')}"
     try:  # the schema module ships with ai-edge-litert; a name is a nicety, not a need
-        from edgeq.formats.tflite import _enum_names
+        from edgeq.formats.tflite_schema import enum_names
 
-        return _enum_names("BuiltinOperator").get(builtin, f"BUILTIN_{builtin}")
+        return enum_names("BuiltinOperator").get(builtin, f"BUILTIN_{builtin}")
     except Exception:  # noqa: BLE001 - any import problem falls back to the number
         return f"BUILTIN_{builtin}"
 

@@ -20,7 +20,7 @@ from edgeq.adapters import tf_calibration
 from edgeq.adapters.litert import TensorProbe
 from edgeq.adapters.tf_converter import ConverterSettings
 from edgeq.data import Dataset
-from edgeq.ranges import METHODS, StreamingHistogram, choose_range
+from edgeq.pipeline.ranges import METHODS, StreamingHistogram, choose_range
 from edgeq.formats.tflite import ModelInfo, read_model
 
 ProgressFn = Callable[[int, int], None]

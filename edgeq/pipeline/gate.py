@@ -55,7 +55,7 @@ def _recommended(arena: ArenaUsage | None, info: ModelInfo | None, target: Targe
                  ) -> int | None:
     if arena is None:
         return None
-    from edgeq.embed import kernel_variant, recommended_arena
+    from edgeq.outputs.embed import kernel_variant, recommended_arena
 
     extra = 0
     if info is not None:  # the buffers the device's CMSIS-NN kernels add (embed does the same)

@@ -33,7 +33,7 @@ import numpy as np
 from edgeq.adapters.native import import_tensorflow_quietly
 from edgeq.data import InputSpec
 from edgeq.errors import ModelFileError, UsageError
-from edgeq.keras_config import first_line
+from edgeq.transforms.keras_config import first_line
 from edgeq.formats.savedmodel_policy import check_savedmodel
 
 _PREDICT_BATCH = 256

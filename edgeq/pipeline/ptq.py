@@ -17,7 +17,7 @@ from edgeq.adapters.tf_converter import ConverterSettings
 from edgeq.data import Dataset
 from edgeq.pipeline import calibrate, quantize, verify
 from edgeq.pipeline.load import LoadedModel
-from edgeq.ranges import METHODS
+from edgeq.pipeline.ranges import METHODS
 from edgeq.targets import Target
 
 CHOICES = (*METHODS, "auto")

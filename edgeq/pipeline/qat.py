@@ -6,7 +6,7 @@ by cosine decay, and keep the epoch with the best accuracy on a validation split
 the training data (so the evaluation data stays untouched by every choice made here). Labels
 are required: QAT fine-tunes a classifier with sparse categorical cross-entropy.
 
-The float model must be a tf_keras model (tfmot's framework; see `edgeq.bridge`). Training is
+The float model must be a tf_keras model (tfmot's framework; see `edgeq.transforms.bridge`). Training is
 seeded and feeds the samples in an order drawn from the seed, so a run is repeatable.
 """
 

@@ -49,7 +49,7 @@ def settings(opts, target: Target, *, full_integer: bool):
 
 def bridge(loaded, train: Dataset, settings, target: Target):
     """The float model in tf_keras (tfmot's framework), its layers checked against tfmot."""
-    from edgeq.bridge import to_tf_keras
+    from edgeq.transforms.bridge import to_tf_keras
 
     bridged = to_tf_keras(loaded.keras_model("--method qat"), train.x[: min(32, train.n)])
     qat.check_layers(bridged.model, settings, target)
@@ -60,7 +60,7 @@ def run(target, loaded, bridged, calib, evaluation, train, float_outputs, ptq_re
         settings, timed, progress):
     """Stage 3b: verify the PTQ baseline, fine-tune the bridged model with fake quantization,
     convert it. Returns the QAT QuantizeResult, the report's `qat` section and notes."""
-    from edgeq.bridge import TOLERANCE
+    from edgeq.transforms.bridge import TOLERANCE
     from edgeq.pipeline import quantize, verify
     from edgeq.pipeline.load import from_keras_model
 

@@ -24,7 +24,7 @@ from edgeq.data import Dataset
 from edgeq.errors import UsageError
 from edgeq.pipeline import calibrate
 from edgeq.pipeline.load import LoadedModel
-from edgeq.ranges import METHODS, Range
+from edgeq.pipeline.ranges import METHODS, Range
 from edgeq.targets import Target
 
 ProgressFn = Callable[[int, int], None]

@@ -17,7 +17,7 @@ when this process ends, however it ends (`kill -9` included), with everything it
 
 Ctrl-C: the child runs in its own process group, so the terminal's SIGINT reaches only the
 parent, which forwards it once; the child stops cleanly (exit 130, outputs untouched or
-complete, see `edgeq.outputs`). A SIGTERM to the parent is forwarded the same way, as the
+complete, see `edgeq.outputs.atomic`). A SIGTERM to the parent is forwarded the same way, as the
 SIGINT the child knows how to stop on cleanly. A second one kills the child outright, and so
 does a first one that comes before the child has said it is ready (edgeq.entry): Python's own
 start-up would print a traceback, and a child that far back has read and written nothing.

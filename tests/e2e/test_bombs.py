@@ -254,7 +254,7 @@ def test_an_honest_model_archive_still_converts_its_checks(tmp_path):
 
 
 def test_a_huge_npy_header_length_is_refused_before_it_is_read():
-    from edgeq import data
+    from edgeq.data import arrays
 
     class Stream(io.BytesIO):
         def read(self, n=-1):
@@ -263,7 +263,7 @@ def test_a_huge_npy_header_length_is_refused_before_it_is_read():
 
     head = b"\x93NUMPY\x02\x00" + (3 * GiB).to_bytes(4, "little")
     with pytest.raises(ValueError, match="npy header of 3221225472 bytes"):
-        data._read_header(Stream(head + b" " * 100))
+        arrays.read_header(Stream(head + b" " * 100))
 
 
 def test_deflated_npz_data_within_the_ratio_still_loads(tmp_path):

@@ -90,7 +90,7 @@ def _one_paragraph(text: str) -> str:
 
 
 # Warnings go to the progress console, which writes to a duplicate of file descriptor 2
-# (edgeq.console): capfd sees them, capsys does not.
+# (edgeq.cli.render): capfd sees them, capsys does not.
 
 
 def test_extreme_calibration_sample_is_a_warning_in_output_and_report(tmp_path, capfd, digits):

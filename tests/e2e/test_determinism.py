@@ -1,6 +1,6 @@
 """The same inputs give byte-identical outputs on two separate runs of the CLI: the .tflite,
 the C sources of `edgeq embed`, and the report apart from its wall-clock figures
-(edgeq.report.VOLATILE)."""
+(edgeq.outputs.report.VOLATILE)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from edgeq.report import VOLATILE, stable_view
+from edgeq.outputs.report import VOLATILE, stable_view
 from tests.conftest import EXAMPLE, ROOT
 
 pytestmark = pytest.mark.slow

@@ -355,7 +355,7 @@ def test_worker_crash_signal_from_outside_still_reads_as_a_crash(tmp_path):
 
 
 def test_a_killed_runs_staging_directory_is_removed_by_the_next_run(tmp_path):
-    from edgeq import outputs
+    from edgeq.outputs import atomic as outputs
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()

@@ -375,7 +375,7 @@ def test_ctrl_c_during_the_commit_is_held_until_the_set_is_complete(tmp_path, mo
                                                                     exchange):
     import signal as sig
 
-    from edgeq import outputs
+    from edgeq.outputs import atomic as outputs
 
     out = tmp_path / "out"
     outputs.write_outputs(out, {"a": b"old a", "b": b"old b"}, overwrite=False)

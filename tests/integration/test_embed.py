@@ -1,4 +1,4 @@
-"""edgeq.embed: generated C++ sources (golden files), their compilation on the host and for a
+"""edgeq.outputs.embed: generated C++ sources (golden files), their compilation on the host and for a
 Cortex-M4, the CMake integration (ctest), and the TFLite Micro op-resolver names."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from edgeq import embed
+from edgeq.outputs import embed
 from edgeq.adapters.tflm import ArenaUsage, TFLMRunner
-from edgeq.embed import embed_model, recommended_arena, resolver_method
+from edgeq.outputs.embed import embed_model, recommended_arena, resolver_method
 from edgeq.errors import ModelFileError, TargetConstraintError, UsageError
-from edgeq.outputs import write_outputs
+from edgeq.outputs.atomic import write_outputs
 from edgeq.formats.tflite import builtin_op_names
 from tests.conftest import FIXTURES, ROOT
 

@@ -182,7 +182,7 @@ def _scale(s):
 def test_firmware_links_only_what_the_model_needs(tree, toolchain):
     """hello_world has only FULLY_CONNECTED: its firmware's library holds that kernel and the
     framework, not the convolution or pooling kernels."""
-    from edgeq.embed import embed_model
+    from edgeq.outputs.embed import embed_model
     from edgeq.emulator.build import build_firmware
     from edgeq.emulator.cores import CORES
     from edgeq.emulator.toolchain import resolve_tree

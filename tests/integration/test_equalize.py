@@ -1,4 +1,4 @@
-"""edgeq.equalize: cross-layer equalization keeps the float function of a MobileNet-style model,
+"""edgeq.transforms.equalize: cross-layer equalization keeps the float function of a MobileNet-style model,
 evens out its depthwise channel ranges, and makes its per-tensor int8 conversion accurate."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from edgeq import equalize
-from edgeq.equalize import equalize_model
+from edgeq.transforms import equalize
+from edgeq.transforms.equalize import equalize_model
 from edgeq.errors import ConversionError
 from tests.conftest import ROOT
 
@@ -178,7 +178,7 @@ def test_a_changed_function_raises(monkeypatch):
 
 def test_module_imports_without_tensorflow():
     code = ("import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None; "
-            "import edgeq.equalize")
+            "import edgeq.transforms.equalize")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 

@@ -94,7 +94,7 @@ def _vww_as_keras3(path):
 def test_bridge_reproduces_mlperf_models_and_qat_runs(fixtures, name):
     import keras
 
-    from edgeq.bridge import TOLERANCE, to_tf_keras
+    from edgeq.transforms.bridge import TOLERANCE, to_tf_keras
     from edgeq.data import Dataset
     from edgeq.pipeline import qat
 
@@ -194,7 +194,7 @@ def test_qat_input_errors_exit_2(tmp_path, capsys):
 def test_bridge_names_subclassed_models_and_custom_layers():
     import keras
 
-    from edgeq.bridge import BridgeError, to_tf_keras
+    from edgeq.transforms.bridge import BridgeError, to_tf_keras
 
     class Net(keras.Model):
         def __init__(self):
@@ -224,7 +224,7 @@ def test_bridge_names_subclassed_models_and_custom_layers():
 def test_qat_is_repeatable_with_a_seed():
     import keras
 
-    from edgeq.bridge import to_tf_keras
+    from edgeq.transforms.bridge import to_tf_keras
     from edgeq.data import Dataset
     from edgeq.pipeline import qat
 

@@ -1,4 +1,4 @@
-"""edgeq.smooth: SmoothQuant keeps the float function of a small MNIST transformer whose
+"""edgeq.transforms.smooth: SmoothQuant keeps the float function of a small MNIST transformer whose
 LayerNorm outputs have LLM-style outlier channels, and makes its full-int8 TFLite model more
 accurate on held-out digits."""
 
@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from edgeq import smooth
+from edgeq.transforms import smooth
 from edgeq.errors import ConversionError, UsageError
-from edgeq.smooth import smooth_model
+from edgeq.transforms.smooth import smooth_model
 from tests.conftest import ROOT
 
 # LayerNorm output channels made huge by FACTOR, function-preserving: gamma and beta times
@@ -266,7 +266,7 @@ def test_attention_projections_follow_the_call_arguments():
 
 def test_module_imports_without_tensorflow():
     code = ("import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None; "
-            "import edgeq.smooth")
+            "import edgeq.transforms.smooth")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 

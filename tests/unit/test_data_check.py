@@ -1,11 +1,11 @@
-"""Data sanity (edgeq.data_check): data sets compared with each other and with what the
+"""Data sanity (edgeq.data.checks): data sets compared with each other and with what the
 model's first layer expects. No TensorFlow: datasets are built in memory."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from edgeq import data_check
+from edgeq.data import checks as data_check
 from edgeq.data import Dataset
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeq import data_check
+from edgeq.data import checks as data_check
 from edgeq.data import InputSpec, Preprocess, check_input_spec, load_dataset, output_classes
 from edgeq.errors import DataError, TensorSizeError
 from edgeq.status import ExitStatus

@@ -12,7 +12,7 @@ import pytest
 from edgeq.adapters.io_quant import dequantize, quantize
 from edgeq.adapters.tflm import ArenaUsage, parse_allocations
 from edgeq.errors import AccuracyGateError, ConversionError, ModelFileError, OutputExistsError
-from edgeq.outputs import write_outputs
+from edgeq.outputs.atomic import write_outputs
 from edgeq.pipeline import gate
 from edgeq.pipeline.verify import Accuracy, compare_accuracy, compare_fidelity
 from edgeq.targets import load_target

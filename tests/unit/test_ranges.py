@@ -1,12 +1,12 @@
-"""Tests for edgeq.ranges: the streaming histogram and the four range methods."""
+"""Tests for edgeq.pipeline.ranges: the streaming histogram and the four range methods."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from edgeq import ranges
-from edgeq.ranges import METHODS, Range, StreamingHistogram, choose_range
+from edgeq.pipeline import ranges
+from edgeq.pipeline.ranges import METHODS, Range, StreamingHistogram, choose_range
 
 
 def _fed(*batches: np.ndarray, bins: int = 2048) -> StreamingHistogram:

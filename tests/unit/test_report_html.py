@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from edgeq.pipeline.calibrate import compact_histogram
-from edgeq.ranges import StreamingHistogram
-from edgeq.report import Report
+from edgeq.pipeline.ranges import StreamingHistogram
+from edgeq.outputs.report import Report
+from edgeq.outputs.report_html import render
 
 pytest.importorskip("matplotlib")
 
@@ -50,7 +51,7 @@ def _figures(page: str) -> int:
 
 
 def test_text_is_escaped_and_nothing_external():
-    page = _report().to_html()
+    page = render(_report())
     assert EVIL not in page and "&lt;script&gt;" in page
     assert "<script" not in page.lower() and "<link" not in page.lower()
     assert not re.search(r"https?://", page)
@@ -60,7 +61,7 @@ def test_text_is_escaped_and_nothing_external():
 
 
 def test_same_report_same_bytes():
-    assert _report().to_html() == _report().to_html()
+    assert render(_report()) == render(_report())
 
 
 def test_accuracy_chart_prefers_autopilot_then_candidates():
@@ -73,19 +74,19 @@ def test_accuracy_chart_prefers_autopilot_then_candidates():
     cands = [{"calibration": m, "equalized": False, "chosen": m == "mse",
               "accuracy": {"quantized": 0.8 + i / 100, "agreement": 0.9},
               "fidelity": {"sqnr_db": 20.0 + i}} for i, m in enumerate(["minmax", "mse"])]
-    auto = _report(autopilot={"stages": stages}, calibration_candidates=cands).to_html()
+    auto = render(_report(autopilot={"stages": stages}, calibration_candidates=cands))
     accuracy = auto.split('<section id="accuracy">')[1].split("</section>")[0]
     assert "autopilot stage" in accuracy and "fallback" in accuracy and "n/a" in accuracy
     assert '<tr class="chosen"><td>fallback</td>' in accuracy
-    cand = _report(calibration_candidates=cands).to_html()
+    cand = render(_report(calibration_candidates=cands))
     assert "calibration method" in cand.split('<section id="accuracy">')[1].split("</section>")[0]
-    plain = _report().to_html().split('<section id="accuracy">')[1].split("</section>")[0]
+    plain = render(_report()).split('<section id="accuracy">')[1].split("</section>")[0]
     assert "float and the quantized model" in plain
 
 
 def test_weights_only_report_has_no_activation_charts():
-    page = _report(layers=[], accuracy={"float": None, "quantized": None, "drop_pp": None,
-                                        "agreement": 0.97, "n": 10, "runtime": "litert"}).to_html()
+    page = render(_report(layers=[], accuracy={"float": None, "quantized": None, "drop_pp": None,
+                                        "agreement": 0.97, "n": 10, "runtime": "litert"}))
     assert _figures(page) == 1 and "No per-tensor diagnostics" in page
 
 
@@ -104,7 +105,7 @@ def test_compact_histogram_keeps_every_count():
 def test_html_writer_does_not_load_matplotlib_until_asked():
     import subprocess
 
-    code = ("import sys; import edgeq.report, edgeq.api, edgeq.cli; "
+    code = ("import sys; import edgeq.outputs.report, edgeq.api, edgeq.cli; "
             "print('matplotlib' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

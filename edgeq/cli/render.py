@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edgeq.report import Report, short_tensor_name
+from edgeq.outputs.report import Report, short_tensor_name
 
 
 PIPE_WIDTH = 200  # columns for tables written to a file or pipe, where no terminal sets one
@@ -200,7 +200,7 @@ def print_analysis(analysis: Any) -> None:
                       op.placement, op.reason, style=style)
     console.print(table)
     if analysis.compiler and analysis.compiler["key"] == "edgetpu":
-        from edgeq.report import edgetpu_rows
+        from edgeq.outputs.report import edgetpu_rows
 
         for label, value in edgetpu_rows(analysis.compiler["summary"]):
             console.print(f"[bold]{label}:[/] {value}")

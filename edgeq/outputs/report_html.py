@@ -7,7 +7,7 @@ page opens offline and cannot reach out. The same report gives the same bytes: f
 under fixed rcParams and saved without a timestamp or software tag. All text from the report is
 HTML-escaped; the page has no scripts.
 
-matplotlib is imported here only, and this module only by `Report.to_html()`, so `edgeq --help`
+matplotlib is imported here only, and this module only when report.html is asked for, so `edgeq --help`
 and `import edgeq` never load it.
 """
 
@@ -20,10 +20,11 @@ import math
 import re
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
+from edgeq.outputs.report import Report, short_tensor_name
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from edgeq.report import Report
 
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 _DPI = 200  # figures are laid out at 100 px per inch and saved at 2x for sharp text
@@ -348,8 +349,6 @@ def _e(value: Any) -> str:
 
 
 def _tensor(name: str) -> str:
-    from edgeq.report import short_tensor_name
-
     return short_tensor_name(name)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgeq.errors import UsageError
-from edgeq.keras_config import first_line
+from edgeq.transforms.keras_config import first_line
 
 TOLERANCE = 1e-5  # max |tf_keras - Keras 3| on the float outputs
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from edgeq.errors import ConversionError, UsageError
-from edgeq.keras_config import (
+from edgeq.transforms.keras_config import (
     clone_with_weights,
     compare_outputs,
     first_line,

@@ -167,12 +167,6 @@ class Report:
         rows.append(("output", f"{self.output['path']} ({self.output['bytes']} B)"))
         return rows
 
-    def to_html(self) -> str:
-        """report.html: one self-contained page with charts (needs matplotlib, imported here)."""
-        from edgeq.report_html import render
-
-        return render(self)
-
     def to_markdown(self) -> str:
         lines = [f"# edgeq report: {self.model['path']} → {self.target}", ""]
         lines += ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in self.summary_rows()]

@@ -82,7 +82,7 @@ class VerifyOutcome:
 
     def to_dict(self) -> dict[str, Any]:
         """A report that can serve as the next run's baseline (same keys as report.json)."""
-        from edgeq.report import tool_versions
+        from edgeq.outputs.report import tool_versions
 
         return {
             "schema": SCHEMA,
@@ -162,8 +162,8 @@ def verify_model(model: str | Path, target: str, eval_data: str | Path, *,
 
 def _data_warnings(ds, inp, preprocess: Preprocess) -> list[str]:
     """The evaluation data against what the model's integer input can represent
-    (edgeq.data_check): data far outside it saturates, and top-1 then means little."""
-    from edgeq import data_check
+    (edgeq.data.checks): data far outside it saturates, and top-1 then means little."""
+    from edgeq.data import checks as data_check
 
     expectation = None
     if inp.is_quantized and len(inp.scales) == 1:
