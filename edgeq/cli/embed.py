@@ -9,7 +9,17 @@ EMBED_EXAMPLES = """
 Examples:
   edgeq embed model_int8.tflite --out firmware/model --name g_model
   edgeq embed model_int8.tflite --out build/model --target cortex-m4 --overwrite
+  cmake -B build -DEDGEQ_CMAKE_DIR="$(edgeq embed --cmake-dir)"   # include() EdgeqEmbed.cmake
 """
+
+
+def _print_cmake_dir(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from edgeq.outputs.embed import cmake_dir
+
+    click.echo(str(cmake_dir()))
+    ctx.exit(0)
 
 
 @click.command(epilog=EMBED_EXAMPLES)
@@ -18,6 +28,9 @@ Examples:
 @click.option("--name", default="g_model", show_default=True, help="C++ symbol of the array.")
 @click.option("--target", "-t", help="Also check the model's ops and memory against this target.")
 @click.option("--overwrite", is_flag=True, help="Replace existing files.")
+@click.option("--cmake-dir", is_flag=True, is_eager=True, expose_value=False,
+              callback=_print_cmake_dir, help="Print the directory of edgeq's CMake helpers "
+              "(include(DIR/EdgeqEmbed.cmake) gives edgeq_add_model()) and exit.")
 def embed(model: str, out: str, name: str, target: str | None, overwrite: bool) -> None:
     """Write MODEL.tflite as C++ sources for firmware: NAME.h/NAME.cc (the 16-byte aligned
     array, its length and a recommended tensor arena size) and NAME_ops.h (a TFLite Micro op

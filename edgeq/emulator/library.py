@@ -208,6 +208,8 @@ class Compiler:
         todo = [r for r in rels if not objs[r].is_file()]
         if not todo:
             return objs
+        if progress is not None:
+            progress(0, len(todo))
         with ThreadPoolExecutor(self.jobs) as pool:
             levels = sorted({self.opt(r) for r in todo if r.endswith(".cc")})
             extra = dict(zip(levels, pool.map(self.pch, levels)))

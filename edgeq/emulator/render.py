@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+import time
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.table import Table
@@ -53,3 +55,26 @@ def print_emulation(result: Any, found_checks: list[Any] | None = None) -> None:
         console.print(table)
     for c in found_checks or []:
         console.print(f"  {'[green]ok[/]' if c.ok else '[red]FAIL[/]'} {c.detail}")
+
+
+def build_progress(target: str) -> Callable[[int, int], None]:
+    """A progress callback for a library build: files compiled of total on stderr (one line
+    rewritten on a terminal; otherwise a line every 10 % so CI logs stay short)."""
+    tty = sys.stderr.isatty()
+    state = {"start": time.monotonic(), "last": -1}
+
+    def report(done: int, total: int) -> None:
+        step = done * 10 // max(total, 1)
+        if not tty and step == state["last"] and done != total:
+            return
+        state["last"] = step
+        secs = time.monotonic() - state["start"]
+        line = (f"edgeq: preparing the TFLite Micro library for {target} (once per core): "
+                f"{done}/{total} files compiled, {secs:.0f} s")
+        if tty:
+            sys.stderr.write("\r" + line + ("\n" if done == total else ""))
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    return report

@@ -280,6 +280,24 @@ class _Stamp:
         )
 
 
+def cmake_dir() -> Path:
+    """The directory of edgeq's CMake helpers (EdgeqEmbed.cmake): the installed edgeq.cmake
+    package (the repo's cmake/ shipped as package data), else cmake/ beside the source tree."""
+    import importlib.resources
+
+    try:
+        res = importlib.resources.files("edgeq.cmake")
+    except (ImportError, TypeError):
+        res = None
+    if isinstance(res, Path) and (res / "EdgeqEmbed.cmake").is_file():
+        return res
+    if res is not None:  # a namespace package gives a MultiplexedPath; its children are paths
+        for child in res.iterdir():
+            if isinstance(child, Path) and child.name == "EdgeqEmbed.cmake":
+                return child.parent
+    return Path(__file__).resolve().parents[2] / "cmake"
+
+
 def kernel_variant(target) -> str | None:
     """The CMSIS-NN code path of a target profile's core (its [emulator] core), else None."""
     emu = getattr(target, "emulator", None)
