@@ -25,7 +25,8 @@ from importlib import resources
 from pathlib import Path
 
 from edgeq.emulator import cores as C
-from edgeq.emulator.library import STAGE, Compiler, Progress, locked, prepare_library, run
+from edgeq.emulator.library import (STAGE, Compiler, Progress, locked, prepare_library, run,
+                                   source_of_member)
 from edgeq.emulator.toolchain import Toolchain, Tree, cache_dir
 from edgeq.errors import ConversionError
 
@@ -157,7 +158,7 @@ def _members(map_file: Path) -> list[str]:
     """The library's objects the linker took (the map's "archive member included" part)."""
     text = map_file.read_text(errors="replace")
     text = text.split("Discarded input sections")[0]
-    return sorted({m[:-2] if m.endswith(".o") else m for m in _MEMBER.findall(text)})
+    return sorted({source_of_member(m) for m in _MEMBER.findall(text)})
 
 
 def _firmware(fwdir: Path, meta: dict, *, cached: bool, compiled: int, seconds: float

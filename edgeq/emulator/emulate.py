@@ -125,6 +125,8 @@ class EmulatorResult:
             "top1": self.top1, "agreement": round(self.agreement, 6),
             "arena_bytes": self.arena_bytes, "arena_declared": self.arena_declared,
             "arena_fits_declared": self.arena_fits,
+            # what the declared arena leaves over the device's need (used + 16 B alignment)
+            "arena_margin": self.arena_declared - self.arena_bytes - 16,
             "arena_host": self.arena_host,
             "firmware_text_bytes": self.firmware_text_bytes,
             "firmware_ram_bytes": self.firmware_ram_bytes,

@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -112,15 +113,37 @@ def prepare_library(tool: Toolchain, tree: Tree, core: C.Core, *, jobs: int | No
         b = Compiler(tool, tree, core, objdir, jobs or default_jobs())
         rels = library_sources(tree.root)
         objs = b.compile_all(rels, progress)
+        # A precompiled header is some 250 MB: keep only the one a model's main.cc uses.
+        for level in {C.CORE_OPT, C.KERNEL_OPT} - {Compiler.opt("main.cc")}:
+            shutil.rmtree(objdir / "pch" / level.lstrip("-"), ignore_errors=True)
         archive = objdir / "libtflm.a"
         tmp = objdir / f"libtflm.a.tmp{os.getpid()}"
         tmp.unlink(missing_ok=True)
-        # D: no timestamps, uids or modes in the archive (the same bytes on every machine).
-        run([tool.ar, "rcsD", str(tmp), *[str(objs[r]) for r in rels]])
+        # An archive member is named by its file's base name, and the tree has several
+        # kernel_util.cc (and more): each object goes in under its whole relative path,
+        # flattened, so that none replaces another. D: no timestamps, uids or modes (the same
+        # bytes on every machine).
+        staged = objdir / "members"
+        shutil.rmtree(staged, ignore_errors=True)
+        staged.mkdir()
+        for r in rels:
+            os.link(objs[r], staged / member_name(r))
+        run([tool.ar, "qcsD", str(tmp), *[str(staged / member_name(r)) for r in rels]])
+        shutil.rmtree(staged, ignore_errors=True)
         os.replace(tmp, archive)
         done.write_text(json.dumps({"key": key, "files": len(rels), "flags": list(core.flags),
-                                    "gcc": tool.gcc_version, "tree": tree.digest}, indent=1))
+                                    "gcc": tool.gcc_version, "tree": tree.digest,
+                                    "sources": rels}, indent=1))
         return Library(archive, key, objdir, len(rels), b.compiled, time.perf_counter() - start)
+
+
+def member_name(rel: str) -> str:
+    """The archive member of a library source (its relative path, flattened)."""
+    return rel.replace("/", "__") + ".o"
+
+
+def source_of_member(member: str) -> str:
+    return member[:-2].replace("__", "/") if member.endswith(".o") else member
 
 
 def default_jobs() -> int:

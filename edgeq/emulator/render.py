@@ -35,9 +35,11 @@ def print_emulation(result: Any, found_checks: list[Any] | None = None) -> None:
     console.print(f"  {r.instructions_per_inference:,} instructions per inference -> estimated "
                   f"{r.estimated_cycles:,} cycles = {r.estimated_ms:.2f} ms at "
                   f"{r.clock_hz / 1e6:g} MHz [dim](estimate: CPI {r.cpi}, "
-                  f"{'calibrated' if r.cost_model_calibrated else 'uncalibrated'})[/]")
+                  f"{'calibrated' if r.cost_model_calibrated else 'UNCALIBRATED on this core'})"
+                  "[/]")
+    margin = r.arena_declared - r.arena_bytes - 16
     console.print(f"  arena {r.arena_bytes:,} B used on the device (declared {r.arena_declared:,}"
-                  f" B; host interpreter {r.arena_host:,} B); firmware {r.firmware_text_bytes:,} "
+                  f" B, margin {margin:+,} B; host interpreter {r.arena_host:,} B); firmware {r.firmware_text_bytes:,} "
                   f"B code+constants, {r.firmware_ram_bytes:,} B RAM")
     if not r.arena_fits:
         console.print(f"  [red]the device build needs {r.arena_bytes + 16:,} B of arena: more "

@@ -74,10 +74,12 @@ def find_toolchain() -> Toolchain:
     if host_cc is None:
         missing["gcc"] = "a host C compiler for QEMU's plugin"
     if missing:
-        what = "; ".join(f"{pkg} ({why})" for pkg, why in missing.items())
-        raise MissingDependencyError(f"edgeq emulate needs {what}, which", apt_line(
+        what = ", ".join(f"{pkg} ({why})" for pkg, why in missing.items())
+        err = MissingDependencyError(what, apt_line(
             [p for p in APT_PACKAGES if p in missing] + [p for p in missing
                                                         if p not in APT_PACKAGES]))
+        err.message = f"edgeq emulate needs Debian package(s) that are not installed: {what}"
+        raise err
     return Toolchain(
         gcc=found["gcc"], gxx=found["gxx"], ar=found["ar"], nm=found["nm"], qemu=found["qemu"],
         host_cc=host_cc, gcc_version=_first_line([found["gcc"], "--version"]),
