@@ -51,6 +51,7 @@ class KernelBuffers:
     variant: str  # "dsp" or "mve"
     scratch: int  # the largest scratch buffer of one op, B (16-byte units)
     persistent: int  # all persistent buffers together, B (16-byte units)
+    any_core: bool = False  # no core given: the larger of the DSP and Helium figures
 
     @property
     def total(self) -> int:
@@ -61,7 +62,8 @@ def kernel_buffers(info: ModelInfo, variant: str | None) -> KernelBuffers:
     """What `variant`'s CMSIS-NN kernels add to the host-measured arena for this model; with
     no variant (the core is not known), the larger of the two."""
     if variant is None:
-        return max((kernel_buffers(info, v) for v in VARIANTS), key=lambda b: b.total)
+        worst = max((kernel_buffers(info, v) for v in VARIANTS), key=lambda b: b.total)
+        return KernelBuffers(worst.variant, worst.scratch, worst.persistent, any_core=True)
     if variant not in VARIANTS:
         raise ValueError(f"unknown CMSIS-NN variant {variant!r}")
     scratch = persistent = 0

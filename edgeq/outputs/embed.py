@@ -312,6 +312,7 @@ def kernel_variant(target) -> str | None:
 def _header(name: str, stamp: _Stamp, arena: ArenaUsage, arena_size: int,
             buffers: KernelBuffers) -> str:
     path = {"dsp": "DSP (Cortex-M4/M7/M33)", "mve": "Helium (Cortex-M55/M85)"}[buffers.variant]
+    which = "; no target given: the larger path" if buffers.any_core else ""
     guard = f"EDGEQ_{name.upper()}_H_"
     return (
         stamp.lines()
@@ -329,12 +330,11 @@ def _header(name: str, stamp: _Stamp, arena: ArenaUsage, arena_size: int,
         f"//   head {arena.head} bytes (planned, non-persistent: activations and scratch)\n"
         f"//   tail {arena.tail} bytes (persistent: tensors, node structs, op data)\n"
         f"// Recommended = {arena.total} + 16 (TFLM asks for arena_used_bytes() + 16 when the\n"
-        f"// buffer may not be 16-byte aligned) + {buffers.total} for CMSIS-NN's {path}\n"
-        f"// kernel buffers (largest scratch {buffers.scratch}, persistent {buffers.persistent}"
-        "; the host's\n"
-        f"// reference kernels request none) + {_kernel_margin(arena.total)} planner margin "
-        "(max(1024, 10% of the\n"
-        "// total)), rounded up to a multiple of 16.\n"
+        f"// buffer may not be 16-byte aligned) + {buffers.total} for the kernel buffers of\n"
+        f"// CMSIS-NN's {path} path (largest scratch {buffers.scratch},\n"
+        f"// persistent {buffers.persistent}; the host's reference kernels request none{which})\n"
+        f"// + {_kernel_margin(arena.total)} planner margin (max(1024, 10% of the total)), "
+        "rounded up to a multiple of 16.\n"
         "// The host is 64-bit: a 32-bit MCU needs slightly less tail.\n"
         f"constexpr unsigned int {name}_arena_size = {arena_size};\n"
         "\n"
