@@ -5,6 +5,7 @@ Every miss is one `MissingDependencyError` whose hint is the command that fixes 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -55,7 +56,13 @@ def find_toolchain() -> Toolchain:
     """Every tool and library the emulator needs, checked before any work (well under a
     second): the cross compilers and binutils, the C++ headers and libstdc++ for
     arm-none-eabi-g++, newlib's semihosting library, QEMU and a host C compiler (for the
-    plugin). One error names every missing Debian package and the apt-get line for them."""
+    plugin). One error names every missing Debian package and the apt-get line for them.
+    A found toolchain is remembered for the process (per PATH)."""
+    return _find_toolchain(os.environ.get("PATH", ""))
+
+
+@functools.lru_cache(maxsize=4)
+def _find_toolchain(_path: str) -> Toolchain:
     tools = {"gcc": "arm-none-eabi-gcc", "gxx": "arm-none-eabi-g++", "ar": "arm-none-eabi-ar",
              "nm": "arm-none-eabi-nm", "size": "arm-none-eabi-size", "qemu": "qemu-system-arm"}
     found = {k: shutil.which(v) for k, v in tools.items()}
@@ -164,6 +171,10 @@ def resolve_tree(given: str | Path | None) -> Tree:
         digest = digest_file.read_text().strip()
     else:
         digest = _tree_digest(root)
+        if (path / ".complete").is_file():  # unpacked by an older edgeq: keep it from now on
+            tmp = path / f".digest.tmp{os.getpid()}"
+            tmp.write_text(digest + "\n")
+            os.replace(tmp, digest_file)
     return Tree(root=root, digest=digest, source="bundled" if bundled else str(value),
                 commits=bundled_commits() if bundled else {})
 
