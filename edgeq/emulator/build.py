@@ -96,7 +96,8 @@ def build_firmware(embedded: dict[str, bytes], name: str, arena_size: int, sampl
             for fname, data in {**embedded, **sources}.items():
                 (work / "src" / fname).write_bytes(data)
             app = _compile_app(b, work, name, arena_size, sample_bytes, preserve, jobs)
-            elf = _link(tool, core, work, app, lib.archive)
+            left_out = json.loads((lib.objdir / "library.json").read_text()).get("left_out", {})
+            elf = _link(tool, core, work, app, lib.archive, left_out)
             members = _members(work / "firmware.map")
             meta = _symbols(tool, elf)
             meta.update(arena_size=arena_size, objects=len(members), config_key=lib.key,
@@ -131,7 +132,8 @@ def _compile_app(b: Compiler, work: Path, name: str, arena: int, sample_bytes: i
     return [o for _, o, _ in todo]
 
 
-def _link(tool: Toolchain, core: C.Core, work: Path, app: list[Path], archive: Path) -> Path:
+def _link(tool: Toolchain, core: C.Core, work: Path, app: list[Path], archive: Path,
+          left_out: dict[str, str]) -> Path:
     elf = work / "firmware.elf"
     cmd = [tool.gxx, *core.flags, "-nostartfiles", "--specs=rdimon.specs",
            f"-L{work / 'src'}", "-T", str(work / "src" / core.linker_script),
@@ -144,8 +146,11 @@ def _link(tool: Toolchain, core: C.Core, work: Path, app: list[Path], archive: P
         if missing:
             raise ConversionError(
                 STAGE, "link failed: no source in the TFLM tree defines " + ", ".join(missing[:6]),
-                hint="the tree may lack a kernel this model needs; make it with "
-                "OPTIMIZED_KERNEL_DIR=cmsis_nn from a current tflite-micro checkout")
+                hint=(f"{len(left_out)} source(s) of the tree did not compile for this core "
+                      f"({', '.join(sorted(left_out)[:3])}; first error: "
+                      f"{next(iter(left_out.values()))})" if left_out else
+                      "the tree may lack a kernel this model needs; make it with "
+                      "OPTIMIZED_KERNEL_DIR=cmsis_nn from a current tflite-micro checkout"))
         raise ConversionError(STAGE, "link failed: "
                               + " | ".join(proc.stderr.strip().splitlines()[-4:]))
     return elf

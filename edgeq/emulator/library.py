@@ -112,7 +112,15 @@ def prepare_library(tool: Toolchain, tree: Tree, core: C.Core, *, jobs: int | No
             return prepare_library(tool, tree, core, jobs=jobs, progress=progress)
         b = Compiler(tool, tree, core, objdir, jobs or default_jobs())
         rels = library_sources(tree.root)
-        objs = b.compile_all(rels, progress)
+        objs, failed = b.compile_all(rels, progress)
+        # A tree made with other options may hold a file or two this core cannot compile (a
+        # kernel for other hardware): left out, and named if a model's link then needs it. More
+        # than that is a broken toolchain or tree: the first error stops the preparation.
+        if len(failed) > max(2, len(rels) // 50):
+            first = sorted(failed)[0]
+            raise ConversionError(STAGE, f"{len(failed)} of {len(rels)} TFLM sources did not "
+                                  f"compile; the first: {failed[first]}")
+        rels = [r for r in rels if r not in failed]
         # A precompiled header is some 250 MB: keep only the one a model's main.cc uses.
         for level in {C.CORE_OPT, C.KERNEL_OPT} - {Compiler.opt("main.cc")}:
             shutil.rmtree(objdir / "pch" / level.lstrip("-"), ignore_errors=True)
@@ -133,7 +141,7 @@ def prepare_library(tool: Toolchain, tree: Tree, core: C.Core, *, jobs: int | No
         os.replace(tmp, archive)
         done.write_text(json.dumps({"key": key, "files": len(rels), "flags": list(core.flags),
                                     "gcc": tool.gcc_version, "tree": tree.digest,
-                                    "sources": rels}, indent=1))
+                                    "sources": rels, "left_out": failed}, indent=1))
         return Library(archive, key, objdir, len(rels), b.compiled, time.perf_counter() - start)
 
 
@@ -225,28 +233,34 @@ class Compiler:
                                   f"on {src.name}: " + " | ".join(lines))
         os.replace(tmp, obj)
 
-    def compile_all(self, rels: list[str], progress: Progress | None) -> dict[str, Path]:
-        """Compiles (in parallel) the sources not in the cache yet; their objects."""
+    def compile_all(self, rels: list[str], progress: Progress | None
+                    ) -> tuple[dict[str, Path], dict[str, str]]:
+        """Compiles (in parallel) the sources not in the cache yet: their objects, and the
+        sources that did not compile with the first line of each one's error."""
         objs = {r: self.objdir / (r + ".o") for r in rels}
         todo = [r for r in rels if not objs[r].is_file()]
+        failed: dict[str, str] = {}
         if not todo:
-            return objs
+            return objs, failed
         if progress is not None:
             progress(0, len(todo))
         with ThreadPoolExecutor(self.jobs) as pool:
             levels = sorted({self.opt(r) for r in todo if r.endswith(".cc")})
             extra = dict(zip(levels, pool.map(self.pch, levels)))
-            futures = [pool.submit(self.compile, self.root / r, objs[r],
-                                   extra.get(self.opt(r), []) if r.endswith(".cc") else [])
-                       for r in todo]
+            futures = {pool.submit(self.compile, self.root / r, objs[r],
+                                   extra.get(self.opt(r), []) if r.endswith(".cc") else []): r
+                       for r in todo}
             try:
                 for n, f in enumerate(as_completed(futures), 1):
-                    f.result()
+                    try:
+                        f.result()
+                    except ConversionError as exc:
+                        failed[futures[f]] = exc.message
                     if progress is not None:
                         progress(n, len(todo))
             except BaseException:
                 for f in futures:
                     f.cancel()
                 raise
-        self.compiled += len(todo)
-        return objs
+        self.compiled += len(todo) - len(failed)
+        return objs, failed
