@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -66,6 +67,8 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--reuse-library", action="store_true",
                     help="copy the prepared library from your cache instead of preparing it")
+    ap.add_argument("--cache", help="use this EDGEQ_CACHE (empty: the preparation is measured) "
+                    "and keep it, instead of a temporary one")
     ap.add_argument("--fixtures", default=str(ROOT.parent / "shared" / "fixtures"))
     ap.add_argument("--tflm-tree", help="another tree [the one edgeq ships]")
     ap.add_argument("--json", help="also write the results as JSON here")
@@ -88,13 +91,18 @@ def _bench_core(core: str, args) -> dict:
     with tempfile.TemporaryDirectory(prefix="edgeq-bench-cache-") as cache:
         env = {k: v for k, v in os.environ.items() if k != "EDGEQ_TFLM_TREE"}
         env["EDGEQ_CACHE"] = cache
-        prep_s = None
+        prep_s = prep_cpu = None
+        if args.cache:
+            cache = args.cache
+            env["EDGEQ_CACHE"] = cache
         if args.reuse_library:
             _copy_library(Path(cache))
             _run(_edgeq("emulate", "--prepare", "-t", core, *tree), env)  # must find it ready
         else:
             _, prep_s = _run(_edgeq("emulate", "--prepare", "-t", core, *tree), env)
-        print(f"{core}: prepared in {prep_s if prep_s is None else round(prep_s)} s",
+            prep_cpu = CPU_SECONDS["last"]
+        print(f"{core}: prepared in {prep_s if prep_s is None else round(prep_s)} s "
+              f"(CPU {prep_cpu if prep_cpu is None else round(prep_cpu)} s)",
               file=sys.stderr, flush=True)
         rows = []
         for name in args.models.split(","):
@@ -102,7 +110,9 @@ def _bench_core(core: str, args) -> dict:
             cmd = _edgeq("emulate", str(model), "-t", core, *tree, "--eval-samples",
                          str(args.samples), "--json")
             first, first_s = _run(cmd, env)
+            first_cpu = CPU_SECONDS["last"]
             again, again_s = _run(cmd, env)
+            again_cpu = CPU_SECONDS["last"]
             emu = first["emulator"]
             assert again["emulator"]["instructions_per_inference"] == emu[
                 "instructions_per_inference"], "instruction counts differ between runs"
@@ -113,7 +123,8 @@ def _bench_core(core: str, args) -> dict:
                 "arena_device": emu["arena_bytes"], "arena_declared": emu["arena_declared"],
                 "arena_fits": emu["arena_fits_declared"], "arena_margin": emu["arena_margin"],
                 "arena_host": emu["arena_host"], "files_compiled": emu["objects_compiled"],
-                "first_s": first_s, "repeat_s": again_s,
+                "first_s": first_s, "repeat_s": again_s, "first_cpu_s": first_cpu,
+                "repeat_cpu_s": again_cpu,
                 "repeat_cached": again["emulator"]["build_cached"],
                 "shipped_cpi": emu["estimate"]["cycles_per_instruction"],
                 "shipped_ms": emu["estimated_ms"], "profile_mhz": emu["clock_hz"] / 1e6,
@@ -132,7 +143,7 @@ def _bench_core(core: str, args) -> dict:
         r["estimated_ms"] = r["instructions"] * cpi / hz * 1000 if cpi else None
         r["error_pct"] = 100 * (r["estimated_ms"] - pub) / pub if cpi and pub else None
     return {"core": core, "board": board, "clock_hz": hz, "source": source, "cpi_fitted": cpi,
-            "prepare_s": prep_s, "rows": rows}
+            "prepare_s": prep_s, "prepare_cpu_s": prep_cpu, "rows": rows}
 
 
 def _copy_library(cache: Path) -> None:
@@ -146,10 +157,16 @@ def _copy_library(cache: Path) -> None:
             shutil.copytree(src / part, cache / "emulator" / part, copy_function=os.link)
 
 
+CPU_SECONDS: dict[str, float] = {}  # the last run's CPU time (user + sys, every child process)
+
+
 def _run(cmd: list[str], env: dict[str, str]) -> tuple[dict, float]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU_SECONDS["last"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
     try:
@@ -161,7 +178,7 @@ def _run(cmd: list[str], env: dict[str, str]) -> tuple[dict, float]:
 def _table(res: dict) -> str:
     core, cpi = res["core"], res["cpi_fitted"]
     prep = "not measured (--reuse-library)" if res["prepare_s"] is None \
-        else f"{res['prepare_s']:.0f} s"
+        else f"{res['prepare_s']:.0f} s wall, {res['prepare_cpu_s']:.0f} s CPU"
     if cpi:
         head = (f"\n{core}: preparation {prep}; CPI fitted on {CALIBRATE_ON.upper()} = {cpi:.3f} "
                 f"(edgeq ships {res['rows'][0]['shipped_cpi']}) at {res['clock_hz'] / 1e6:g} MHz;"
@@ -171,8 +188,8 @@ def _table(res: dict) -> str:
                 f"use the uncalibrated CPI edgeq ships ({res['rows'][0]['shipped_cpi']}) at the "
                 f"profile's {res['rows'][0]['profile_mhz']:g} MHz\n\n")
     lines = ["| model | instructions / inference | est. ms | published ms | error | outputs "
-             "identical | arena device / declared B (margin) | first emulate s (files) | "
-             "repeat s |", "|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+             "identical | arena device / declared B (margin) | first emulate s wall / CPU "
+             "(files compiled) | repeat s wall / CPU |", "|---|---:|---:|---:|---:|---|---:|---:|---:|"]
     for r in res["rows"]:
         est = r["estimated_ms"] if cpi else r["shipped_ms"]
         err = ("calibration" if r["model"] == CALIBRATE_ON and cpi else
@@ -182,7 +199,8 @@ def _table(res: dict) -> str:
             f"| {r['model'].upper()} | {r['instructions']:,} | {est:.3g} | {pub} | {err} | "
             f"{'yes' if r['outputs_identical'] else 'NO'} ({r['samples']}) | "
             f"{r['arena_device'] + 16:,} / {r['arena_declared']:,} ({r['arena_margin']:+,}) | "
-            f"{r['first_s']:.1f} ({r['files_compiled']}) | {r['repeat_s']:.1f} |")
+            f"{r['first_s']:.1f} / {r['first_cpu_s']:.1f} ({r['files_compiled']}) | "
+            f"{r['repeat_s']:.1f} / {r['repeat_cpu_s']:.1f} |")
     return head + "\n".join(lines)
 
 
