@@ -52,10 +52,10 @@ KWS_INSTRUCTIONS = 7_698_000  # per inference, this build, cortex-m4 (tools/benc
 _CPI_M4 = round(KWS_PUBLISHED_MS / 1000 * KWS_PUBLISHED_HZ / KWS_INSTRUCTIONS, 3)
 # Cortex-M33, nRF5340 DK (OctoML, MLPerf Tiny v1.0): KWS instructions counted on mps2-an505.
 M33_KWS_PUBLISHED_MS, M33_HZ = 76.09, 128_000_000
-M33_KWS_INSTRUCTIONS = 0  # measured below (tools/bench_emulator.py --core cortex-m33)
+M33_KWS_INSTRUCTIONS = 7_681_798  # per inference, this build (bench_emulator.py)
 # Cortex-M85, EK-RA8D1 (Renesas, MLPerf Tiny v1.2): KWS instructions of the Helium build.
 M85_KWS_PUBLISHED_MS, M85_HZ = 3.465, 480_000_000
-M85_KWS_INSTRUCTIONS = 0  # measured below (tools/bench_emulator.py --core cortex-m85)
+M85_KWS_INSTRUCTIONS = 1_815_341  # per inference, this build (bench_emulator.py)
 
 
 def _cpi(ms: float, hz: int, instructions: int) -> float:
