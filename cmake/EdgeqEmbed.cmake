@@ -24,6 +24,33 @@ find_program(EDGEQ_EXECUTABLE
   NO_CMAKE_FIND_ROOT_PATH
   DOC "The edgeq command that edgeq_add_model() runs (edgeq embed); default: edgeq on PATH")
 
+# Paths go into generated build files (Makefiles, build.ninja) and their recipes: a control
+# character (a line break starts a new recipe line that make runs), CMake's list separator ';'
+# or a character the shell, make or ninja give a meaning ($ ` \ " ' # % : = * ? [ ] < > | &
+# ( ) { } ! ^) could turn a file name into build steps, so such a path is refused at configure
+# time, before anything is generated. Letters (UTF-8 included), digits, spaces and / . _ - + ~
+# , @ are kept: CMake escapes spaces itself (and a Windows drive letter's ':').
+string(ASCII 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30
+  31 127 _EDGEQ_C0)
+string(ASCII 128 129 130 131 132 133 134 135 136 137 138 139 140 141 142 143 144 145 146 147 148
+  149 150 151 152 153 154 155 156 157 158 159 _EDGEQ_C1_TAIL)
+string(ASCII 194 _EDGEQ_C1_LEAD)  # U+0080..U+009F (C1 controls) in UTF-8: C2 80 .. C2 9F
+set(_EDGEQ_UNSAFE_PATH "[${_EDGEQ_C0}$`\\\"'#%:=*?<>|&(){}!^]|[][]|\;|${_EDGEQ_C1_LEAD}[${_EDGEQ_C1_TAIL}]")
+
+function(_edgeq_check_path lib what path)
+  string(REGEX REPLACE "^[A-Za-z]:/" "/" rest "${path}")  # a Windows drive's ':' is no rule
+  string(REGEX MATCH "${_EDGEQ_UNSAFE_PATH}" bad "${rest}")
+  if(NOT bad STREQUAL "")
+    # The path itself is not echoed raw: its control characters would reach the terminal.
+    string(REGEX REPLACE "[${_EDGEQ_C0}]" "?" shown "${path}")
+    string(REGEX REPLACE "${_EDGEQ_C1_LEAD}[${_EDGEQ_C1_TAIL}]" "?" shown "${shown}")
+    message(FATAL_ERROR "edgeq_add_model(${lib}): ${what} '${shown}' holds a control character "
+      "or one of $ ` \\ \" ' # % : = * ? [ ] < > | & ( ) { } ! ^ ; which the generated build "
+      "files could run as commands; nothing was generated. Rename the file (letters, digits, "
+      "spaces and / . _ - + ~ , @)")
+  endif()
+endfunction()
+
 function(edgeq_add_model lib)
   cmake_parse_arguments(PARSE_ARGV 1 ARG "" "MODEL;NAME;TARGET" "")
   if(ARG_UNPARSED_ARGUMENTS)
@@ -40,6 +67,7 @@ function(edgeq_add_model lib)
   endif()
 
   get_filename_component(model "${ARG_MODEL}" ABSOLUTE BASE_DIR "${CMAKE_CURRENT_SOURCE_DIR}")
+  _edgeq_check_path(${lib} MODEL "${model}")
   get_source_file_property(model_generated "${model}" GENERATED)
   if(NOT EXISTS "${model}" AND NOT model_generated)
     message(FATAL_ERROR "edgeq_add_model(${lib}): MODEL '${model}' does not exist")
@@ -63,6 +91,7 @@ function(edgeq_add_model lib)
     if(ARG_TARGET MATCHES "\\.toml$")
       get_filename_component(target_file "${ARG_TARGET}" ABSOLUTE
         BASE_DIR "${CMAKE_CURRENT_SOURCE_DIR}")
+      _edgeq_check_path(${lib} TARGET "${target_file}")
       set(target_args --target "${target_file}")
       set(target_depends "${target_file}")
     else()
@@ -71,6 +100,7 @@ function(edgeq_add_model lib)
   endif()
 
   set(out_dir "${CMAKE_CURRENT_BINARY_DIR}/${lib}")
+  _edgeq_check_path(${lib} "the output directory" "${out_dir}")
   set(outputs "${out_dir}/${name}.h" "${out_dir}/${name}.cc" "${out_dir}/${name}_ops.h")
   add_custom_command(
     OUTPUT ${outputs}

@@ -343,8 +343,13 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _read(path: Path) -> dict[str, Any]:
+    from edgeq.formats.input_files import TOML_MAX, open_file
+
+    fh, _ = open_file(path, "--target", TOML_MAX,
+                      error=lambda p, message, hint=None: TargetFileError(p, None, message,
+                                                                           hint=hint))
     try:
-        with path.open("rb") as f:
+        with fh as f:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise TargetFileError(path, None, f"invalid TOML: {exc}") from exc
@@ -455,10 +460,27 @@ def load_target(name_or_path: str, directory: Path | None = None, *,
     path = directory / f"{name_or_path}.toml"
     if not path.is_file():
         known = [t.name for t in list_targets(directory)]
-        close = difflib.get_close_matches(name_or_path, known, n=1)
-        raise TargetNotFoundError(name_or_path, known, close[0] if close else None)
+        raise TargetNotFoundError(name_or_path, known, suggest_target(name_or_path, known))
     target = _load_file(path, bundled)
     return target if abstract_ok else _concrete(target, directory)
+
+
+def suggest_target(name: str, known: list[str]) -> str | None:
+    """The profile a mistyped target name most likely meant, by family first: among the names
+    sharing the longest prefix with it (at least a family word such as 'arm', 'cortex-m',
+    'ethos-u55-'), the most similar ('ethos-u55' -> 'ethos-u55-128', where plain string
+    similarity says 'ethos-u65-256'); otherwise the most similar name of all."""
+    low = name.lower()
+
+    def shared(k: str) -> int:
+        return len(os.path.commonprefix([low, k.lower()]))
+
+    best = max((shared(k) for k in known), default=0)
+    if best >= 3:
+        pool = [k for k in known if shared(k) == best]
+        return difflib.get_close_matches(low, pool, n=1, cutoff=0)[0]
+    close = difflib.get_close_matches(low, known, n=1)
+    return close[0] if close else None
 
 
 def _concrete(target: Target, directory: Path) -> Target:

@@ -15,7 +15,7 @@ import numpy as np
 
 from edgeq.adapters.io_quant import dequantize, quantize
 from edgeq.adapters.native import capture_fds
-from edgeq.errors import ConversionError, MissingDependencyError
+from edgeq.errors import ConversionError, MissingDependencyError, TargetConstraintError
 
 # The arena handed to the interpreter; the figures reported are what the allocator used, not
 # this size. TFLM's own default (10x the model size) is too small for models with few weights
@@ -49,6 +49,32 @@ def _runtime() -> Any:
     return runtime
 
 
+def check_inline_buffers(model: bytes, source: str = "model") -> None:
+    """Refuse a model whose weights lie after the flatbuffer (Buffer.offset/size, the >2 GB
+    layout LiteRT reads): TFLite Micro takes a tensor's data from Buffer.data alone
+    (tensorflow/lite/micro/micro_allocator.cc, internal::GetFlatbufferTensorBuffer; nothing
+    in tensorflow/lite/micro reads Buffer.offset), so those tensors would have no data, its
+    outputs would be garbage and its arena would also hold the "weights". Call on a file
+    tflite_check passed.
+
+    Raises:
+        TargetConstraintError: such buffers exist (exit 3), naming how many and the first.
+    """
+    from edgeq.formats.tflite_check import external_buffers
+
+    found = external_buffers(model)
+    if found:
+        listed = ", ".join(map(str, found[:5])) + (", ..." if len(found) > 5 else "")
+        raise TargetConstraintError(
+            f"model '{source}': {len(found)} buffer(s) ({listed}) store their bytes after the "
+            "flatbuffer (Buffer.offset/size, the layout of models over 2 GB); TFLite Micro "
+            "reads only Buffer.data (micro_allocator.cc), so it would run without those "
+            "weights",
+            hint="convert the model again without buffer offsets (the TFLite converter writes "
+                 "them only past 2 GB, or with _experimental_use_buffer_offset) so the weights "
+                 "are inline")
+
+
 def version() -> str:
     try:
         from tflite_micro import _version
@@ -75,6 +101,7 @@ class TFLMRunner:
 
         rt = _runtime()
         info = read_model(model, source)  # refuses tensors past 32-bit sizes (tflite_check)
+        check_inline_buffers(model, source)  # TFLM would run without those weights
         check_scales(info, source, "tflm")  # TFLM aborts on these: refuse them by name first
         check_arena_sizes(info, source)  # its planner's int arithmetic would wrap
         arena = first_arena_size(info)

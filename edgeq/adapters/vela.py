@@ -5,7 +5,8 @@ and its C++ core (Regor, the default in Vela 5.x), and a crash there must not ta
 down. It is started as every Python child of edgeq is (`edgeq.process.spawn`): isolated from
 the working directory and ended when its parent ends. From its stdout come the network summary (memory, operator counts, MACs, the cycle
 estimate) and the reasons it gives for ops it leaves on the CPU; from the compiled model comes
-which ops it left there. No TensorFlow here.
+which ops it left there, and from the per-layer table Vela writes with --verbose-performance
+(edgeq.adapters.vela_perf) what each op costs on the NPU. No TensorFlow here.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from edgeq.errors import ConversionError, MissingDependencyError
 from edgeq.process.spawn import python_command, raise_if_killed
 from edgeq.pipeline.place import OpPlacement
 from edgeq.formats.tflite import ModelInfo, OpInfo, read_model
+from edgeq.adapters.vela_advice import layers_and_advice
+from edgeq.adapters.vela_perf import LayerPerf, VelaRow, read_rows
 
 STAGE = "compile (vela)"
 NPU_OP = "CUSTOM:ethos-u"  # what Vela replaces each run of NPU ops with
@@ -75,6 +78,11 @@ class VelaResult:
     version: str
     # Where Vela's output and edgeq's reading of it disagree (e.g. CPU op counts).
     notes: tuple[str, ...] = ()
+    # Vela's per-layer table (None when it wrote none) and its rows summed per input op.
+    rows: tuple[VelaRow, ...] | None = field(default=None, repr=False)
+    layers: dict[int, LayerPerf] = field(default_factory=dict, repr=False)
+    command_streams: int = 0  # ethos-u ops in the compiled model
+    advice: tuple[str, ...] = ()  # edgeq.adapters.vela_advice
 
 
 def vela_version() -> str:
@@ -141,15 +149,51 @@ def run_vela(
         if not compiled_path.is_file():
             raise ConversionError(STAGE, f"vela wrote no {compiled_path.name}")
         compiled = compiled_path.read_bytes()
+        rows, perf_note = read_rows(out, stem)
     summary = parse_summary(proc.stdout)
-    placements, notes = vela_placements(source, read_model(compiled, compiled_path.name),
-                                        proc.stdout)
+    compiled_info = read_model(compiled, compiled_path.name)
+    placements, notes = vela_placements(source, compiled_info, proc.stdout)
+    placements, notes = _by_index(source, placements, notes, rows, proc.stdout)
     cpu = sum(p.placement == "cpu" for p in placements)
     if cpu != summary.cpu_ops:
         notes += (f"Vela counts {summary.cpu_ops} CPU operator(s); the compiled model keeps "
                   f"{cpu} of the input model's ops for the CPU",)
+    notes += perf_note
     version = vela_version() if executable is None else _version_of(command)
-    return VelaResult(summary, compiled, placements, version, notes)
+    streams = compiled_info.op_names.count(NPU_OP)
+    layers, advice = layers_and_advice(
+        source, placements, rows, summary.cycles, accelerator, streams,
+        config_file or (DEFAULT_CONFIG if system_config or memory_mode else None),
+        system_config, memory_mode)
+    return VelaResult(summary, compiled, placements, version, notes, rows, layers, streams,
+                      tuple(advice))
+
+
+def _by_index(source: ModelInfo, placements: tuple[OpPlacement, ...], notes: tuple[str, ...],
+              rows: tuple[VelaRow, ...] | None, stdout: str
+              ) -> tuple[tuple[OpPlacement, ...], tuple[str, ...]]:
+    """Vela's own placement by op index (its debug database) where matching the compiled
+    model by tensor names could not tell: a model with unnamed tensors, which Vela names
+    '<unnamed>'. The name-matching notes are then artefacts of the names and are dropped."""
+    from edgeq.adapters.vela_perf import placement_by_index
+
+    where = placement_by_index(rows, len(source.ops)) if rows is not None else None
+    if where is None or where == [p.placement for p in placements]:
+        return placements, notes
+    reasons = cpu_reasons(stdout)
+    fixed = []
+    for p, here in zip(placements, where):
+        if p.placement == here:
+            fixed.append(p)
+        elif here == "npu":
+            fixed.append(OpPlacement(p.index, p.op, "npu", NPU_REASON))
+        else:
+            said = next((text for said in reasons.values() for op, text in said if op == p.op),
+                        None)
+            fixed.append(OpPlacement(p.index, p.op, "cpu", "not mapped to the NPU" + (
+                f": {said}" if said else " (Vela printed no reason)")))
+    return tuple(fixed), ("op placement from Vela's debug database (by op index): the "
+                          "compiled model's tensor names do not match the input model's",)
 
 
 # --- running vela -------------------------------------------------------------------------------
@@ -185,8 +229,11 @@ def _flags(
         flags += ["--system-config", system_config]
     if memory_mode:
         flags += ["--memory-mode", memory_mode]
-    # Without it Vela prints no cycle counts and no inference time.
-    return [*flags, "--verbose-cycle-estimate", *extra_args]
+    # Without it Vela prints no cycle counts and no inference time. --verbose-performance
+    # writes the per-layer table and --enable-debug-db the database that ties its rows to the
+    # input model's ops; neither changes the compiled model (checked on Vela 5.2.0).
+    return [*flags, "--verbose-cycle-estimate", "--verbose-performance", "--enable-debug-db",
+            *extra_args]
 
 
 def _config_path(config: str) -> str:

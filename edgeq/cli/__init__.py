@@ -95,6 +95,9 @@ def _run(argv: list[str] | None, on_ready: Callable[[], None] | None = None) -> 
     except click.exceptions.Exit as exc:  # --help, --version
         return int(exc.exit_code)
     except click.ClickException as exc:  # usage errors found by click itself
+        from edgeq.outputs.text import terminal
+
+        exc.message = terminal(exc.message)  # it may quote the user's value
         exc.show()
         return int(ExitStatus.BAD_INPUT)
     except click.exceptions.Abort:
@@ -119,5 +122,9 @@ def _run(argv: list[str] | None, on_ready: Callable[[], None] | None = None) -> 
 
 
 def _error(message: str) -> None:
-    click.echo(f"edgeq: error: {message}", err=True)
+    # Messages name files, layers, tensors and op codes: their control characters are shown
+    # escaped, so the error stays one line and cannot drive the terminal.
+    from edgeq.outputs.text import terminal
+
+    click.echo(f"edgeq: error: {terminal(message)}", err=True)
 

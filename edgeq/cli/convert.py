@@ -3,11 +3,10 @@ library's edgeq.commands.convert), and `--emulate`, the converted model on the e
 
 from __future__ import annotations
 
-import json
 
 import click
 
-from edgeq.cli.options import preprocess_options, tflm_tree_option
+from edgeq.cli.options import data_check_options, preprocess_options, tflm_tree_option
 
 CONVERT_EXAMPLES = """
 \b
@@ -62,8 +61,9 @@ Examples:
               "per-tensor error, activation histograms) and the op table; runs the statistics "
               "pass.")
 @click.option("--calibration-samples", default=500, show_default=True,
-              help="Use the first N representative samples.")
-@click.option("--eval-samples", type=int, help="Use the first N evaluation samples [all].")
+              help="Calibrate on N samples spread evenly through --data.")
+@click.option("--eval-samples", type=int,
+              help="Evaluate on N samples spread evenly through the evaluation data [all].")
 @preprocess_options
 @click.option("--max-drop", type=float, help="Fail (exit 4) if top-1 drops more than PP points.")
 @click.option("--labels", type=click.Path(),
@@ -72,15 +72,15 @@ Examples:
               help="Load a Keras model whose config carries code (Lambda layers, lambdas, "
                    "custom objects): runs code from the file; only for trusted files.")
 @click.option("--no-latency", is_flag=True, help="Skip the host latency measurement.")
-@click.option("--strict-data", is_flag=True,
-              help="Stop (exit 2) on data warnings: data sets that disagree with each other or "
-                   "with the model's first layer, raw 0..255 floats, constant or repeated "
-                   "samples.")
+@data_check_options
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 @click.option("--emulate", "emulate_", is_flag=True,
               help="Also run the model's TFLite Micro firmware on QEMU (Cortex-M targets): "
               "report.json gets an emulator section (see edgeq emulate).")
 @tflm_tree_option
+@click.option("--no-arena-plan", is_flag=True,
+              help="TFLite Micro targets: keep TFLM's own arena plan (by default edgeq writes "
+              "an offline plan into the model when it needs less RAM).")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout instead of a table.")
 def convert(model: str, target: str, data: str, eval_data: str | None, out: str | None,
             method: str, train_data: str | None, epochs: int, lr: float | None,
@@ -90,15 +90,20 @@ def convert(model: str, target: str, data: str, eval_data: str | None, out: str 
             diagnostics: bool, html: bool, calibration_samples: int,
             eval_samples: int | None,
             input_scale: str | None, mean: str | None, std: str | None, max_drop: float | None,
-            labels: str | None, allow_unsafe: bool, no_latency: bool, strict_data: bool,
-            overwrite: bool, emulate_: bool, tflm_tree: str | None, as_json: bool) -> None:
+            labels: str | None, allow_unsafe: bool, no_latency: bool, input_range: str | None,
+            strict_data: bool, overwrite: bool, emulate_: bool, tflm_tree: str | None,
+            no_arena_plan: bool, as_json: bool) -> None:
     """Convert MODEL (.keras, .h5 or SavedModel dir) to a full-integer TFLite model for a target,
     verify it on the target's runtime and write the model and report.json/report.md (and
     report.html with --html)."""
-    from edgeq import api
+    # The command's own modules, not edgeq.api (which imports every command and LiteRT's
+    # schema): a data mistake is reported before anything else heavy is imported.
+    from edgeq.commands.convert import convert as run_convert
+    from edgeq.commands.convert_options import ConvertOptions
     from edgeq.data import Preprocess
+    from edgeq.data.checks import parse_range
 
-    opts = api.ConvertOptions(
+    opts = ConvertOptions(
         model=model, target=target, data=data, eval_data=eval_data, out=out, method=method,
         calibration=calibration, percentile=percentile, equalize=equalize,
         int16_activations=int16_activations, diagnostics=diagnostics, html=html, recipe=recipe,
@@ -108,6 +113,7 @@ def convert(model: str, target: str, data: str, eval_data: str | None, out: str 
         labels=labels, overwrite=overwrite, allow_unsafe=allow_unsafe, measure_latency=not no_latency,
         train_data=train_data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
         qat_skip=tuple(qat_skip), strategy=strategy, strict_data=strict_data,
+        arena_plan=not no_arena_plan, input_range=parse_range(input_range),
     )
     from edgeq.cli.render import RichProgress, print_report
 
@@ -117,13 +123,13 @@ def convert(model: str, target: str, data: str, eval_data: str | None, out: str 
         find_toolchain()
         resolve_tree(tflm_tree)
     with RichProgress(enabled=not as_json) as progress:
-        result = api.convert(opts, progress)
+        result = run_convert(opts, progress)
     emulated = _emulate_converted(result, target, eval_data or data, opts, tflm_tree) \
         if emulate_ else None
     if as_json:
         click.echo(result.report.to_json() if emulated is None else emulated[1], nl=False)
     else:
-        print_report(result.report, result.files)
+        print_report(result.report, result.files, warnings_shown=progress.enabled)
         if emulated is not None:
             from edgeq.emulator.render import print_emulation
 
@@ -145,29 +151,16 @@ def _emulate_converted(result, target: str, eval_data: str, opts, tflm_tree: str
     emu = run_emulation(model, target, eval_data=eval_data, preprocess=opts.preprocess,
                         eval_samples=opts.eval_samples, tflm_tree=tflm_tree,
                         progress=build_progress(target))
-    path = result.files["report.json"]
-    report = json.loads(path.read_text())
-    report["emulator"] = emu.to_dict()
-    text = json.dumps(report, indent=2) + "\n"
-    md = result.files.get("report.md")
-    outputs = {path.name: text.encode()}
-    if md is not None:
-        outputs[md.name] = md.read_bytes() + _emulator_markdown(emu).encode()
-    write_outputs(path.parent, outputs, overwrite=True)
+    # The report gets the emulator section; report.md and report.html are rendered again
+    # with it (per-op cycles named by the user's layers).
+    result.report.emulator = emu.to_dict()
+    text = result.report.to_json()
+    outputs = {"report.json": text.encode()}
+    if "report.md" in result.files:
+        outputs["report.md"] = result.report.to_markdown().encode()
+    if "report.html" in result.files:
+        from edgeq.outputs.report_html import render
+
+        outputs["report.html"] = render(result.report).encode()
+    write_outputs(result.files["report.json"].parent, outputs, overwrite=True)
     return emu, text
-
-
-def _emulator_markdown(emu) -> str:
-    same = "byte-identical to" if emu.outputs_identical else \
-        f"{emu.mismatched_samples} of {emu.samples} samples differ from"
-    top1 = "" if emu.top1 is None else \
-        f"- top-1 on the emulated device: {100 * emu.top1['device']:.2f}%\n"
-    return (f"\n## Emulated device ({emu.core}, QEMU {emu.machine})\n\n"
-            f"- TFLite Micro + CMSIS-NN firmware, {emu.samples} samples: outputs {same} the "
-            "TFLM interpreter's\n" + top1 +
-            f"- {emu.instructions_per_inference:,} instructions per inference; estimated "
-            f"{emu.estimated_cycles:,} cycles = {emu.estimated_ms:.2f} ms at "
-            f"{emu.clock_hz / 1e6:g} MHz (an estimate: CPI {emu.cpi}, "
-            f"{'calibrated' if emu.cost_model_calibrated else 'uncalibrated'})\n"
-            f"- arena on the device: {emu.arena_bytes:,} B (embed recommends "
-            f"{emu.arena_declared:,} B)\n")

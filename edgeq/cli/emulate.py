@@ -77,6 +77,14 @@ def emulate(model: str | None, target: str, prepare: bool, eval_data: str | None
                          hint="pass --baseline old_report.json")
     if clock_mhz is not None and not clock_mhz > 0:
         raise UsageError("--clock-mhz must be greater than 0")
+    if report_path:  # before the run: a path that cannot take the report fails at once
+        from pathlib import Path
+
+        from edgeq.formats.input_files import check_output_path
+        from edgeq.outputs.atomic import check_file_path
+
+        check_file_path(Path(report_path), "--report")
+        check_output_path(report_path, "--report")
     base = gate.read_baseline(baseline) if baseline else None
     result = run_emulation(model, target, eval_data=eval_data,
                            preprocess=Preprocess.parse(input_scale, mean, std),

@@ -26,3 +26,14 @@ def tflm_tree_option(fn: Callable) -> Callable:
     return click.option("--tflm-tree", type=click.Path(),
                         help="TFLite Micro tree with CMSIS-NN (a directory or .tar.gz) for the "
                              "emulator [$EDGEQ_TFLM_TREE].")(fn)
+
+
+def data_check_options(fn: Callable) -> Callable:
+    """--input-range and --strict-data: what the data is checked against, and how strictly."""
+    fn = click.option("--strict-data", is_flag=True,
+                      help="Stop (exit 2) on data warnings: data sets that disagree with each "
+                           "other or with what the model expects (raw 0..255 pixels for a 0..1 "
+                           "model, a stated --input-range), constant or repeated samples.")(fn)
+    return click.option("--input-range", metavar="LO,HI",
+                        help="The model's input range in training, e.g. 0,1: data (after "
+                             "--input-scale/--mean/--std) outside it is a data warning.")(fn)

@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeq.errors import ConversionError, ModelFileError
+from edgeq.errors import ConversionError, DataError, ModelFileError
+from edgeq.formats.input_files import TFLITE_MAX, check_file_or_dir, read_file
 from edgeq.pipeline.gate import Memory, check_memory, largest_tensors
 from edgeq.pipeline.place import ETHOS_U_OP, OpPlacement, place_ops
 from edgeq.targets import Target, load_target
@@ -36,6 +37,7 @@ class Analysis:
     arena: Any = None  # ArenaUsage from TFLite Micro, for TFLM targets
     compiler: dict[str, Any] | None = None  # what the target's compiler said (vela summary)
     notes: tuple[str, ...] = ()
+    arena_plan: dict[str, Any] | None = None  # TFLM's head plan vs edgeq's (arena_stage)
 
     @property
     def unplaceable(self) -> tuple[OpPlacement, ...]:
@@ -61,6 +63,8 @@ class Analysis:
     def to_dict(self) -> dict[str, Any]:
         memory = {k: v for k, v in asdict(self.memory).items() if k != "overruns"}
         memory["overruns"] = list(self.memory.overruns)
+        if self.arena_plan is not None:
+            memory["arena_plan"] = self.arena_plan
         return {
             "target": self.target.name,
             "model": self.model_path,
@@ -89,19 +93,25 @@ def analyze(model_path: str | Path, target_name: str, data: str | None = None, *
     """
     target = load_target(target_name)
     p = Path(model_path)
-    if not p.exists():
-        raise ModelFileError(p, "not found", hint="check the path to the model")
+    check_file_or_dir(p, "model", error=ModelFileError, hint="check the path to the model")
+    if data is not None:  # before a Keras model is loaded and converted for it
+        check_file_or_dir(data, "--data", error=DataError)
     notes: list[str] = []
     synthetic = False
     if p.is_dir() or p.suffix.lower() in (".keras", ".h5", ".hdf5"):
         data_bytes, layer_scope = _convert_first(p, target, data, notes, allow_unsafe)
         synthetic = data is None
     elif p.suffix.lower() == ".tflite":
-        data_bytes, layer_scope = p.read_bytes(), ((), None)
+        data_bytes = read_file(p, "model", TFLITE_MAX, error=ModelFileError)
+        layer_scope = ((), None)
     else:
         raise ModelFileError(p, "analyze reads .tflite, .keras, .h5 or SavedModel directories",
                              hint="pass the model file")
     info = read_model(data_bytes, p)
+    if target.runtime.name == "tflm":  # no arena, Vela or op figure on weights TFLM ignores
+        from edgeq.adapters.tflm import check_inline_buffers
+
+        check_inline_buffers(data_bytes, str(p))
     placements = place_ops(info, target, *layer_scope, source=str(p))
     vela_compiled = ETHOS_U_OP in info.op_names
     arena = None
@@ -111,9 +121,10 @@ def analyze(model_path: str | Path, target_name: str, data: str | None = None, *
     if target.runtime.name == "tflm":
         notes.extend(float_io_notes(info, placements))
     if vela_compiled and target.compiler is not None:
-        notes.append("already compiled by Vela: the ethos-u op needs the NPU driver, which "
-                     "TFLite Micro on the host lacks, so there are no arena or Vela figures; "
-                     "analyze the model before Vela for them")
+        built = ", ".join(sorted(set(info.npu_configs))) or "unknown"
+        notes.append(f"already compiled by Vela for {built}: the ethos-u op needs the NPU "
+                     "driver, which TFLite Micro on the host lacks, so there are no arena or "
+                     "Vela figures; analyze the model before Vela for them")
     compiler = None
     if target.compiler is not None and not vela_compiled:
         from edgeq.pipeline.compile import compile_for_target
@@ -127,12 +138,28 @@ def analyze(model_path: str | Path, target_name: str, data: str | None = None, *
         key = "vela" if compiled.compiler == "vela" else "edgetpu"
         compiler = {"key": key, "summary": compiled.summary, "notes": list(compiled.notes)}
     memory = check_memory(target, len(data_bytes), arena, info)
+    # Ethos-U: what runs is Vela's output, which carries Vela's own plan.
+    plan = _arena_plan(data_bytes, info, target, p) \
+        if arena is not None and target.compiler is None else None
     largest = {
         "activations": largest_tensors(info, constant=False),
         "weights": largest_tensors(info, constant=True),
     }
     return Analysis(target, str(p), info, placements, memory, largest, arena, compiler,
-                    tuple(notes))
+                    tuple(notes), plan)
+
+
+def _arena_plan(model: bytes, info: ModelInfo, target: Target, p: Path) -> dict[str, Any]:
+    """TFLM's head for this file next to the best offline plan edgeq finds and the lower bound
+    (edgeq.pipeline.arena_stage): figures only, the file is not changed."""
+    from edgeq.pipeline.arena_stage import plan_model, target_kernels
+
+    figures = plan_model(model, target_kernels(target), source=str(p), info=info).to_dict(
+        written=False)
+    if figures["smaller_than_tflm"]:
+        figures["reason"] = ("analyze only reports; `edgeq convert` and `edgeq embed` write "
+                             f"this plan: {figures['reason']}")
+    return figures
 
 
 def _convert_first(p: Path, target: Target, data: str | None, notes: list[str],

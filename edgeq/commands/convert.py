@@ -23,8 +23,9 @@ import numpy as np
 
 from edgeq.commands.convert_options import (ConvertOptions, check_options, check_paths,
                                             choose_recipe, output_dir, output_names, stem)
-from edgeq.data import Dataset, check_input_spec, load_dataset, output_classes
-from edgeq.errors import ConversionError, DataError, EdgeqError, InputError, UsageError
+from edgeq.commands.convert_data import early_data, model_data
+from edgeq.data import Dataset
+from edgeq.errors import ConversionError, DataError, EdgeqError, UsageError
 from edgeq.formats.kernel_limits import check_scales
 from edgeq.formats.tflite import ModelInfo, read_model
 from edgeq.outputs.atomic import check_free, check_out_dir, write_outputs
@@ -130,8 +131,10 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
         from edgeq.pipeline.qat import start_strategy
 
         start_strategy(plan.qat.strategy)  # before TF runs anything (collective ops)
-    loaded = timed("load", load_model, opts.model, allow_unsafe=opts.allow_unsafe)
-    calib, evaluation, train, warnings = _data(plan, loaded, timed, progress)
+    early = early_data(plan, timed, progress)  # before TensorFlow: a data mistake in seconds
+    loaded = timed("load", load_model, opts.model, allow_unsafe=opts.allow_unsafe,
+                   checked=early.keras_check if early is not None else None)
+    calib, evaluation, train, warnings = model_data(plan, loaded, timed, progress, early)
     float_outputs = timed("float reference", _float_reference, loaded, evaluation)
     bridged = None
     if plan.qat is not None:
@@ -148,6 +151,15 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
     # before the verify stage runs the model in this process.
     check_scales(info, f"{opts.model} (converted)",
                  "tflm" if target.runtime.name == "tflm" else "litert")
+    arena_plan = None
+    if opts.arena_plan and target.runtime.name == "tflm" and target.compiler is None:
+        from edgeq.pipeline.arena_stage import plan_and_check
+
+        arena_plan = timed("arena plan", plan_and_check, quantized.model, target,
+                           source=f"{opts.model} (converted)")
+        if arena_plan.applied:  # the planned model is the one placed, verified and written
+            quantized = replace(quantized, model=arena_plan.model)
+            info = _check_converted(quantized.model, opts.model)
     placements = timed("place ops", place.place_ops, info, target, *loaded.layer_scope())
     place.check_placeable(placements, target)
     compiled = timed("compile", compile_stage.compile_for_target, quantized.model, target,
@@ -168,7 +180,7 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
         placements=placements, compiled=compiled, verified=result, memory=memory, calib=calib,
         evaluation=evaluation, train=train, data_warnings=warnings, stages=timed.stages,
         qat=qat, autopilot=autopilot, notes=notes,
-        model_path=str(plan.out_dir / plan.names[0])))
+        model_path=str(plan.out_dir / plan.names[0]), arena_plan=arena_plan))
     gate_error = _gate_error(target, memory, result.accuracy, opts.max_drop, report, info)
     files = _emit(plan, report, quantized.model, compiled, info, calib, progress)
     return ConvertResult(report, files, gate_error)
@@ -199,28 +211,6 @@ def _plan(opts: ConvertOptions) -> _Plan:
 
         labels = read_labels(opts.labels)
     return _Plan(opts, target, recipe, qat_settings, out_dir, names, labels)
-
-
-def _data(plan: _Plan, loaded, timed: _Timer, progress: Progress):
-    """The data sets checked against the loaded model: calibration, evaluation, training (QAT)
-    and the sanity warnings across them."""
-    opts = plan.opts
-    check_input_spec(loaded.input_spec, opts.model)  # before any sample is read or made
-    classes = output_classes(loaded.output_shapes[0])  # labels index the first output
-    if plan.labels is not None and loaded.output_shapes[0][-1:] != (len(plan.labels),):
-        raise DataError(opts.labels, f"has {len(plan.labels)} labels but the model's output has "
-                        f"shape {list(loaded.output_shapes[0])}",
-                        hint="one label per output class, in output order")
-    calib, evaluation = timed("check data", _load_data, opts, loaded.input_spec, classes)
-    train = None
-    if plan.qat is not None:  # QAT's own checks come before the PTQ baseline's work
-        train = timed("check training data", load_dataset, opts.train_data, loaded.input_spec,
-                      opts.preprocess, role="training", require_labels=True, classes=classes)
-    warnings = timed("data sanity", _data_sanity, opts, loaded, calib, evaluation, train)
-    progress_warning = getattr(progress, "warning", None)  # optional in a caller's Progress
-    for warning in warnings if progress_warning is not None else ():
-        progress_warning(warning)
-    return calib, evaluation, train, warnings
 
 
 def _quantize_stages(plan: _Plan, loaded, bridged, calib: Dataset, evaluation: Dataset,
@@ -290,38 +280,6 @@ def _emit(plan: _Plan, report: Report, model: bytes, compiled, info: ModelInfo,
     mark("emit")
     progress.stage("emit")
     return write_outputs(plan.out_dir, outputs, overwrite=opts.overwrite)
-
-
-def _load_data(opts: ConvertOptions, spec, classes: int | None) -> tuple[Dataset, Dataset]:
-    # Labels are checked in every set: without --eval-data the calibration set is evaluated.
-    full = load_dataset(opts.data, spec, opts.preprocess, role="calibration", classes=classes)
-    calib = full.spread(opts.calibration_samples)
-    if opts.eval_data is None:
-        evaluation = full
-    else:
-        evaluation = load_dataset(opts.eval_data, spec, opts.preprocess, role="evaluation",
-                                  classes=classes)
-    if opts.eval_samples is not None:
-        evaluation = evaluation.spread(opts.eval_samples)
-    return calib, evaluation
-
-
-def _data_sanity(opts: ConvertOptions, loaded, calib: Dataset, evaluation: Dataset,
-                 train: Dataset | None) -> list[str]:
-    """Warnings when the data sets disagree with each other or with the model's first layer
-    (edgeq.data.checks); with --strict-data they stop the run (exit 2) before any work."""
-    from edgeq.data import checks as data_check
-
-    expectation = None
-    if loaded.format != "savedmodel" and loaded.owner is not None:
-        expectation = data_check.expect(loaded.owner)
-    warnings = data_check.check(
-        [("calibration", calib), ("evaluation", evaluation), ("training", train)],
-        expectation, identity_preprocess=opts.preprocess.is_identity())
-    if warnings and opts.strict_data:
-        raise InputError("data sanity (--strict-data): " + " | ".join(warnings),
-                         hint="fix the data, or drop --strict-data to go on with warnings")
-    return warnings
 
 
 def _float_reference(loaded, evaluation: Dataset) -> list[np.ndarray]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from edgeq.data import Preprocess, precheck
 from edgeq.errors import DataError, TargetConstraintError, UsageError
+from edgeq.formats.input_files import check_file_or_dir
 from edgeq.recipes import Recipe, decode
 from edgeq.targets import Target
 
@@ -40,6 +41,7 @@ class ConvertOptions:
     allow_unsafe: bool = False
     measure_latency: bool = True
     strict_data: bool = False  # data sanity warnings (edgeq.data.checks) are an error (exit 2)
+    input_range: tuple[float, float] | None = None  # the model's training-time input range
     # --method qat (edgeq.pipeline.qat): labelled training data and the fine-tuning schedule
     train_data: str | None = None
     epochs: int = 3
@@ -48,6 +50,8 @@ class ConvertOptions:
     seed: int = 0
     qat_skip: tuple[str, ...] = ()
     strategy: str = "none"  # none | mirrored | multiworker (tf.distribute)
+    # TFLM targets: write an offline arena plan when it beats TFLM's own (pipeline.arena_stage)
+    arena_plan: bool = True
 
 
 def output_dir(opts: ConvertOptions, target: Target) -> Path:
@@ -183,8 +187,7 @@ def check_paths(opts: ConvertOptions) -> None:
     """Cheap checks first: a typo in a data path should not wait for TensorFlow to load."""
     for option, path in (("--data", opts.data), ("--eval-data", opts.eval_data),
                          ("--train-data", opts.train_data)):
-        if path is not None and not Path(path).exists():
-            raise DataError(path, "no such file or folder", hint=f"check the path given to {option}")
         if path is not None:
+            check_file_or_dir(path, option, error=DataError)
             precheck(path, {"--data": "calibration", "--eval-data": "evaluation"}.get(
                 option, "training"))

@@ -78,16 +78,16 @@ def inspect_model(path: str | Path, source: str | Path | None = None) -> Inspect
     Raises:
         ModelFileError: missing, not a .tflite, or corrupt (exit 2).
     """
+    from edgeq.formats.input_files import TFLITE_MAX, read_file
+
     p = Path(path)
-    if not p.is_file():
-        raise ModelFileError(p, "not found", hint="check the path to the .tflite file")
-    info = read_model(p.read_bytes(), p)
+    info = read_model(read_file(p, "model", TFLITE_MAX, error=ModelFileError,
+                                hint="check the path to the .tflite file"), p)
     src_path = Path(source) if source is not None else _beside(p)
     src = None
     if src_path is not None:
-        if not src_path.is_file():
-            raise ModelFileError(src_path, "not found", hint="pass the model that was compiled")
-        src = read_model(src_path.read_bytes(), src_path)
+        src = read_model(read_file(src_path, "--source", TFLITE_MAX,
+                                   hint="pass the model that was compiled"), src_path)
     return Inspection(str(p), info, str(src_path) if src is not None else None, src)
 
 

@@ -67,6 +67,10 @@ class VerifyOutcome:
     data: dict[str, Any]
     baseline: str | None = None
     checks: tuple[Check, ...] = field(default=())
+    sha256: str = ""  # of the model file verified
+    io: dict | None = None  # inputs and outputs per sample (what a new build keeps)
+    skipped: tuple[str, ...] = ()  # every check not made, and why
+    notes: tuple[str, ...] = ()
 
     @property
     def failures(self) -> list[str]:
@@ -87,15 +91,17 @@ class VerifyOutcome:
         return {
             "schema": SCHEMA,
             "target": self.target,
-            "model": {"path": self.model},
+            "model": {"path": self.model, "sha256": self.sha256, "io": self.io},
             "accuracy": {"quantized": self.accuracy, "n": self.n, "runtime": self.runtime},
             "latency_ms": None if self.latency_ms is None else {
                 "median": self.latency_ms, "runtime": "litert", "host": True},
             "memory": {"arena_bytes": self.arena_bytes, "flash_bytes": self.model_bytes},
-            "output": {"bytes": self.model_bytes},
+            "output": {"path": self.model, "bytes": self.model_bytes, "sha256": self.sha256},
             "data": {"evaluation": self.data},
             "baseline": self.baseline,
             "checks": [asdict(c) for c in self.checks],
+            "skipped": list(self.skipped),
+            "notes": list(self.notes),
             "ok": self.ok,
             "versions": tool_versions(),
         }
@@ -105,17 +111,24 @@ def verify_model(model: str | Path, target: str, eval_data: str | Path, *,
                  baseline: str | Path | None = None, max_drop: float | None = None,
                  max_growth: float | None = None, max_latency_growth: float | None = None,
                  preprocess: Preprocess | None = None, eval_samples: int | None = None,
-                 measure_latency: bool = True, strict_data: bool = False) -> VerifyOutcome:
+                 measure_latency: bool = True, strict_data: bool = False,
+                 input_range: tuple[float, float] | None = None,
+                 allow_different_model: bool = False,
+                 allow_different_target: bool = False) -> VerifyOutcome:
     """Measure ``model`` (.tflite) on ``target``'s runtime over ``eval_data`` and, with a
     baseline, check it: top-1 may drop ``max_drop`` points (default 0), size and arena may
     grow ``max_growth`` percent (default 0), host latency ``max_latency_growth`` percent (only
-    checked when given).
+    checked when given). The baseline must be of the same model (the same file, or a new build
+    with the same inputs and outputs) and target unless ``allow_different_model`` /
+    ``allow_different_target``; checks that cannot be made
+    are named in ``skipped``.
 
     Raises:
-        InputError: a bad model, target, data or baseline file (exit 2).
+        InputError: a bad model, target, data or baseline file, or a baseline of another
+            model or target (exit 2).
         TargetConstraintError: an op the target cannot run (exit 3).
     """
-    from edgeq.pipeline.place import read_placeable
+    from edgeq.pipeline.place import io_notes, read_placeable
 
     for option, value in (("--max-drop", max_drop), ("--max-growth", max_growth),
                           ("--max-latency-growth", max_latency_growth)):
@@ -125,12 +138,23 @@ def verify_model(model: str | Path, target: str, eval_data: str | Path, *,
                                                          max_latency_growth)):
         raise UsageError("--max-drop, --max-growth and --max-latency-growth compare with a "
                          "baseline", hint="pass --baseline old_report.json")
+    if baseline is None and (allow_different_model or allow_different_target):
+        raise UsageError("--allow-different-model and --allow-different-target qualify a "
+                         "baseline", hint="pass --baseline old_report.json, or drop them")
     if max_latency_growth is not None and not measure_latency:
         raise UsageError("--max-latency-growth needs the latency measurement",
                          hint="drop --no-latency")
     prof = load_target(target)
     p, data, info = read_placeable(model, prof, "verify")
     base = _read_baseline(Path(baseline)) if baseline is not None else None
+    sha = hashlib.sha256(data).hexdigest()
+    skipped: list[str] = []
+    notes = io_notes(info, prof)  # a model made for another kind of target
+    if base is not None:
+        found_skipped, found_notes = _check_same(base, Path(baseline), p, sha, info, prof.name,
+                                                 allow_different_model, allow_different_target)
+        skipped += found_skipped
+        notes += found_notes
     inp = info.input_tensors[0]
     spec = InputSpec(shape=tuple(inp.shape[1:]), dtype="float32", name=inp.name)
     ds = load_dataset(eval_data, spec, preprocess or Preprocess(), role="evaluation",
@@ -140,7 +164,7 @@ def verify_model(model: str | Path, target: str, eval_data: str | Path, *,
     if ds.y is None:
         raise DataError(eval_data, "has no labels (y)", hint="verify measures top-1 accuracy: "
                         "pass an .npz with x and y, or a folder with one sub-folder per class")
-    warnings = _data_warnings(ds, inp, preprocess or Preprocess())
+    warnings = _data_warnings(ds, inp, preprocess or Preprocess(), input_range)
     if warnings and strict_data:
         raise InputError("data sanity (--strict-data): " + " | ".join(warnings),
                          hint="fix the data, or drop --strict-data to go on with warnings")
@@ -152,21 +176,90 @@ def verify_model(model: str | Path, target: str, eval_data: str | Path, *,
     digest = hashlib.sha256(np.ascontiguousarray(ds.x).tobytes()).hexdigest()
     summary = {"path": str(eval_data), "n": ds.n, "x_sha256": digest, "warnings": warnings}
     outcome = VerifyOutcome(str(p), prof.name, runtime, ds.n, top1, latency, arena,
-                            len(data), summary, str(baseline) if baseline else None)
+                            len(data), summary, str(baseline) if baseline else None,
+                            sha256=sha, io=_io_signature(info), notes=tuple(notes))
     if base is None:
         return outcome
-    checks = _compare(outcome, base, 0.0 if max_drop is None else max_drop,
-                      0.0 if max_growth is None else max_growth, max_latency_growth)
-    return VerifyOutcome(**{**outcome.__dict__, "checks": tuple(checks)})
+    checks, more = _compare(outcome, base, 0.0 if max_drop is None else max_drop,
+                            0.0 if max_growth is None else max_growth, max_latency_growth)
+    return VerifyOutcome(**{**outcome.__dict__, "checks": tuple(checks),
+                            "skipped": tuple(skipped + more)})
 
 
-def _data_warnings(ds, inp, preprocess: Preprocess) -> list[str]:
+def _io_signature(info) -> dict[str, list]:
+    """A model's inputs and outputs per sample (shape without the batch axis, dtype): what a
+    new build of the same model keeps and another model does not."""
+    return {"inputs": [[list(t.shape[1:]), t.dtype] for t in info.input_tensors],
+            "outputs": [[list(t.shape[1:]), t.dtype] for t in info.output_tensors]}
+
+
+def _baseline_io(base: dict[str, Any]) -> dict[str, list] | None:
+    """The baseline model's I/O signature: recorded by verify (model.io), or rebuilt from a
+    convert report (model.input.shape, model.outputs, output.input_dtype/output_dtype)."""
+    io = (base.get("model") or {}).get("io")
+    if isinstance(io, dict):
+        return io
+    model, out = base.get("model") or {}, base.get("output") or {}
+    shape, outputs = (model.get("input") or {}).get("shape"), model.get("outputs")
+    if not (isinstance(shape, list) and isinstance(outputs, list) and len(outputs) == 1
+            and out.get("input_dtype") and out.get("output_dtype")):
+        return None
+    return {"inputs": [[shape, out["input_dtype"]]], "outputs": [[outputs[0], out["output_dtype"]]]}
+
+
+def _check_same(base: dict[str, Any], path: Path, model: Path, sha: str, info, target: str,
+                allow_model: bool, allow_target: bool) -> tuple[list[str], list[str]]:
+    """A baseline compares like with like: the same model on the same target. The same model
+    is the same file (report.json's output.sha256) or a new build of it, which keeps its
+    inputs and outputs (a retrained or re-converted model is what a regression gate is for);
+    a model with other inputs or outputs, or another target, is a mistake unless the user says
+    it is meant. Returns (skipped checks, notes), each named."""
+    skipped, notes = [], []
+    b_target = base.get("target")
+    if not isinstance(b_target, str):
+        skipped.append("target not compared: the baseline records none")
+    elif b_target != target and not allow_target:
+        raise InputError(f"baseline '{path}' was measured for target '{b_target}', but this "
+                         f"run verifies '{model}' for target '{target}'",
+                         hint=f"verify with --target {b_target}, pass the baseline made for "
+                              f"{target}, or --allow-different-target to compare anyway")
+    b_sha = (base.get("output") or {}).get("sha256") or (base.get("model") or {}).get("sha256")
+    if isinstance(b_sha, str) and b_sha == sha:
+        return skipped, notes  # the very file the baseline measured
+    b_io, io = _baseline_io(base), _io_signature(info)
+    b_path = (base.get("output") or {}).get("path") or "another model"
+    if b_io is None:
+        skipped.append("model identity not compared: the baseline records neither this "
+                       "model's sha256 nor its inputs and outputs")
+    elif b_io != io and not allow_model:
+        raise InputError(f"baseline '{path}' was made for another model ('{b_path}': inputs "
+                         f"{_io_text(b_io['inputs'])}, outputs {_io_text(b_io['outputs'])}), "
+                         f"not '{model}' (inputs {_io_text(io['inputs'])}, outputs "
+                         f"{_io_text(io['outputs'])})",
+                         hint="pass this model's report.json, or --allow-different-model to "
+                              "compare them anyway")
+    if isinstance(b_sha, str) and b_sha:
+        notes.append(f"the model's bytes differ from the baseline's ('{b_path}'): compared as a "
+                     "new build of the same model" + (" (same inputs and outputs)"
+                                                       if b_io == io else ""))
+    return skipped, notes
+
+
+def _io_text(tensors: list) -> str:
+    return ", ".join(f"{shape} {dtype}" for shape, dtype in tensors)
+
+
+def _data_warnings(ds, inp, preprocess: Preprocess,
+                   input_range: tuple[float, float] | None = None) -> list[str]:
     """The evaluation data against what the model's integer input can represent
-    (edgeq.data.checks): data far outside it saturates, and top-1 then means little."""
+    (edgeq.data.checks): data far outside it saturates, and top-1 then means little. A stated
+    --input-range outranks it."""
     from edgeq.data import checks as data_check
 
     expectation = None
-    if inp.is_quantized and len(inp.scales) == 1:
+    if input_range is not None:
+        expectation = data_check.expect_range(*input_range)
+    elif inp.is_quantized and len(inp.scales) == 1:
         expectation = data_check.expect_quantized_input(inp.scales[0], inp.zero_points[0],
                                                         inp.dtype)
     return data_check.check([("evaluation", ds)], expectation,
@@ -197,25 +290,32 @@ def _evaluate_in_child(model: bytes, path: Path, target, x: np.ndarray,
 
 
 def _read_baseline(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise DataError(path, "baseline report not found",
-                        hint="pass the report.json of the model you compare against")
+    from edgeq.formats.input_files import REPORT_MAX, read_file
+
+    def baseline_error(p: str | Path, message: str, *, hint: str | None = None) -> InputError:
+        return InputError(f"baseline '{p}': {message}", hint=hint)
+
+    raw = read_file(path, "--baseline", REPORT_MAX, error=baseline_error,
+                    hint="pass the report.json of the model you compare against")
     try:
-        base = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DataError(path, f"is not a JSON report ({exc})",
-                        hint="pass a report.json written by edgeq convert or edgeq verify") \
+        base = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise InputError(f"baseline '{path}': not a JSON report ({exc})",
+                         hint="pass a report.json written by edgeq convert or edgeq verify") \
             from exc
     if not isinstance(base, dict) or not isinstance(base.get("accuracy"), dict) \
             or not isinstance(base.get("output"), dict):
-        raise DataError(path, "is not an edgeq report (no accuracy/output sections)",
-                        hint="pass a report.json written by edgeq convert or edgeq verify")
+        raise InputError(f"baseline '{path}': not an edgeq report (no accuracy/output "
+                         "sections)",
+                         hint="pass a report.json written by edgeq convert or edgeq verify")
     return base
 
 
 def _compare(now: VerifyOutcome, base: dict[str, Any], max_drop: float, max_growth: float,
-             max_latency_growth: float | None) -> list[Check]:
-    checks = []
+             max_latency_growth: float | None) -> tuple[list[Check], list[str]]:
+    """The checks against the baseline, and the checks that could not be made, named."""
+    checks, skipped = [], []
+    b_runtime = base["accuracy"].get("runtime")
     b_acc = base["accuracy"].get("quantized")
     if b_acc is None or now.accuracy is None:
         checks.append(Check("accuracy", b_acc, now.accuracy, f"drop <= {max_drop:.2f} pp",
@@ -239,12 +339,24 @@ def _compare(now: VerifyOutcome, base: dict[str, Any], max_drop: float, max_grow
                                 f"growth <= {max_latency_growth:g}%", False,
                                 "the baseline has no host latency to compare with (it was "
                                 "written with --no-latency)"))
+    if max_latency_growth is None:
+        skipped.append("latency not gated: host timings vary between runs; "
+                       "--max-latency-growth PCT gates it")
     for metric, b, c, allowed in limits:
-        if b is None or c is None:
-            continue  # not measured on both sides (no arena off TFLM)
+        if b is None or c is None:  # not measured on both sides (no arena off TFLM)
+            if metric != "latency_ms":  # a gated latency without figures fails above
+                side = ("neither run has one" if b is None and c is None else
+                        "the baseline has none" if b is None else "this run has none")
+                why = f" ({now.runtime} has no tensor arena)" if c is None else ""
+                skipped.append(f"{metric.replace('_bytes', '')} not compared: {side}{why}")
+            continue
+        if metric in ("arena_bytes", "latency_ms") and b_runtime and b_runtime != now.runtime:
+            skipped.append(f"{metric} not compared: the baseline ran on {b_runtime}, this run "
+                           f"on {now.runtime}")
+            continue
         growth = 100.0 * (c - b) / b if b else 0.0
         ok = growth <= allowed + 1e-9
         checks.append(Check(metric, b, c, f"growth <= {allowed:g}%", ok,
                             f"{metric} {c:g} vs baseline {b:g} ({growth:+.1f}%, allowed "
                             f"{allowed:g}%)"))
-    return checks
+    return checks, skipped

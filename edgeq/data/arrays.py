@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+import stat
 import zipfile
 import zlib
 from contextlib import contextmanager
@@ -48,9 +49,9 @@ def precheck(path: str | Path, role: str = "calibration", *, max_bytes: int = MA
             than ``max_bytes`` of memory.
     """
     p = Path(path)
-    if not (p.is_file() and p.suffix.lower() in (".npz", ".npy")):
-        return
     ctx = LoadContext(str(path), role, InputSpec(shape=()), None, max_bytes, False)
+    if stat.S_ISDIR(ctx.check_path(p).st_mode) or p.suffix.lower() not in (".npz", ".npy"):
+        return
     try:
         with open_members(p, p.suffix.lower() == ".npz") as members:
             for name, open_member in members.items():

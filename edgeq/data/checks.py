@@ -30,17 +30,27 @@ DOMINANT = 0.5  # constant or repeated samples above this share of a set make it
 OUTLIER_FACTOR = 1e3
 _SHOWN = 5  # sample indices named in a warning
 _ROWS_CHUNK = 256  # samples per pass: bounded temporaries on large sets
-_PIXEL_NOTE = "0..255"  # edgeq.data's notes for uint8 data and image folders already say so
+_PIXEL_NOTE = "0..255"
+# Raw pixels: data up to 255 whose top is past _PIXEL_LO, for a model taking a span of at most
+# _UNIT_SPAN (0..1 or -1..1).
+_PIXEL_LO = 2.0
+_UNIT_SPAN = 2.5
+# A stated input range (--input-range) is exceeded when data passes it by this share of its width.
+RANGE_SLACK = 0.1  # edgeq.data's notes for uint8 data and image folders already say so
 
 
 @dataclass(frozen=True)
 class Expectation:
     """What the model's first layer says about its input, per channel where it can."""
 
-    layer: str  # e.g. "Rescaling(scale=0.00392, offset=0)"
+    # What says so, as it reads after "but": "the model's first layer Rescaling(scale=0.00392,
+    # offset=0)", "the model's int8 input quantization (0..1)", "--input-range 0,1".
+    layer: str
     span: float | None = None  # typical max - min of the raw input
     mean: np.ndarray | None = None  # per channel
     std: np.ndarray | None = None  # per channel
+    lo: float | None = None  # the range the model saw in training, when known for certain
+    hi: float | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +87,7 @@ def check(sets: Sequence[tuple[str, Any]], expectation: Expectation | None = Non
     """
     seen: dict[str, Stats] = {}
     warnings: list[str] = []
+    pixels: dict[str, list[Stats]] = {}
     for role, ds in sets:
         if ds is None or ds.source in {s.source for s in seen.values()}:
             continue
@@ -84,10 +95,15 @@ def check(sets: Sequence[tuple[str, Any]], expectation: Expectation | None = Non
         seen[role] = stats
         warnings += _degenerate(stats, ds.x)
         warnings += _outliers(role, ds.source, ds.x)
-        if identity_preprocess and not any(_PIXEL_NOTE in n for n in ds.notes):
-            warnings += _raw_pixels(stats, ds.x, expectation)
-        if expectation is not None:
+        noted = any(_PIXEL_NOTE in n for n in ds.notes)
+        # One warning per mistake: raw pixels for a 0..1 model is said once, as raw pixels,
+        # for all the sets that have it together.
+        kind = _raw_pixels(stats, ds.x, expectation, heuristic=identity_preprocess and not noted)
+        if kind is not None:
+            pixels.setdefault(kind, []).append(stats)
+        elif expectation is not None:
             warnings += _against_model(stats, expectation)
+    warnings += [_pixel_warning(kind, found, expectation) for kind, found in pixels.items()]
     ordered = list(seen.values())
     for i, a in enumerate(ordered):
         for b in ordered[i + 1:]:
@@ -110,24 +126,34 @@ def expect(keras_model: Any) -> Expectation | None:
             cfg = first.get_config()
             scale = float(np.mean(np.abs(np.asarray(cfg["scale"], dtype=np.float64))))
             offset = float(np.mean(np.asarray(cfg.get("offset", 0.0), dtype=np.float64)))
-            if scale == 0:
-                return None
-            # Rescaling maps raw inputs to about 0..1 (offset 0) or -1..1 (offset -1).
-            span = (1.0 if offset == 0 else 2.0) / scale
-            return Expectation(f"Rescaling(scale={scale:.4g}, offset={offset:g})", span=span)
+            return expect_rescaling(scale, offset)
         if kind == "Normalization":
             mean = np.asarray(first.mean, dtype=np.float64).reshape(-1)
             var = np.asarray(first.variance, dtype=np.float64).reshape(-1)
-            return Expectation("Normalization (adapted mean and variance)", mean=mean,
+            return Expectation("the model's first layer Normalization (adapted mean and "
+                               "variance)", mean=mean,
                                std=np.sqrt(np.maximum(var, 0.0)))
         if kind == "BatchNormalization":
             mean = np.asarray(first.moving_mean, dtype=np.float64).reshape(-1)
             var = np.asarray(first.moving_variance, dtype=np.float64).reshape(-1)
-            return Expectation("BatchNormalization (moving mean and variance)", mean=mean,
+            return Expectation("the model's first layer BatchNormalization (moving mean and "
+                               "variance)", mean=mean,
                                std=np.sqrt(np.maximum(var, 0.0)))
     except (AttributeError, KeyError, TypeError, ValueError):
         return None  # an unusual layer config: no expectation rather than a wrong one
     return None
+
+
+def expect_rescaling(scale: float, offset: float) -> Expectation | None:
+    """A first Rescaling layer's expectation from its scale and offset (read from the config
+    before the model loads, or from the layer)."""
+    scale, offset = abs(scale), offset
+    if scale == 0:
+        return None
+    # Rescaling maps raw inputs to about 0..1 (offset 0) or -1..1 (offset -1).
+    span = (1.0 if offset == 0 else 2.0) / scale
+    return Expectation(f"the model's first layer Rescaling(scale={scale:.4g}, "
+                       f"offset={offset:g})", span=span)
 
 
 def expect_quantized_input(scale: float, zero_point: int, dtype: str) -> Expectation | None:
@@ -136,7 +162,35 @@ def expect_quantized_input(scale: float, zero_point: int, dtype: str) -> Expecta
     if bounds is None or not scale > 0:
         return None
     lo, hi = (scale * (b - zero_point) for b in bounds)
-    return Expectation(f"its {dtype} input quantization ({_g(lo)}..{_g(hi)})", span=hi - lo)
+    return Expectation(f"the model's {dtype} input quantization ({_g(lo)}..{_g(hi)})",
+                       span=hi - lo)
+
+
+def parse_range(text: str | None) -> tuple[float, float] | None:
+    """--input-range "LO,HI" as two finite numbers, LO < HI.
+
+    Raises:
+        UsageError: anything else.
+    """
+    if text is None:
+        return None
+    from edgeq.errors import UsageError
+
+    parts = text.split(",")
+    try:
+        lo, hi = (float(p) for p in parts)
+    except ValueError:
+        lo = hi = math.nan
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise UsageError(f"--input-range takes LO,HI with LO < HI (e.g. 0,1 or -1,1), "
+                         f"got '{text}'")
+    return lo, hi
+
+
+def expect_range(lo: float, hi: float) -> Expectation:
+    """The range the model's input had in training, as the user states it (--input-range)."""
+    return Expectation(f"--input-range {lo:g},{hi:g} (the model's training-time input range)",
+                       span=hi - lo, lo=lo, hi=hi)
 
 
 def _apart(a: Stats, b: Stats) -> list[str]:
@@ -151,11 +205,16 @@ def _apart(a: Stats, b: Stats) -> list[str]:
 
 
 def _against_model(s: Stats, e: Expectation) -> list[str]:
+    if e.lo is not None and e.hi is not None:
+        # A stated range: values past it by a tenth of its width are inputs the model never saw.
+        slack = RANGE_SLACK * (e.hi - e.lo)
+        if s.lo < e.lo - slack or s.hi > e.hi + slack:
+            return [f"{s.describe()}, outside {e.layer}: check --input-scale/--mean/--std"]
     if e.span is not None:
         span = s.hi - s.lo
         if span > 0 and _ratio(span, e.span) >= ORDERS_APART:
-            return [f"{s.describe()}, but the model's first layer {e.layer} expects inputs "
-                    f"spanning about {_g(e.span)}: {_ratio(span, e.span):.3g}x apart; check "
+            return [f"{s.describe()}, but {e.layer} expects inputs spanning about "
+                    f"{_g(e.span)}: {_ratio(span, e.span):.3g}x apart; check "
                     "--input-scale/--mean/--std"]
         return []
     if e.std is None or e.mean is None or len(e.std) != len(s.channel_std):
@@ -164,23 +223,59 @@ def _against_model(s: Stats, e: Expectation) -> list[str]:
         if sd <= 0:
             continue
         if _ratio(dsd, sd) >= ORDERS_APART or abs(dm - m) > ORDERS_APART * sd:
-            return [f"{s.describe()}; channel {c} has mean {_g(dm)} and std {_g(dsd)}, but the "
-                    f"model's first layer {e.layer} expects mean {_g(m)} and std {_g(sd)}: "
+            return [f"{s.describe()}; channel {c} has mean {_g(dm)} and std {_g(dsd)}, but "
+                    f"{e.layer} expects mean {_g(m)} and std {_g(sd)}: "
                     "check --input-scale/--mean/--std"]
     return []
 
 
-def _raw_pixels(s: Stats, x: np.ndarray, e: Expectation | None) -> list[str]:
-    """Float data holding whole numbers in 0..255: raw pixels, where most models take 0..1."""
-    if not (s.lo >= 0 and 1 < s.hi <= 255) or x.dtype.kind != "f":
-        return []
-    if e is not None and e.span is not None and _ratio(e.span, 255.0) < ORDERS_APART:
-        return []  # the model's first layer takes 0..255 itself
+def _raw_pixels(s: Stats, x: np.ndarray, e: Expectation | None, *, heuristic: bool
+                ) -> str | None:
+    """Data in 0..255 like raw pixels, where the model takes 0..1 (or -1..1): "model" when the
+    model says so, "whole" when only the data's look does, None otherwise.
+
+    When the model says what it takes (a Rescaling layer, the integer input's quantization,
+    --input-range) and that is about 0..1 or -1..1, data spanning more than 2 up to 255 is a
+    mistake whatever its dtype and whether or not it holds whole numbers (resized images are
+    not whole). When the model says nothing, only float data of whole numbers in 0..255 is
+    suspect (``heuristic``: no --input-scale given and the loader has not noted it already):
+    many models (the MLPerf Tiny ones) take raw 0..255 pixels."""
+    if not (s.lo >= 0 and _PIXEL_LO < s.hi <= 255):
+        return None
+    span = _implied_span(e)
+    if span is not None:
+        # A wider span: the model takes the range itself (a Rescaling(1/255) takes 0..255).
+        return "model" if span <= _UNIT_SPAN else None
+    if not heuristic or x.dtype.kind != "f":
+        return None
     sample = x.reshape(-1)[: 1 << 20]
-    if not np.all(sample == np.round(sample)):
-        return []
-    return [f"{s.describe()} in whole numbers, like raw 0..255 pixels; if the model was "
-            "trained on 0..1, pass --input-scale 1/255"]
+    return "whole" if np.all(sample == np.round(sample)) else None
+
+
+def _implied_span(e: Expectation | None) -> float | None:
+    """The input span an expectation implies: stated, or from per-channel statistics (a
+    Normalization adapted on 0..1 data has means near 0.5 and stds near 0.3: mean +- 3 std)."""
+    if e is None:
+        return None
+    if e.span is not None:
+        return e.span
+    if e.mean is not None and e.std is not None and len(e.mean) and len(e.std) == len(e.mean):
+        return float(np.max(e.mean + 3 * e.std) - np.min(e.mean - 3 * e.std))
+    return None
+
+
+def _pixel_warning(kind: str, found: list[Stats], e: Expectation | None) -> str:
+    what = "; ".join(s.describe() for s in found)
+    span = _implied_span(e)
+    if kind == "model" and e is not None and span is not None:
+        expects = f"{_g(e.lo)}..{_g(e.hi)}" if e.lo is not None and e.hi is not None \
+            else f"inputs spanning about {_g(span)}"
+        top = max(s.hi for s in found)
+        return (f"{what}: like raw 0..255 pixels, but {e.layer} expects {expects} "
+                f"({top / max(span, 1e-12):.3g}x the range); scale the data (--input-scale "
+                "1/255) or fix the file")
+    return (f"{what}: whole numbers like raw 0..255 pixels; if the model was trained on 0..1, "
+            "pass --input-scale 1/255 (or --input-range 0,1 to have it checked)")
 
 
 def _degenerate(s: Stats, x: np.ndarray) -> list[str]:

@@ -3,7 +3,9 @@ fit (role, sample and memory limits), and the one way to phrase a data error."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from edgeq.errors import DataError
 
@@ -45,6 +47,21 @@ class LoadContext:
 
     def error(self, message: str, hint: str | None = None) -> DataError:
         return DataError(self.source, f"({self.role}) {message}", hint=hint)
+
+    def check_path(self, path: str | Path, *, directory_ok: bool = True) -> os.stat_result:
+        """The stat of a data path (the option's own, or a file inside an image folder) when
+        it names a regular file (or a directory, where one is due), through links; a FIFO,
+        device or socket is refused naming the option (edgeq.formats.input_files)."""
+        from edgeq.formats.input_files import check_file, check_file_or_dir
+
+        check = check_file_or_dir if directory_ok else check_file
+        return check(path, self.option, error=self._path_error,
+                     hint=f"check the path given to {self.option}")
+
+    def _path_error(self, path: str | Path, message: str, *, hint: str | None = None
+                    ) -> DataError:
+        where = "" if str(path) == self.source else f"'{path}' "
+        return self.error(where + message, hint)
 
     def rows(self, n: int) -> int:
         return n if self.max_samples is None else min(n, self.max_samples)

@@ -4,6 +4,7 @@ image folders) checked against a model's input before any conversion."""
 from __future__ import annotations
 
 import math
+import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -109,14 +110,13 @@ def load_dataset(
         raise UsageError(f"the number of {role} samples must be at least 1, got {max_samples}")
     ctx = LoadContext(str(path), role, spec, max_samples, max_bytes, require_labels, classes)
     p = Path(path)
-    if not p.exists():
-        raise ctx.error("no such file or folder", hint=f"check the path given to {ctx.option}")
+    st = ctx.check_path(p)
     classes = None
-    if p.is_dir():
+    if stat.S_ISDIR(st.st_mode):
         x, y, classes, notes = load_image_dir(p, ctx)
         if preprocess.is_identity():
             notes.append(f"image pixels {UINT8_NOTE}")
-    elif p.is_file() and p.suffix.lower() in (".npz", ".npy"):
+    elif p.suffix.lower() in (".npz", ".npy"):
         raw, y, notes = load_arrays(p, ctx)
         x = _to_float32(raw, ctx, notes, preprocess)
     else:

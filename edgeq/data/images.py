@@ -1,4 +1,15 @@
-"""Image folders: flat (no labels) or one sub-folder per class, decoded to the model's input."""
+"""Image folders: flat (no labels) or one sub-folder per class, decoded to the model's input.
+
+Bounded before decoding: each image's dimensions are read from its header (Pillow reads no
+pixels until asked) and an image over MAX_IMAGE_PIXELS is refused, as is a folder whose images
+hold more than MAX_TOTAL_PIXELS together (decoding time grows with the source pixels: a 0.65 MB
+PNG of 13,000 x 13,000 took 60 s and 1.4 GB). What the decoded samples take in memory is
+checked against the bytes the folder really holds on disk, each file counted once however many
+hard or symbolic links name it: past IMAGE_RATIO_FLOOR the samples may take at most IMAGE_RATIO
+times those bytes, so 2,000 links to one 69-byte PNG (1.2 GB of float32 224x224x3 samples) are
+refused before a pixel is decoded. A file with an image suffix that is a FIFO, a device or a
+socket is refused, not opened (edgeq.formats.input_files).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +21,14 @@ import numpy as np
 from edgeq.data.context import LoadContext
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+# 8K UHD (7680 x 4320) fits; a calibration image is resized to the model's input, a few hundred
+# pixels across, so larger sources only cost memory (3 bytes a pixel, twice while converting).
+MAX_IMAGE_PIXELS = 2**25
+MAX_TOTAL_PIXELS = 2**33  # ~40,000 twelve-megapixel photos: minutes of decoding, not hours
+# float32 samples against their files' bytes: a 28x28 PNG resized to 224x224x3 is ~2000:1, so
+# the ratio only applies past a floor that such data sets stay under at a few hundred images.
+IMAGE_RATIO = 1000
+IMAGE_RATIO_FLOOR = 256 * 1024**2
 
 
 
@@ -25,7 +44,9 @@ def load_image_dir(
     if labels is not None and classes is not None:
         _check_class_folders(classes, labels, ctx)
     k = ctx.rows(len(files))
-    ctx.check_size(4 * k * math.prod(ctx.spec.shape), f"{k} images of {ctx.spec.shape}")
+    need = 4 * k * math.prod(ctx.spec.shape)
+    ctx.check_size(need, f"{k} images of {ctx.spec.shape}")
+    notes += _check_budget(files[:k], need, root, ctx)
     x = np.empty((k, *ctx.spec.shape), dtype=np.float32)
     for i, file in enumerate(files[:k]):
         x[i] = _decode_image(file, mode, size, root, ctx).reshape(ctx.spec.shape)
@@ -72,8 +93,45 @@ def _image_layout(ctx: LoadContext) -> tuple[str, tuple[int, int]]:
 
 
 def _is_image(p: Path) -> bool:
-    # Hidden files include macOS '._name.jpg' resource forks, which are not images.
-    return p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    # Hidden files include macOS '._name.jpg' resource forks, which are not images. A FIFO or a
+    # device named like an image counts as one here, to be refused by _check_budget.
+    return (p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+            and p.exists() and not p.is_dir())
+
+
+
+def _check_budget(files: list[Path], need: int, root: Path, ctx: LoadContext) -> list[str]:
+    """Refuse what would take too long or too much memory to decode, before decoding: special
+    files, an image over MAX_IMAGE_PIXELS, more than MAX_TOTAL_PIXELS in all, or samples past
+    IMAGE_RATIO times the distinct bytes on disk (see the module's docstring)."""
+    from PIL import Image
+
+    distinct: dict[tuple[int, int], int] = {}
+    total = 0
+    for file in files:
+        st = ctx.check_path(file, directory_ok=False)
+        distinct[(st.st_dev, st.st_ino)] = st.st_size
+        try:
+            with Image.open(file) as image:  # the header only
+                width, height = _checked_size(image, file, root, ctx)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+            raise _undecodable(file, root, err, ctx) from err
+        total += width * height
+        if total > MAX_TOTAL_PIXELS:
+            raise ctx.error(
+                f"the first {len(distinct)} images hold over {MAX_TOTAL_PIXELS:,} pixels "
+                "together, more than edgeq decodes for one data set",
+                hint="resize the images towards the model's input size, or pass fewer")
+    on_disk = sum(distinct.values())
+    if need > IMAGE_RATIO_FLOOR and need > IMAGE_RATIO * on_disk:
+        raise ctx.error(
+            f"{len(files)} images decode to {need / 1024**2:.0f} MiB of samples from "
+            f"{on_disk:,} bytes in {len(distinct)} distinct file(s) on disk (over "
+            f"{IMAGE_RATIO}:1; hard and symbolic links to one file count once)",
+            hint="give distinct images, fewer of them (--calibration-samples, --eval-samples), "
+                 "or the samples as .npz")
+    links = len(files) - len(distinct)
+    return [f"{links} of the images are further links to files already read"] if links else []
 
 
 
@@ -99,12 +157,13 @@ def _list_images(
             f"holds no images ({' '.join(IMAGE_SUFFIXES)}), directly or in class sub-folders",
             hint=f"check the folder given to {ctx.option}",
         )
-    others = sum(1 for p in entries if p.is_file() and not _is_image(p))
-    others += sum(1 for fs in folders.values() for p in fs if p.is_file() and not _is_image(p))
+    others = sum(1 for p in entries if not p.is_dir() and not _is_image(p))
+    others += sum(1 for fs in folders.values() for p in fs if not p.is_dir() and not _is_image(p))
     notes = [f"ignored {others} file(s) that are not images"] if others else []
     if top:
         return top, None, None, [f"{len(top)} images, no class sub-folders (no labels)", *notes]
     classes = tuple(per_class)
+    _check_class_names(classes, ctx)
     # Round-robin over the classes, so any prefix (max_samples, take) stays class-balanced.
     order = [
         (files[i], label)
@@ -123,6 +182,19 @@ def _list_images(
 
 
 
+def _check_class_names(names: tuple[str, ...], ctx: LoadContext) -> None:
+    """Class folder names become class names, one per line (Android's labels.txt): a name
+    with a line break (or any control character) would shift every later label by a line."""
+    from edgeq.outputs.text import check_one_line, terminal
+
+    for name in names:
+        why = check_one_line(name)
+        if why is not None:
+            raise ctx.error(f"class folder '{terminal(name)}' {why}; class names are written "
+                            "one per line", hint="rename the folder without control characters")
+
+
+
 def _decode_image(
     file: Path, mode: str, size: tuple[int, int], root: Path, ctx: LoadContext
 ) -> np.ndarray:
@@ -130,12 +202,27 @@ def _decode_image(
 
     try:
         with Image.open(file) as image:
+            _checked_size(image, file, root, ctx)  # again: the file may have been replaced
             converted = image.convert(mode)  # first frame of a GIF; drops alpha
         if converted.size != size:
             converted = converted.resize(size, Image.Resampling.BILINEAR)
         return np.asarray(converted, dtype=np.float32)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise _undecodable(file, root, err, ctx) from err
+
+
+
+def _checked_size(image, file: Path, root: Path, ctx: LoadContext) -> tuple[int, int]:
+    width, height = image.size
+    if width * height > MAX_IMAGE_PIXELS:
         raise ctx.error(
-            f"image '{file.relative_to(root)}' could not be decoded ({err})",
-            hint="remove or replace that file",
-        ) from err
+            f"image '{file.relative_to(root)}' is {width} x {height} pixels, over the "
+            f"{MAX_IMAGE_PIXELS:,} pixels edgeq decodes per image",
+            hint="resize the images towards the model's input size first")
+    return width, height
+
+
+
+def _undecodable(file: Path, root: Path, err: Exception, ctx: LoadContext) -> Exception:
+    return ctx.error(f"image '{file.relative_to(root)}' could not be decoded ({err})",
+                     hint="remove or replace that file")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
+from typing import Iterable
 
 from edgeq.edgetpu import rules
 from edgeq.edgetpu.compiler import CUSTOM_OP
@@ -233,11 +234,59 @@ def keras_layer(op: OpInfo, info: ModelInfo, layer_names: tuple[str, ...] = (),
     for i in op.outputs:
         if not 0 <= i < len(info.tensors):
             continue
-        for part in info.tensors[i].name.split(";"):
-            layer = _layer_in(part.split("/"), layer_names, model_name)
-            if layer:
-                return layer
+        layer = tensor_layer(info.tensors[i].name, layer_names, model_name,
+                             strip=bool(layer_names) or _strips(info))
+        if layer:
+            return layer
+    if op.op in _FOLLOW_ON and op.inputs:
+        # A layer's own activation (Dense(activation="softmax")) becomes a second op whose
+        # output is often the model's output, named after the signature
+        # ("StatefulPartitionedCall_1:0"): it belongs to the layer that feeds it.
+        producer = next((o for o in info.ops if op.inputs[0] in o.outputs), None)
+        if producer is not None and producer.index != op.index:
+            return keras_layer(producer, info, layer_names, model_name)
     return None
+
+
+def tensor_layer(name: str, layer_names: tuple[str, ...] = (),
+                 model_name: str | None = None, *, strip: bool = True) -> str | None:
+    """The Keras layer a converter tensor name belongs to (see `keras_layer`), or None.
+    ``strip``: a suffixed model scope's "_N" trace suffix is taken off the layer's scope
+    (see `strip_suffixes`; always checked against ``layer_names`` when they are given)."""
+    for part in name.split(";"):
+        layer = _layer_in(part.split("/"), layer_names, model_name, strip)
+        if layer:
+            return layer
+    return None
+
+
+def strip_suffixes(names: Iterable[str]) -> bool:
+    """Whether a model's layer scopes carry a trace suffix, judged from all its tensor names
+    when the layer names are not at hand. Keras 3 traced in the converting process suffixes
+    every layer's scope ("digits_cnn_1/conv2d_1_2/Relu" is layer conv2d_1); a SavedModel
+    exported by Keras does not ("functional_1/activation_1/Relu" is layer activation_1, next
+    to "functional_1/activation/Relu"). So: strip only when every layer scope under a suffixed
+    model scope is suffixed."""
+    found = [seg[1] for name in names for part in name.split(";")
+             for seg in [part.split("/")]
+             if len(seg) >= 3 and _KERAS_SCOPE.fullmatch(seg[0]) and _SUFFIX.search(seg[0])]
+    return bool(found) and all(_SUFFIX.search(c) for c in found)
+
+
+_STRIPS: dict[int, tuple[ModelInfo, bool]] = {}
+
+
+def _strips(info: ModelInfo) -> bool:
+    hit = _STRIPS.get(id(info))
+    if hit is None or hit[0] is not info:
+        hit = (info, strip_suffixes(t.name for t in info.tensors))
+        _STRIPS.clear()  # one model at a time: keep the cache (and the model it holds) small
+        _STRIPS[id(info)] = hit
+    return hit[1]
+
+
+_FOLLOW_ON = frozenset({"SOFTMAX", "LOGISTIC", "TANH", "RELU", "RELU6", "RELU_N1_TO_1",
+                        "LEAKY_RELU", "HARD_SWISH", "ELU", "GELU"})
 
 
 _KERAS_SCOPE = re.compile(r"(sequential|model|functional)(_\d+)?")
@@ -245,7 +294,7 @@ _SUFFIX = re.compile(r"_\d+$")
 
 
 def _layer_in(segments: list[str], layer_names: tuple[str, ...],
-              model_name: str | None) -> str | None:
+              model_name: str | None, strip: bool = True) -> str | None:
     if len(segments) < 3:
         return None
     scope, candidate = segments[0], segments[1]
@@ -255,7 +304,7 @@ def _layer_in(segments: list[str], layer_names: tuple[str, ...],
     elif not _KERAS_SCOPE.fullmatch(scope):
         return None
     suffixed = _SUFFIX.search(scope) is not None and scope != model_name
-    if suffixed:
+    if suffixed and strip:
         stripped = _SUFFIX.sub("", candidate)
         if not layer_names or stripped in layer_names:
             candidate = stripped

@@ -36,9 +36,11 @@ class OpCost:
     instructions: int  # mean over the samples
     estimated_cycles: int
     share: float  # of the instructions inside Invoke()
+    layer: str = ""  # the layer that made the op's output (its tensor name's first part)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "op": self.op, "instructions": self.instructions,
+        return {"index": self.index, "op": self.op, "layer": self.layer,
+                "instructions": self.instructions,
                 "estimated_cycles": self.estimated_cycles, "share": round(self.share, 4)}
 
 
@@ -100,6 +102,8 @@ class EmulatorResult:
     mismatch_ops: tuple[OpMismatch, ...] = ()
     mismatch_sample: int | None = None
     locate_note: str = ""
+    # A model with an offline arena plan: the same firmware without it (emulator.arena_check).
+    arena_plan: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The report's `emulator` section."""
@@ -140,6 +144,7 @@ class EmulatorResult:
             "mismatch_ops": [m.to_dict() for m in self.mismatch_ops],
             "mismatch_sample": self.mismatch_sample,
             "locate_note": self.locate_note,
+            **({"arena_plan": self.arena_plan} if self.arena_plan is not None else {}),
         }
 
 
@@ -185,6 +190,15 @@ def emulate(model: str | Path, target: str, *, eval_data: str | Path | None = No
                         tree, jobs=jobs, progress=progress)
     run = run_firmware(fw, core, tool, plugin_path(tool), x.tobytes(), n, sample_bytes)
 
+    def build_and_run(model_bytes: bytes):  # the same build for another flatbuffer
+        files = embed_model(model_bytes, _NAME, source=str(p), arena=host_arena).files
+        other = build_firmware(files, _NAME, device_arena, sample_bytes, core, tool, tree,
+                               jobs=jobs)
+        return run_firmware(other, core, tool, plugin_path(tool), x.tobytes(), n, sample_bytes)
+
+    from edgeq.emulator.arena_check import plan_check
+
+    plan = plan_check(data, info, x, run, build_and_run, core.name)
     out_bytes = int(run.report.get("output_bytes", 0))
     if out_bytes != reference.shape[1] or len(run.outputs) != n * out_bytes:
         raise ConversionError("emulator run (QEMU)", f"the firmware wrote {len(run.outputs)} "
@@ -236,7 +250,7 @@ def emulate(model: str | Path, target: str, *, eval_data: str | Path | None = No
                                                        if tree.commits else {}),
                    "library": fw.config_key, "firmware": fw.key},
         op_outputs_compared=compared, mismatch_ops=mismatch_ops, mismatch_sample=where,
-        locate_note=note,
+        locate_note=note, arena_plan=plan,
     )
 
 
@@ -360,7 +374,7 @@ def _inputs(info: ModelInfo, eval_data: str | Path | None, preprocess: Preproces
         parts = []
         for t in ins:
             dt = _dtype(t)
-            shape = (n, *t.shape[1:])
+            shape = (n, *t.shape)  # one whole input tensor per sample (batch 2 models too)
             if np.issubdtype(dt, np.integer):
                 lim = np.iinfo(dt)
                 parts.append(rng.integers(lim.min, int(lim.max) + 1, size=shape).astype(dt))
@@ -413,5 +427,13 @@ def _per_op(info: ModelInfo, op_insns: np.ndarray | None, cm) -> tuple[OpCost, .
         return ()
     mean = op_insns.mean(axis=0)
     total = float(mean.sum()) or 1.0
-    return tuple(OpCost(i, op.op, int(round(m)), cm.cycles(m), float(m) / total)
+    return tuple(OpCost(i, op.op, int(round(m)), cm.cycles(m), float(m) / total,
+                        _layer(info, op))
                  for i, (op, m) in enumerate(zip(info.ops, mean)))
+
+
+def _layer(info: ModelInfo, op) -> str:
+    from edgeq.outputs.report import short_tensor_name
+
+    outs = [i for i in op.outputs if i >= 0]
+    return short_tensor_name(info.tensors[outs[0]].name) if outs else ""

@@ -29,10 +29,13 @@ def report(result: EmulatorResult, checks: list[Check] | None = None,
 def read_baseline(path: str | Path) -> dict[str, Any]:
     """The `emulator` section of a report.json (convert --emulate, verify --emulate,
     emulate --report)."""
+    from edgeq.formats.input_files import REPORT_MAX, read_file
+
     p = Path(path)
+    raw = read_file(p, "--baseline", REPORT_MAX, hint="pass a report.json written by edgeq")
     try:
-        data = json.loads(p.read_text())
-    except (OSError, ValueError) as exc:
+        data = json.loads(raw)
+    except (OSError, ValueError, RecursionError) as exc:
         raise InputError(f"baseline '{p}': cannot read it as JSON: {exc}",
                          hint="pass a report.json written by edgeq") from exc
     section = data.get("emulator") if isinstance(data, dict) else None

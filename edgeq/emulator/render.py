@@ -9,14 +9,16 @@ from typing import Any, Callable
 from rich.console import Console
 from rich.table import Table
 
+from edgeq.cli.render import plain
+
 
 def print_emulation(result: Any, found_checks: list[Any] | None = None) -> None:
-    console = Console()
+    console = Console(emoji=False)
     r = result
     same = ("[green]byte-identical[/] to the TFLM interpreter" if r.outputs_identical else
             f"[red]{r.mismatched_samples} of {r.samples} samples differ[/] from the TFLM "
             f"interpreter (first: sample {r.first_mismatch}, max |diff| {r.max_abs_diff:g})")
-    console.print(f"[bold]{r.model}[/] on {r.core} (QEMU {r.machine}, TFLite Micro + CMSIS-NN): "
+    console.print(f"[bold]{plain(r.model)}[/] on {r.core} (QEMU {r.machine}, TFLite Micro + CMSIS-NN): "
                   f"{r.samples} samples, outputs {same}")
     if r.top1 is not None:
         console.print(f"  top-1 on the emulated device {100 * r.top1['device']:.2f}% "
@@ -26,12 +28,12 @@ def print_emulation(result: Any, found_checks: list[Any] | None = None) -> None:
     if r.mismatch_ops:
         m = r.mismatch_ops[0]
         console.print(f"  [red]first op whose output differs (sample {r.mismatch_sample}): "
-                      f"#{m.index} {m.op} -> {m.tensor} ({m.differing_bytes} of {m.bytes} "
+                      f"#{m.index} {plain(m.op)} -> {plain(m.tensor)} ({m.differing_bytes} of {m.bytes} "
                       f"bytes)[/]; {len(r.mismatch_ops)} of the ops differ in all")
     elif not r.outputs_identical and r.op_outputs_compared:
         console.print(f"  every op's output matched on sample {r.mismatch_sample}")
     if r.locate_note:
-        console.print(f"  {r.locate_note}")
+        console.print(f"  {plain(r.locate_note)}")
     console.print(f"  {r.instructions_per_inference:,} instructions per inference -> estimated "
                   f"{r.estimated_cycles:,} cycles = {r.estimated_ms:.2f} ms at "
                   f"{r.clock_hz / 1e6:g} MHz [dim](estimate: CPI {r.cpi}, "
@@ -45,18 +47,27 @@ def print_emulation(result: Any, found_checks: list[Any] | None = None) -> None:
         console.print(f"  [red]the device build needs {r.arena_bytes + 16:,} B of arena: more "
                       f"than the {r.arena_declared:,} B `edgeq embed` recommends[/] (its "
                       "optimized kernels' scratch buffers); declare at least that much")
+    if r.arena_plan:
+        a = r.arena_plan
+        same = ("byte-identical to" if a["outputs_identical_to_unplanned"]
+                else "[red]differ from[/]")
+        console.print(f"  offline arena plan: outputs {same} the unplanned model's on the device;"
+                      f" arena {a['device_arena_bytes']:,} B vs "
+                      f"{a['device_arena_unplanned_bytes']:,} B unplanned (plan predicts {a['predicted_head_bytes']} B head vs "
+                      f"TFLM's {a['predicted_tflm_head_bytes']} B on {a['kernels']}: "
+                      f"{'matches' if a['arena_matches_plan'] else '[red]does not match[/]'})")
     built = "from the cache" if r.build_cached else f"{r.objects_compiled} files compiled"
     console.print(f"  build {r.build_seconds:.1f} s ({built}), QEMU run {r.run_seconds:.1f} s")
     if r.top_ops:
         table = Table(title="most expensive ops (estimated)", title_justify="left")
-        for col in ("#", "op", "instructions", "est. cycles", "share"):
-            table.add_column(col, justify="right" if col != "op" else "left")
+        for col in ("#", "op", "layer", "instructions", "est. cycles", "share"):
+            table.add_column(col, justify="left" if col in ("op", "layer") else "right")
         for o in r.top_ops:
-            table.add_row(str(o.index), o.op, f"{o.instructions:,}", f"{o.estimated_cycles:,}",
-                          f"{100 * o.share:.1f}%")
+            table.add_row(str(o.index), plain(o.op), plain(o.layer), f"{o.instructions:,}",
+                          f"{o.estimated_cycles:,}", f"{100 * o.share:.1f}%")
         console.print(table)
     for c in found_checks or []:
-        console.print(f"  {'[green]ok[/]' if c.ok else '[red]FAIL[/]'} {c.detail}")
+        console.print(f"  {'[green]ok[/]' if c.ok else '[red]FAIL[/]'} {plain(c.detail)}")
 
 
 def build_progress(target: str) -> Callable[[int, int], None]:

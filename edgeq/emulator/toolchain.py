@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import tarfile
 from dataclasses import dataclass, field
@@ -157,10 +158,14 @@ def resolve_tree(given: str | Path | None) -> Tree:
         if not value.is_file():
             raise InputError(f"the TFLM tree edgeq ships is missing from this install ({value})",
                              hint="reinstall edgeq, or " + TREE_HINT)
+    from edgeq.formats.input_files import check_file_or_dir
+
     path = Path(value).expanduser()
-    if not path.exists():
+    option = ("--tflm-tree" if given is not None else "the TFLM tree edgeq ships" if bundled
+              else f"${ENV_TREE}")
+    if not path.exists() and not path.is_symlink():
         raise InputError(f"TFLM tree '{path}' does not exist", hint=TREE_HINT)
-    if path.is_file():
+    if stat.S_ISREG(check_file_or_dir(path, option, hint=TREE_HINT).st_mode):
         path = _unpack(path)
     root = _find_root(path)
     if root is None:
@@ -197,7 +202,7 @@ def _unpack(archive: Path) -> Path:
     try:
         with tarfile.open(archive) as tar:
             try:
-                tar.extractall(tmp, filter="data")  # no links or paths out of tmp
+                tar.extractall(tmp, filter=_bounded_filter())  # no links or paths out of tmp
             except TypeError:  # Python before 3.10.12 / 3.11.4: no filters
                 tar.extractall(tmp)
     except (tarfile.TarError, OSError) as exc:
@@ -213,6 +218,28 @@ def _unpack(archive: Path) -> Path:
     except OSError:  # another process unpacked it first
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+# The pinned TFLM + CMSIS-NN tree unpacks to tens of MiB; a gzip bomb would fill the disk.
+TREE_MAX_BYTES = 2 << 30
+TREE_MAX_MEMBERS = 200_000
+
+
+def _bounded_filter():
+    """tarfile's "data" filter (no links or paths out of the destination, no devices), which
+    also stops the extraction past TREE_MAX_BYTES or TREE_MAX_MEMBERS: members are extracted as
+    they stream out of the gzip, so the count is kept as they come."""
+    seen = {"bytes": 0, "members": 0}
+
+    def check(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+        seen["bytes"] += max(member.size, 0)
+        seen["members"] += 1
+        if seen["bytes"] > TREE_MAX_BYTES or seen["members"] > TREE_MAX_MEMBERS:
+            raise tarfile.TarError(f"it unpacks to more than {TREE_MAX_BYTES >> 30} GiB or "
+                                   f"{TREE_MAX_MEMBERS:,} files, more than a TFLM tree holds")
+        return tarfile.data_filter(member, dest)  # exists wherever filters do
+
+    return check
 
 
 def _file_digest(path: Path) -> str:
@@ -231,5 +258,7 @@ def _tree_digest(root: Path) -> str:
     for p in sorted(root.rglob("*")):
         if p.is_file() and p.suffix in _SOURCE_SUFFIXES:
             h.update(str(p.relative_to(root)).encode() + b"\0")
-            h.update(p.read_bytes())
+            with p.open("rb") as fh:  # streamed: a tree's file may be large
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
     return h.hexdigest()

@@ -3,6 +3,8 @@ config comes back as plain JSON (for the safety policy in keras_config_policy), 
 Keras will later inflate or allocate is bounded first.
 
 Limits (each refusal names the file, the member or dataset, and the limit):
+- the file itself: a regular file (not a FIFO or device, edgeq.formats.input_files) of at most
+  KERAS_FILE_MAX, the sum of the limits below and room for the container's own bytes.
 - the model config (.keras `config.json`, .h5 `model_config`) at most CONFIG_MAX. Parsing JSON
   takes up to 23 times its size in memory (64 MiB of `[{},{},...]` took 1.5 GB), so 16 MiB
   keeps a hostile config under about 400 MB; the largest real configs are around a megabyte.
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from edgeq.errors import ModelFileError
+from edgeq.formats.input_files import open_file
 from edgeq.transforms.keras_config import first_line
 from edgeq.formats.archive import (
     GiB,
@@ -50,6 +53,8 @@ from edgeq.formats.archive import (
 CONFIG_MAX = 16 * MiB
 WEIGHTS_MAX = 2 * GiB
 OTHER_MAX = 256 * MiB
+# The whole file: its weights, config and the rest, with room for the container's own bytes.
+KERAS_FILE_MAX = WEIGHTS_MAX + CONFIG_MAX + OTHER_MAX + 64 * MiB
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _CONFIG = "config.json"
@@ -86,19 +91,22 @@ def keras_config(p: Path) -> Any:
     return _parse(p, raw, _CONFIG)
 
 
-def check_keras_members(p: Path) -> None:
+def check_keras_members(p: Path) -> int:
     """Inflate every member of a .keras archive (streaming, nothing kept) to check its size
-    and CRC against its header, and bound the datasets of its HDF5 weights.
+    and CRC against its header, and bound the datasets of its HDF5 weights. Returns how many
+    values (weights) the datasets of model.weights.h5 hold.
 
     Raises:
         ModelFileError: a member that does not match its header, or weights over the limits.
     """
+    stored = 0
     with _open_zip(p) as (fh, zf):
         for info in zf.infolist():
             if info.filename == _WEIGHTS and info is zf.getinfo(_WEIGHTS):
-                _check_weights_member(p, fh, info)
+                stored = _check_weights_member(p, fh, info)
             else:
                 _archive_check(p, inflate, fh, info)
+    return stored
 
 
 def h5_config(p: Path) -> Any:
@@ -107,7 +115,8 @@ def h5_config(p: Path) -> Any:
     Raises:
         ModelFileError: not HDF5, weights only, a config over CONFIG_MAX or not JSON.
     """
-    with p.open("rb") as fh:
+    fh, _ = open_file(p, "model", KERAS_FILE_MAX, error=ModelFileError)
+    with fh:
         magic = fh.read(8)
     if magic != _HDF5_MAGIC:
         raise ModelFileError(p, "not an HDF5 file", hint="re-save the model with model.save()")
@@ -136,13 +145,43 @@ def h5_config(p: Path) -> Any:
     return _parse(p, raw, "model_config")
 
 
-def check_h5_weights(p: Path) -> None:
-    """Bound the datasets of a legacy .h5 model before Keras reads them.
+def h5_json_attribute(p: Path, name: str) -> Any:
+    """A JSON attribute of a legacy .h5 model's root (training_config), bounded like its
+    model_config; None when absent.
+
+    Raises:
+        ModelFileError: not a regular HDF5 file, the attribute over CONFIG_MAX or not JSON.
+    """
+    fh, _ = open_file(p, "model", KERAS_FILE_MAX, error=ModelFileError)
+    with fh:
+        if fh.read(8) != _HDF5_MAGIC:
+            raise ModelFileError(p, "not an HDF5 file")
+    import h5py
+
+    try:
+        with h5py.File(p, "r") as f:
+            if name not in f.attrs:
+                return None
+            if f.attrs.get_id(name).get_type().get_size() > CONFIG_MAX:
+                raise _config_too_big(p, name, f.attrs.get_id(name).get_type().get_size())
+            raw = f.attrs[name]
+    except (OSError, RuntimeError, ValueError, TypeError) as exc:
+        raise ModelFileError(p, f"corrupt HDF5 file ({first_line(exc)})") from exc
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogateescape")
+    if not isinstance(raw, bytes) or len(raw) > CONFIG_MAX:
+        raise ModelFileError(p, f"its {name} is not JSON text of at most {size_text(CONFIG_MAX)}")
+    return _parse(p, raw, name)
+
+
+def check_h5_weights(p: Path) -> int:
+    """Bound the datasets of a legacy .h5 model before Keras reads them; returns how many
+    values they hold.
 
     Raises:
         ModelFileError: external storage, or datasets over WEIGHTS_MAX or the bomb ratio.
     """
-    _check_h5_datasets(p, p, "the file")
+    return _check_h5_datasets(p, p, "the file")
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -155,7 +194,7 @@ class _open_zip:  # noqa: N801 - used as a context manager, like open()
         self.p = p
 
     def __enter__(self) -> tuple[IO[bytes], zipfile.ZipFile]:
-        self.fh = self.p.open("rb")
+        self.fh, _ = open_file(self.p, "model", KERAS_FILE_MAX, error=ModelFileError)
         try:
             self.zf = zipfile.ZipFile(self.fh)
             check_member_count(self.zf)
@@ -179,28 +218,28 @@ def _archive_check(p: Path, fn, *args):
         raise ModelFileError(p, f"corrupt archive ({first_line(exc)})", hint=_RESAVE) from exc
 
 
-def _check_weights_member(p: Path, fh: IO[bytes], info: zipfile.ZipInfo) -> None:
+def _check_weights_member(p: Path, fh: IO[bytes], info: zipfile.ZipInfo) -> int:
     if info.compress_type == zipfile.ZIP_STORED:
         _archive_check(p, inflate, fh, info)  # size and CRC
-        _check_h5_datasets(p, _Window(fh, info), _WEIGHTS)
-        return
+        return _check_h5_datasets(p, _Window(fh, info), _WEIGHTS)
     # Deflated (Keras stores; someone re-zipped it): HDF5 seeks all over the file, and seeking
     # backwards in a deflated member starts inflating again from the top, so inflate it once
     # to a temporary file (its size is already bounded by the header check).
     with tempfile.TemporaryFile() as tmp:
         _archive_check(p, inflate, fh, info, tmp.write)
         tmp.seek(0)
-        _check_h5_datasets(p, tmp, _WEIGHTS)
+        return _check_h5_datasets(p, tmp, _WEIGHTS)
 
 
-def _check_h5_datasets(p: Path, source: Any, where: str) -> None:
+def _check_h5_datasets(p: Path, source: Any, where: str) -> int:
+    """Bound the datasets; returns how many values they hold."""
     import h5py
 
-    declared = stored = 0
+    declared = stored = values = 0
     problems: list[str] = []
 
     def visit(name: str, link: Any) -> None:
-        nonlocal declared, stored
+        nonlocal declared, stored, values
         if isinstance(link, h5py.ExternalLink):
             problems.append(f"'{name}' is a link to another file ({link.filename})")
             return
@@ -213,6 +252,7 @@ def _check_h5_datasets(p: Path, source: Any, where: str) -> None:
             problems.append(f"dataset '{name}' keeps its data outside this file")
         elif obj.dtype.kind not in "biuf":
             problems.append(f"dataset '{name}' has dtype {obj.dtype}, not numbers")
+        values += math.prod(obj.shape or ())
         declared += math.prod(obj.shape or ()) * obj.dtype.itemsize
         stored += obj.id.get_storage_size()
 
@@ -233,6 +273,7 @@ def _check_h5_datasets(p: Path, source: Any, where: str) -> None:
             p, f"the datasets in {where} declare {size_text(declared)} of weights but store "
             f"{size_text(stored)} (over {MAX_RATIO}:1): a compressed or sparse dataset bomb",
             hint="re-save the model with model.save(), which stores weights uncompressed")
+    return values
 
 
 class _Window:

@@ -25,6 +25,9 @@ So before TensorFlow loads anything, `check_savedmodel`:
    checkpoints (`RestoreV2`), and the save function, which no loader runs, may also write them
    (`SaveV2`, `MergeV2Checkpoints`). Everything else - the serving signatures, the init ops,
    the functions the object graph names, functions nothing calls - may use neither.
+4. Refuses, with exit 3, an op that allocates a tensor past the memory limit from a shape
+   the graph fixes as constants (`tf.fill([30000, 30000], 1.0)`: edgeq.formats.savedmodel_alloc),
+   with or without `--allow-unsafe` (it is a size, not code).
 
 Why a deny-list and not an allow-list: the compute ops a model may use number in the hundreds
 and grow with each TF release (an allow-list would refuse good models after every upgrade),
@@ -126,17 +129,23 @@ def check_savedmodel(path: str | Path, *, allow_unsafe: bool = False) -> None:
     Raises:
         ModelFileError: saved_model.pb or the variables over the size limits, a FIFO or device
             inside, or a graph protobuf that does not parse.
+        TensorSizeError: an op allocating past the limit from a constant shape
+            (edgeq.formats.savedmodel_alloc), with or without ``allow_unsafe``.
         UnsafeModelError: a symbolic link inside, or an op of `DENIED` where TensorFlow would
             run it, and ``allow_unsafe`` is not set.
     """
+    from edgeq.adapters.native import import_tensorflow_quietly
+    from edgeq.formats.keras_sizes import activation_limit
+    from edgeq.formats.savedmodel_alloc import check_allocations
+
     p = Path(path)
     graph_file = _check_files(p, allow_unsafe)
+    import_tensorflow_quietly()
+    saved = _parse(p, graph_file)
+    check_allocations(p, saved, activation_limit())
     if allow_unsafe:
         return
-    from edgeq.adapters.native import import_tensorflow_quietly
-
-    import_tensorflow_quietly()
-    found = unsafe_ops(_parse(p, graph_file))
+    found = unsafe_ops(saved)
     if found:
         more = f" (and {len(found) - 1} more such op(s))" if len(found) > 1 else ""
         raise UnsafeModelError(
@@ -190,7 +199,11 @@ def _parse(p: Path, graph_file: Path) -> Any:
     from google.protobuf import message, text_format
     from tensorflow.core.protobuf import saved_model_pb2
 
-    with graph_file.open("rb") as fh:  # bounded: the file may have grown since it was checked
+    from edgeq.formats.input_files import open_file
+
+    # Bounded, and checked again as opened: the file may have changed since it was walked.
+    fh, _ = open_file(graph_file, "model", MAX_GRAPH_BYTES, error=ModelFileError)
+    with fh:
         data = fh.read(MAX_GRAPH_BYTES + 1)
     if len(data) > MAX_GRAPH_BYTES:
         raise ModelFileError(p, f"{graph_file.name} grew past {_gib(MAX_GRAPH_BYTES)} while read")

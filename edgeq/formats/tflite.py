@@ -35,6 +35,8 @@ class TensorInfo:
     # The stored value every element of a constant tensor holds, when they are all the same
     # (zero-padding constants); None otherwise or for activations.
     constant_fill: int | None = None
+    # A variable tensor (e.g. SVDF's state): TFLM keeps it out of the planned arena.
+    is_variable: bool = False
 
     @property
     def is_quantized(self) -> bool:
@@ -68,6 +70,9 @@ class ModelInfo:
     # Values of small integer constant tensors (axes, paddings, strides, new shapes), by tensor
     # index: the placement rules need them and they cost nothing to keep.
     values: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    # A Vela-compiled model: the accelerator each ethos-u op's command stream was compiled for
+    # ("ethos-u65-256"; "unknown" when the stream does not say), edgeq.formats.ethos_u.
+    npu_configs: tuple[str, ...] = ()
 
     @property
     def op_names(self) -> tuple[str, ...]:
@@ -130,10 +135,11 @@ def read_model(data: bytes, path: str | Path = "<bytes>") -> ModelInfo:
 
 
 def read_model_file(path: str | Path) -> ModelInfo:
+    from edgeq.formats.input_files import TFLITE_MAX, read_file
+
     p = Path(path)
-    if not p.is_file():
-        raise ModelFileError(p, "file not found", hint="check the path")
-    return read_model(p.read_bytes(), p)
+    return read_model(read_file(p, "model", TFLITE_MAX, error=ModelFileError,
+                                hint="check the path"), p)
 
 
 def _model_info(model, size: int) -> ModelInfo:
@@ -176,10 +182,12 @@ def _model_info(model, size: int) -> ModelInfo:
                 quantized_dimension=int(q.quantizedDimension) if q is not None else 0,
                 constant_bytes=nbytes,
                 constant_fill=fill,
+                is_variable=bool(t.isVariable),
             )
         )
 
     ops = []
+    npu_configs = []
     for i, op in enumerate(sg.operators or []):
         code = model.operatorCodes[op.opcodeIndex]
         # Codes above 127 live in builtinCode; deprecatedBuiltinCode keeps old readers working.
@@ -198,6 +206,8 @@ def _model_info(model, size: int) -> ModelInfo:
                 custom_options_bytes=len(op.customOptions) if op.customOptions is not None else 0,
             )
         )
+        if name == "CUSTOM:ethos-u":
+            npu_configs.append(_npu_config(op, sg, buffers))
     return ModelInfo(
         ops=tuple(ops),
         tensors=tuple(tensors),
@@ -206,7 +216,18 @@ def _model_info(model, size: int) -> ModelInfo:
         subgraphs=len(model.subgraphs),
         size_bytes=size,
         values=values,
+        npu_configs=tuple(npu_configs),
     )
+
+
+def _npu_config(op, sg, buffers) -> str:
+    from edgeq.formats.ethos_u import compiled_for
+
+    first = op.inputs[0] if op.inputs is not None and len(op.inputs) else -1
+    tensor = sg.tensors[first] if 0 <= first < len(sg.tensors or []) else None
+    buf = buffers[tensor.buffer] if tensor is not None and 0 < tensor.buffer < len(buffers) else None
+    found = compiled_for(bytes(buf.data)) if buf is not None and buf.data is not None else None
+    return found.accelerator if found is not None else "unknown"
 
 
 def _uniform_fill(data: bytes, tensor_type: int) -> int | None:

@@ -10,7 +10,8 @@ flatbuffers verifier does, plus the semantic checks an interpreter relies on:
   (4-byte aligned, field sizes within their table);
 - at least one subgraph; tensor, operator-code, buffer and subgraph indices within range;
 - buffers stored after the flatbuffer (offset/size, for >2 GB models) within the file, and every
-  constant tensor's buffer large enough for its shape and type;
+  constant tensor's buffer large enough for its shape and type (LiteRT reads such buffers,
+  TFLite Micro does not: `external_buffers` lists them for edgeq.adapters.tflm to refuse);
 - shapes non-negative (shape signatures may use -1), a sane rank, and an element count a
   TensorFlow shape can hold (at most 2^63 - 1);
 - quantization parameters consistent (as many zero points as scales, per-channel counts that
@@ -190,6 +191,12 @@ class _Table:
                              f"{name}[{i}]") for i in range(n)]
 
 
+def _keras_file(data: bytes, path: str | Path) -> bool:
+    """A .keras archive (a zip), a legacy .h5 (HDF5) or a file named like one."""
+    return (bytes(data[:4]) == b"PK\x03\x04" or bytes(data[:8]) == b"\x89HDF\r\n\x1a\n"
+            or str(path).lower().endswith((".keras", ".h5", ".hdf5")))
+
+
 def check_model(data: bytes, path: str | Path = "<bytes>") -> None:
     """Return when the file is sound and every tensor is one the runtimes can address.
 
@@ -199,6 +206,11 @@ def check_model(data: bytes, path: str | Path = "<bytes>") -> None:
             raised only when the file has no defect, which would take precedence.
     """
     if len(data) < 8 or data[4:8] != IDENTIFIER:
+        if _keras_file(data, path):
+            raise ModelFileError(
+                path, "is a Keras model, not a TFLite flatbuffer",
+                hint=f"convert it first: edgeq convert {path} --target NAME --data calib.npz "
+                     "writes the .tflite this command reads")
         raise ModelFileError(
             path, "not a TFLite flatbuffer (missing the 'TFL3' identifier)",
             hint="pass a .tflite file written by the TFLite converter",
@@ -212,6 +224,14 @@ def check_model(data: bytes, path: str | Path = "<bytes>") -> None:
                              hint=_HINT) from None
     if oversized:
         raise _size_error(path, oversized[0], len(oversized) - 1)
+
+
+def external_buffers(data: bytes) -> tuple[int, ...]:
+    """Indices of the buffers whose bytes lie after the flatbuffer (Buffer.offset/size, the
+    layout of models over 2 GB) rather than in Buffer.data. Call on a file check_model passed."""
+    r = _Reader(bytes(data))
+    buffers = r.table(r.offset_target(0, "root offset"), "model").tables(4, "buffers")
+    return tuple(i for i, b in enumerate(buffers) if b.scalar(1, "Q") > 1 and b.scalar(2, "Q"))
 
 
 class _Oversized:

@@ -17,6 +17,7 @@ from typing import Any
 from edgeq.data import Preprocess
 from edgeq.errors import DataError
 from edgeq.formats.tflite import ModelInfo, TensorInfo
+from edgeq.outputs.text import check_one_line, terminal
 
 MODEL = "model.tflite"
 DESCRIPTION = "model.json"
@@ -28,16 +29,22 @@ def android_names(with_labels: bool) -> list[str]:
 
 
 def read_labels(path: str | Path) -> tuple[str, ...]:
-    """One label per line (blank lines at the end ignored).
+    """One label per line ('\n' or '\r\n'; blank lines at the end ignored).
 
     Raises:
-        DataError: missing, empty, or not UTF-8 text (exit 2).
+        DataError: missing, empty, not UTF-8 text, or a label holding a control character
+            (a lone CR, a form feed, a Unicode line separator: a reader would split it) (exit 2).
     """
+    from edgeq.formats.input_files import LABELS_MAX, read_file
+
     p = Path(path)
-    if not p.is_file():
-        raise DataError(p, "labels file not found", hint="pass a text file, one class per line")
+    data = read_file(p, "--labels", LABELS_MAX,
+                     hint="pass a text file, one class per line")
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
+        # Split on '\n' alone, from bytes: splitlines() and read_text's universal newlines
+        # also break at a lone CR, VT, FF, NEL or U+2028, which an app reading labels.txt by
+        # lines may not; such a label is refused below instead of becoming two.
+        lines = [line.removesuffix("\r") for line in data.decode("utf-8").split("\n")]
     except UnicodeDecodeError as exc:
         raise DataError(p, "labels file is not UTF-8 text",
                         hint="save it as UTF-8, one class per line") from exc
@@ -45,7 +52,17 @@ def read_labels(path: str | Path) -> tuple[str, ...]:
         lines.pop()
     if not lines:
         raise DataError(p, "labels file is empty", hint="one class name per line")
-    return tuple(line.strip() for line in lines)
+    labels = tuple(line.strip() for line in lines)
+    _check_labels(labels, p)
+    return labels
+
+
+def _check_labels(labels: tuple[str, ...], source: str | Path) -> None:
+    for i, label in enumerate(labels):
+        why = check_one_line(label)
+        if why is not None:
+            raise DataError(source, f"label {i} '{terminal(label)}' {why}",
+                            hint="one class name per line, without control characters")
 
 
 def android_files(model: bytes, info: ModelInfo, preprocess: Preprocess,
@@ -57,6 +74,8 @@ def android_files(model: bytes, info: ModelInfo, preprocess: Preprocess,
         DataError: the number of labels does not match the model's output classes (exit 2).
     """
     classes = info.output_tensors[0].shape[-1] if info.output_tensors[0].shape else 1
+    if labels is not None:
+        _check_labels(labels, "--labels")  # class folder names too: one line per label
     if labels is not None and len(labels) != classes:
         raise DataError("--labels", f"{len(labels)} labels for a model with {classes} output "
                         "classes", hint="give one label per output class, in output order")

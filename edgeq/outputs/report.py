@@ -11,8 +11,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edgeq import __version__
+from edgeq.outputs.text import markdown as _md
+from edgeq.outputs.vela_report import markdown as ethos_u_markdown
 
 SCHEMA_VERSION = 1
+# A held-out top-1 drop (float -> quantized, points) this large with a data warning standing:
+# the summary names the warning as the likely cause (a badly scaled calibration set costs tens
+# of points; a sound int8 conversion costs about one).
+LARGE_DROP_PP = 5.0
 
 # What may differ between two runs on the same inputs (determinism contract): wall-clock figures
 # only. Paths are inputs (the same --out gives the same output.path). Everything else in
@@ -98,9 +104,12 @@ class Report:
     statistics: dict[str, Any] = field(default_factory=dict)  # histogram pass cost
     qat: dict[str, Any] = field(default_factory=dict)  # --method qat: baseline, training, table
     notes: list[str] = field(default_factory=list)
+    emulator: dict[str, Any] | None = None  # convert --emulate: the emulated device's section
 
     def to_dict(self) -> dict[str, Any]:
         body = asdict(self)
+        if body["emulator"] is None:  # only reports of convert --emulate carry the key
+            del body["emulator"]
         return {"schema_version": SCHEMA_VERSION, "edgeq_version": __version__, **body}
 
     def to_json(self) -> str:
@@ -132,6 +141,11 @@ class Report:
         if acc.get("float") is not None:
             rows.append(("top-1 float → quantized", f"{_pct(acc['float'])} → {_pct(acc['quantized'])} "
                          f"(drop {acc['drop_pp']:+.2f} pp, {acc['runtime']}, n={acc['n']})"))
+        warned = self.data.get("warnings") or []
+        if warned and (acc.get("drop_pp") or 0.0) >= LARGE_DROP_PP:
+            rows.append(("likely cause", f"the data warning{'s' if len(warned) > 1 else ''} "
+                         f"({len(warned)}, listed below): top-1 dropped "
+                         f"{acc['drop_pp']:.2f} pp; fix the data before the quantization"))
         rows.append(("argmax agreement", f"{_pct(acc['agreement'])} (n={acc['n']})"))
         sqnr = "identical" if fid.get("sqnr_db") is None else f"{fid['sqnr_db']:.1f} dB"
         rows.append(("output SQNR / cosine", f"{sqnr} / {fid['cosine']:.4f}"))
@@ -145,6 +159,9 @@ class Report:
             rows.append(("RAM (TFLM arena)", _budget(mem["arena_bytes"], mem.get("budget_ram_bytes"))
                          + f"; head {mem['arena_head_bytes']} B, tail {mem['arena_tail_bytes']} B; "
                          f"declare {mem['recommended_arena_bytes']} B"))
+        from edgeq.outputs.report_mcu import arena_plan_rows
+
+        rows += arena_plan_rows(mem)
         for d in self.runtimes.get("tflm_vs_litert", []):
             rows.append((f"TFLM vs LiteRT (output {d['output']})",
                          f"max |Δ| {d['max_abs_diff']:.4g}, {100 * d['mismatched_fraction']:.2f}% of "
@@ -168,12 +185,16 @@ class Report:
         return rows
 
     def to_markdown(self) -> str:
-        lines = [f"# edgeq report: {self.model['path']} → {self.target}", ""]
-        lines += ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in self.summary_rows()]
+        """report.md. Every value is escaped (edgeq.outputs.text.markdown): paths, layer and
+        tensor names, op codes and the messages that quote them are data, not Markdown, so a
+        name can neither forge a table row nor carry HTML."""
+        lines = [f"# edgeq report: {_md(self.model['path'])} → {_md(self.target)}", ""]
+        lines += ["| | |", "|---|---|"] + [f"| {_md(k)} | {_md(v)} |"
+                                           for k, v in self.summary_rows()]
         if self.data.get("warnings"):
-            lines += ["", "## Data warnings", ""] + [f"- {w}" for w in self.data["warnings"]]
+            lines += ["", "## Data warnings", ""] + [f"- {_md(w)}" for w in self.data["warnings"]]
         if self.notes:
-            lines += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
+            lines += ["", "## Notes", ""] + [f"- {_md(n)}" for n in self.notes]
         if self.autopilot:
             lines += autopilot_markdown(self.autopilot)
         if self.calibration_candidates:
@@ -183,7 +204,7 @@ class Report:
                 a, f = c["accuracy"], c["fidelity"]
                 sq = "identical" if f["sqnr_db"] is None else f"{f['sqnr_db']:.1f}"
                 label = c["calibration"] + (" + equalize" if c.get("equalized") else "")
-                lines.append(f"| {label} | {_pct(a['quantized'])} | "
+                lines.append(f"| {_md(label)} | {_pct(a['quantized'])} | "
                              f"{_pct(a['agreement'])} | {sq} | {'yes' if c['chosen'] else ''} |")
         if self.qat:
             lines += self._qat_markdown()
@@ -192,15 +213,23 @@ class Report:
                       "| tensor | range | clipped | SQNR dB |", "|---|---|---|---|"]
             for r in self.layers:
                 sq = "identical" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f}"
-                lines.append(f"| {short_tensor_name(r['tensor'])} | [{r['lo']:.4g}, {r['hi']:.4g}] | "
+                lines.append(f"| {_md(tensor_label(r))} | "
+                             f"[{r['lo']:.4g}, {r['hi']:.4g}] | "
                              f"{100 * r['clipped_fraction']:.3f}% | {sq} |")
+        lines += ethos_u_markdown(self.vela, self.ops)  # edgeq.outputs.vela_report
         lines += ["", "## Ops", "", "| # | op | layer | runs on | reason | fix |",
                   "|---|---|---|---|---|---|"]
-        lines += [f"| {o['index']} | {o['op']} | {o.get('layer', '')} | {o['placement']} | "
-                  f"{o['reason']} | {o.get('fix', '')} |" for o in self.ops]
+        lines += [f"| {o['index']} | {_md(o['op'])} | {_md(o.get('layer') or '')} | "
+                  f"{_md(o['placement'])} | {_md(o['reason'])} | {_md(o.get('fix') or '')} |"
+                  for o in self.ops]
+        if self.emulator:
+            from edgeq.outputs.report_mcu import emulator_markdown
+
+            lines += emulator_markdown(self.emulator, self.ops)
         lines += ["", "## Stages", "", "| stage | seconds |", "|---|---|"]
-        lines += [f"| {s['name']} | {s['seconds']:.2f} |" for s in self.stages]
-        lines += ["", "## Versions", ""] + [f"- {k}: {v}" for k, v in self.versions.items()]
+        lines += [f"| {_md(s['name'])} | {s['seconds']:.2f} |" for s in self.stages]
+        lines += ["", "## Versions", ""] + [f"- {_md(k)}: {_md(v)}"
+                                            for k, v in self.versions.items()]
         return "\n".join(lines) + "\n"
 
     def _qat_markdown(self) -> list[str]:
@@ -215,14 +244,14 @@ class Report:
             sq = "—" if r["sqnr_db"] is None else f"{r['sqnr_db']:.1f}"
             drop = "—" if r["drop_pp"] is None else f"{r['drop_pp']:+.2f}"
             sec = "—" if r["seconds"] is None else f"{r['seconds']:.1f}"
-            lines.append(f"| {r['model']} | {_pct(r['top1'])} | {drop} | "
+            lines.append(f"| {_md(r['model'])} | {_pct(r['top1'])} | {drop} | "
                          f"{_pct(r['agreement'])} | {sq} | {sec} |")
         lines += ["", f"Training: {t['epochs']} epoch(s), {t['optimizer']} at "
                   f"{t['learning_rate']:.3g} ({t['schedule']}; base {t['base_learning_rate']:.3g}),"
                   f" batch {t['batch_size']}, seed {t['seed']}, {t['train_samples']} samples, "
                   f"validation {t['validation_samples']} ({t['validation']}), strategy "
                   f"{t['strategy']} ({t['replicas']} replica(s))"
-                  + (f", float layers: {', '.join(t['skipped_layers'])}"
+                  + (f", float layers: {_md(', '.join(t['skipped_layers']))}"
                      if t["skipped_layers"] else "") + ".", "",
                   "| epoch | loss | accuracy | val loss | val accuracy | lr | kept |",
                   "|---|---|---|---|---|---|---|"]
@@ -242,26 +271,26 @@ def autopilot_markdown(a: dict[str, Any]) -> list[str]:
     for r in a.get("stages", []):
         lat = "" if r.get("latency_ms") is None else _ms(r["latency_ms"])
         drop = "" if r.get("drop_pp") is None else f"{r['drop_pp']:+.2f}"
-        lines.append(f"| {r.get('stage', '')} | {r.get('name', '')} | "
+        lines.append(f"| {_md(r.get('stage', ''))} | {_md(r.get('name', ''))} | "
                      f"{_pct(r.get('accuracy'))} | {drop} | {r.get('bytes', '')} | {lat} | "
                      f"{'yes' if r.get('met_budget') else 'no'} | "
                      f"{'✓' if r.get('chosen') else ''} |")
     if a.get("sensitivity"):
         lines += ["", "### Sensitivity (top-1 gained when the op alone stays float)", "",
                   "| op | layer | tensor | gain pp |", "|---|---|---|---|"]
-        lines += [f"| {r['op_index']} {r['op']} | {r['layer'] or ''} | "
-                  f"{short_tensor_name(r['tensor'])} | {r['gain_pp']:+.2f} |"
+        lines += [f"| {r['op_index']} {_md(r['op'])} | {_md(r['layer'] or '')} | "
+                  f"{_md(short_tensor_name(r['tensor']))} | {r['gain_pp']:+.2f} |"
                   for r in a["sensitivity"]]
     if a.get("float_layers"):
         names = ", ".join(r["layer"] or short_tensor_name(r["tensor"]) for r in a["float_layers"])
-        lines += ["", f"Kept in float: {len(a['float_layers'])} op(s): {names}."]
+        lines += ["", f"Kept in float: {len(a['float_layers'])} op(s): {_md(names)}."]
     if a.get("naive"):
         n = a["naive"]
-        lines += [f"Naive choice for comparison: {n['rule']} ({n['float_ops']} op(s)): top-1 "
+        lines += [f"Naive choice for comparison: {_md(n['rule'])} ({n['float_ops']} op(s)): top-1 "
                   f"{_pct(n['accuracy'])}, drop {n['drop_pp']:+.2f} pp, {n['bytes']} B."]
     if a.get("options"):
         lines += ["", "Integer-only target, so nothing was kept float. Options:", ""]
-        lines += [f"- {o}" for o in a["options"]]
+        lines += [f"- {_md(o)}" for o in a["options"]]
     return lines
 
 
@@ -287,6 +316,14 @@ def edgetpu_rows(e: dict[str, Any]) -> list[tuple[str, str]]:
 def short_tensor_name(name: str) -> str:
     """TFLite fuses op names with ';'; the first part names the layer that made the tensor."""
     return name.split(";")[0]
+
+
+def tensor_label(row: dict[str, Any]) -> str:
+    """A diagnostics row's tensor as the user knows it: the Keras layer and the op's last name
+    segment ("conv2d_1 (Relu)") where the layer is known, else the converter's name."""
+    short = short_tensor_name(row["tensor"])
+    layer = row.get("layer")
+    return f"{layer} ({short.rsplit('/', 1)[-1]})" if layer else short
 
 
 def _ms(ms: float) -> str:

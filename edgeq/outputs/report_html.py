@@ -20,7 +20,8 @@ import math
 import re
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from edgeq.outputs.report import Report, short_tensor_name
+from edgeq.outputs import vela_report
+from edgeq.outputs.report import Report, tensor_label
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -81,6 +82,10 @@ def render(report: Report) -> str:
             _section("histograms", "Activation histograms and clipping ranges",
                      _histograms(report)),
             _section("ops", "Op placement", _ops(report)),
+            *([_section("cycles", "Estimated cycles per layer (emulated device)",
+                        _emulator(report))] if report.emulator else []),
+            *([_section("ethos-u", "Ethos-U cycles per layer (Vela's estimate)",
+                        _ethos_u(report))] if report.vela else []),
             _section("notes", "Notes", _list(report.notes) if report.notes
                      else "<p>No notes.</p>"),
             _section("stages", "Stage timings",
@@ -210,7 +215,7 @@ def _layers(report: Report) -> str:
         return ("<p>No per-tensor diagnostics: this recipe quantizes weights only, so there are "
                 "no activation statistics.</p>")
     rows = report.layers[:_MAX_SQNR_BARS]
-    names = [_short(_tensor(r["tensor"]), 48, keep="end") for r in rows]
+    names = [_short(tensor_label(r), 48, keep="end") for r in rows]
     sqnrs = [r["sqnr_db"] for r in rows]
     top = max([s for s in sqnrs if s is not None], default=1.0)
     fig = _figure(7.5, 0.26 * len(rows) + 1.1)
@@ -231,7 +236,7 @@ def _layers(report: Report) -> str:
     caption = ("Worst first; the worst tensor is in red. Errors add up through the graph: each "
                "tensor is compared end to end with the float model on the same inputs."
                + (f" {more} better tensor(s) not drawn." if more > 0 else ""))
-    table = _table([(_tensor(r["tensor"]), f"[{r['lo']:.4g}, {r['hi']:.4g}]", r.get("method", ""),
+    table = _table([(tensor_label(r), f"[{r['lo']:.4g}, {r['hi']:.4g}]", r.get("method", ""),
                      f"{100 * r['clipped_fraction']:.3f}%", _sqnr(r["sqnr_db"]))
                     for r in report.layers],
                    header=("tensor", "range", "method", "clipped", "SQNR dB"))
@@ -266,7 +271,7 @@ def _histogram(ax, row: dict[str, Any]) -> None:
             ax.axvspan(a, b, color=_RED, alpha=0.15, linewidth=0)
     for x in (lo, hi):
         ax.axvline(x, color="#222222", linestyle="--", linewidth=1)
-    ax.set_title(f"{_short(_tensor(row['tensor']), 40, keep='end')}\n[{lo:.3g}, {hi:.3g}], "
+    ax.set_title(f"{_short(tensor_label(row), 40, keep='end')}\n[{lo:.3g}, {hi:.3g}], "
                  f"clipped {100 * row['clipped_fraction']:.3f}%, SQNR {_sqnr(row['sqnr_db'])}"
                  + (" dB" if row["sqnr_db"] is not None else ""))
     ax.grid(axis="x", visible=False)
@@ -286,6 +291,60 @@ def _ops(report: Report) -> str:
                for o in report.ops]
     return (f"<p>{len(report.ops)} ops: {_e(counts)}.</p>"
             + _table(rows, header=header, row_classes=classes, numeric={0}))
+
+
+def _emulator(report: Report) -> str:
+    """The emulated-device section of report.html: a chart of estimated cycles per layer and
+    the table behind it."""
+    from edgeq.outputs.report_mcu import per_op_rows
+
+    emu, ops = report.emulator, report.ops
+    rows = per_op_rows(emu, ops)
+    est = emu["estimate"]
+    head = _caption(f"{emu['core']} on QEMU {emu['machine']}: {emu['estimated_cycles']:,} "
+                    f"estimated cycles per inference = {emu['estimated_ms']:.2f} ms at "
+                    f"{emu['clock_hz'] / 1e6:g} MHz ({emu['instructions_per_inference']:,} "
+                    f"instructions counted, CPI {est['cycles_per_instruction']}, "
+                    f"{'calibrated' if est['calibrated'] else 'uncalibrated'}: an estimate).")
+    if not rows:
+        return head + "<p>The firmware reported no per-op counts.</p>"
+    # "$" would start matplotlib's mathtext in a tick label
+    labels = [f"#{i} {layer or op}".replace("$", r"\$") for i, op, layer, *_ in rows]
+    cycles = [c for *_, c, _ in rows]
+    fig = _figure(7.5, 0.26 * len(rows) + 1.1)
+    ax = fig.add_subplot()
+    ys = list(range(len(rows)))
+    top = max(cycles) or 1
+    ax.barh(ys, cycles, height=0.65, color=["#c62828" if c == top else "#1f5f99" for c in cycles])
+    for y, (c, sh) in enumerate((c, sh) for *_, c, sh in rows):
+        ax.annotate(f"{100 * sh:.1f}%", (c, y), xytext=(3, 0), textcoords="offset points",
+                    va="center")
+    ax.set_yticks(ys, [_short(label, 44, keep="end") for label in labels])
+    ax.invert_yaxis()
+    ax.set_xlim(0, top * 1.15)
+    ax.set_xlabel("estimated cycles per inference (the most expensive op in red)")
+    ax.grid(axis="y", visible=False)
+    table = _table([(i, op, layer, f"{n:,}", f"{c:,}", f"{100 * sh:.1f}%")
+                    for i, op, layer, n, c, sh in rows],
+                   header=("#", "op", "layer", "instructions", "est. cycles", "share"),
+                   numeric={0, 3, 4, 5})
+    return head + _img(fig, "estimated cycles per layer on the emulated device") + table
+
+
+# --- Ethos-U per layer (edgeq.outputs.vela_report) ----------------------------------------------
+
+
+def _ethos_u(report: Report) -> str:
+    if not vela_report.npu_layers(report.ops):
+        return "<p>Vela gave no per-layer figures for this model.</p>"
+    fig = _figure(7.5, 0.24 * len(vela_report.npu_layers(report.ops)) + 1.2)
+    vela_report.draw_chart(fig, report.ops)
+    header, rows, numeric = vela_report.table(report.ops)
+    advice = report.vela.get("advice") if report.vela else None
+    return (f"<p>{_e(vela_report.total_line(report.vela or {}))}.</p>"
+            + _img(fig, "estimated NPU cycles per layer")
+            + _caption(vela_report.CHART_CAPTION) + _table(rows, header=header, numeric=numeric)
+            + ("<h3>Advice</h3>" + _list(advice) if advice else ""))
 
 
 # --- HTML and figure helpers ---------------------------------------------------------------------
@@ -346,10 +405,6 @@ def _caption(text: str) -> str:
 
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
-
-
-def _tensor(name: str) -> str:
-    return short_tensor_name(name)
 
 
 def _short(text: str, n: int, keep: str = "start") -> str:

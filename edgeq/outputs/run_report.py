@@ -53,6 +53,7 @@ class RunValues:
     autopilot: dict | None
     notes: list[str]  # the stages' own notes (autopilot, QAT, equalization search)
     model_path: str  # where the model is written
+    arena_plan: Any = None  # ArenaPlanResult (TFLM targets), edgeq.pipeline.arena_stage
 
 
 def convert_report(run: RunValues) -> Report:
@@ -77,11 +78,13 @@ def convert_report(run: RunValues) -> Report:
         accuracy=asdict(result.accuracy),
         fidelity=asdict(result.fidelity),
         latency_ms=asdict(result.latency) if result.latency else None,
-        memory={k: v for k, v in asdict(run.memory).items() if k != "overruns"},
+        memory={k: v for k, v in asdict(run.memory).items() if k != "overruns"}
+        | ({"arena_plan": run.arena_plan.to_dict()} if run.arena_plan is not None else {}),
         runtimes={"tflm_vs_litert": [asdict(d) for d in result.tflm_vs_litert]}
         if result.tflm_vs_litert else {},
         calibration_candidates=run.outcome.candidates,
-        layers=_with_histograms(run.outcome.diagnostics, run.outcome.stats),
+        layers=_with_layers(_with_histograms(run.outcome.diagnostics, run.outcome.stats),
+                            run.loaded.layer_scope(), run.info),
         statistics=_statistics_summary(run.outcome.stats),
         data={"calibration": _data_summary(run.calib),
               "evaluation": _data_summary(run.evaluation),
@@ -116,6 +119,18 @@ def _model_section(run: RunValues) -> dict[str, Any]:
             "loader": run.loaded.loader,
             "input": {"name": spec.name, "shape": list(spec.shape), "dtype": spec.dtype},
             "outputs": [list(s) for s in run.loaded.output_shapes]}
+
+
+def _with_layers(rows: list[dict], scope, info) -> list[dict]:
+    """Each diagnostics row names the Keras layer its tensor belongs to, where one does."""
+    from edgeq.edgetpu.placement import strip_suffixes, tensor_layer
+
+    strip = bool(scope[0]) or strip_suffixes(t.name for t in info.tensors)
+    named = []
+    for row in rows:
+        layer = tensor_layer(row["tensor"], *scope, strip=strip)
+        named.append({**row, "layer": layer} if layer else row)
+    return named
 
 
 def _with_histograms(rows: list[dict], stats, worst: int = HISTOGRAM_TENSORS) -> list[dict]:

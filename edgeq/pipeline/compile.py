@@ -89,11 +89,52 @@ def _vela(model: bytes, target: Target, predicted: tuple[OpPlacement, ...],
         "model_ops_on_npu": sum(p.placement == "npu" for p in result.placements),
         "model_ops_on_cpu": sum(p.placement == "cpu" for p in result.placements),
         "compiled_bytes": len(result.model), "version": result.version,
+        **per_layer_summary(result),
     }
+    placements = tuple(replace(p, perf=result.layers[p.index].to_dict(s.cycles))
+                       if p.placement == "npu" and p.index in result.layers else p
+                       for p in result.placements)
     notes = list(result.notes)
+    left = (summary["per_layer"] or {}).get("unattributed") or {}
+    if left.get("rows"):
+        notes.append(f"Vela generated {left['rows']} NPU operation(s) of its own "
+                     f"({left['cycles']} cycles) that its debug database ties to no op of the "
+                     "model: they are in vela.per_layer.unattributed, not in any op's figures")
     for guess, real in zip(predicted, result.placements):
         if guess.placement != real.placement:
             notes.append(f"op {real.index} {real.op}: predicted {guess.placement}, vela put it on "
                          f"{real.placement} ({real.reason})")
-    return CompileResult("vela", result.model, result.placements, summary, tuple(notes),
+    # Vela's per-op table knows the ops, not the Keras layers; the prediction named them from
+    # the same model's tensor names (one record per op of the input model, in order).
+    named = tuple(replace(real, layer=guess.layer)
+                  if real.layer is None and guess.index == real.index else real
+                  for guess, real in zip(predicted, placements))
+    placements = named + placements[len(named):]
+    return CompileResult("vela", result.model, placements, summary, tuple(notes),
                          result.version)
+
+
+def per_layer_summary(result: Any) -> dict[str, Any]:
+    """The per-layer keys of report["vela"]: where the figures come from, the command
+    streams, the advice, and the per-op figures' totals (which equal Vela's summary)."""
+    if not result.layers:
+        return {"per_layer": None, "advice": list(result.advice),
+                "command_streams": result.command_streams}
+    from edgeq.adapters.vela_perf import unattributed
+
+    layers = result.layers.values()
+    return {
+        "per_layer": {
+            "source": "vela --verbose-performance --enable-debug-db (<model>_per-layer.csv, "
+                      "<model>_debug.xml)",
+            "cycles": sum(p.cycles for p in layers),
+            "npu_cycles": sum(p.npu_cycles for p in layers),
+            "macs": sum(p.macs for p in layers),
+            "memory_bound_ops": sum(p.bound.startswith("memory") for p in layers),
+            "compute_bound_ops": sum(p.bound == "compute" for p in layers),
+            # Operations Vela generated that its debug database ties to no op of the model.
+            "unattributed": unattributed(result.rows or (), len(result.placements)),
+        },
+        "advice": list(result.advice),
+        "command_streams": result.command_streams,
+    }

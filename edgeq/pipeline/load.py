@@ -24,15 +24,17 @@ function that computes the float reference outputs quickly.
 from __future__ import annotations
 
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
 from edgeq.adapters.native import import_tensorflow_quietly
 from edgeq.data import InputSpec
 from edgeq.errors import ModelFileError, UsageError
+from edgeq.formats.input_files import check_file_or_dir
 from edgeq.transforms.keras_config import first_line
 from edgeq.formats.savedmodel_policy import check_savedmodel
 
@@ -53,6 +55,9 @@ class LoadedModel:
     # The Keras model or loaded SavedModel: the traced functions only reference its variables,
     # which TF deletes when the object is garbage-collected.
     owner: Any = None
+    # Samples per reference batch: fewer when a sample's activations are large (from the
+    # config's estimate, edgeq.formats.keras_sizes.predict_batch), so a batch stays in memory.
+    predict_batch: int = _PREDICT_BATCH
 
     def keras_model(self, option: str) -> Any:
         """The Keras model behind this one, for transforms that rewrite Keras weights."""
@@ -62,8 +67,10 @@ class LoadedModel:
 
     def replaced_by(self, model: Any, notes: list[str]) -> "LoadedModel":
         """The same source with a rewritten Keras model (traced anew), notes appended."""
-        return from_keras_model(model, Path(self.path), self.format, self.loader,
-                                [*self.notes, *notes])
+        loaded = from_keras_model(model, Path(self.path), self.format, self.loader,
+                                  [*self.notes, *notes])
+        loaded.predict_batch = self.predict_batch
+        return loaded
 
     def layer_scope(self) -> tuple[tuple[str, ...], str | None]:
         """(layer names, model name): what the converter's tensor names are scoped by, so
@@ -72,12 +79,17 @@ class LoadedModel:
 
     def predict(self, x: np.ndarray) -> list[np.ndarray]:
         """Float outputs for `x` (N, ...), one array per model output."""
-        chunks = [self._predict(x[i : i + _PREDICT_BATCH]) for i in range(0, len(x), _PREDICT_BATCH)]
+        step = self.predict_batch
+        chunks = [self._predict(x[i : i + step]) for i in range(0, len(x), step)]
         return [np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))]
 
 
-def load_model(path: str | Path, *, allow_unsafe: bool = False) -> LoadedModel:
+def load_model(path: str | Path, *, allow_unsafe: bool = False,
+               checked: KerasFileCheck | None = None) -> LoadedModel:
     """Load a float model for conversion.
+
+    ``checked``: what `check_keras_file` returned for this Keras file (run by the caller with
+    the same ``allow_unsafe``), so its sizes and config are not read a second time.
 
     Raises:
         ModelFileError: missing, unreadable or corrupt file, unknown format, no static shape,
@@ -86,9 +98,8 @@ def load_model(path: str | Path, *, allow_unsafe: bool = False) -> LoadedModel:
             acts outside the graph, without ``allow_unsafe``.
     """
     p = Path(path)
-    if not p.exists():
-        raise ModelFileError(p, "not found", hint="check the path to the model")
-    if p.is_dir():
+    st = check_file_or_dir(p, "model", error=ModelFileError, hint="check the path to the model")
+    if stat.S_ISDIR(st.st_mode):
         if not (p / "saved_model.pb").is_file() and not (p / "saved_model.pbtxt").is_file():
             raise ModelFileError(
                 p,
@@ -101,9 +112,13 @@ def load_model(path: str | Path, *, allow_unsafe: bool = False) -> LoadedModel:
         return _load_savedmodel(p)
     suffix = p.suffix.lower()
     if suffix in (".keras", ".h5", ".hdf5"):
-        check_keras_file(p, allow_unsafe=allow_unsafe)
+        from edgeq.formats.keras_sizes import predict_batch
+
+        check = checked or check_keras_file(p, allow_unsafe=allow_unsafe)
         import_tensorflow_quietly()  # after the checks: a refused file costs no TF import
-        return _load_keras_file(p, "keras" if suffix == ".keras" else "h5", allow_unsafe)
+        loaded = _load_keras_file(p, "keras" if suffix == ".keras" else "h5", allow_unsafe)
+        loaded.predict_batch = predict_batch(check.estimate.activation_bytes, _PREDICT_BATCH)
+        return loaded
     if suffix == ".tflite":
         raise ModelFileError(
             p,
@@ -120,9 +135,21 @@ def load_model(path: str | Path, *, allow_unsafe: bool = False) -> LoadedModel:
 # --- safety: the file is read as data before any loader runs ----------------------------------
 
 
-def check_keras_file(p: Path, *, allow_unsafe: bool = False) -> None:
+class KerasFileCheck(NamedTuple):
+    """What `check_keras_file` read: the model config (plain JSON data) and what its layers
+    would allocate (edgeq.formats.keras_sizes.Estimate)."""
+
+    config: Any
+    estimate: Any
+
+
+def check_keras_file(p: Path, *, allow_unsafe: bool = False) -> KerasFileCheck:
     """The checks a .keras or .h5 file passes before TensorFlow is imported: sizes bounded,
-    then the config judged by the safe-loading policy, then the weights bounded.
+    then the config judged by the safe-loading policy, then what its layers would allocate
+    estimated from the config (edgeq.formats.keras_sizes), then the weights bounded.
+
+    Returns:
+        The model config, as plain JSON data, and the size estimate.
 
     Raises:
         ModelFileError: not a readable Keras file, or over a size limit.
@@ -130,15 +157,19 @@ def check_keras_file(p: Path, *, allow_unsafe: bool = False) -> None:
     """
     from edgeq.formats import keras_files
     from edgeq.formats.keras_config_policy import check_config
+    from edgeq.formats.keras_sizes import check_sizes, check_stored
 
     if p.suffix.lower() == ".keras":
         config = keras_files.keras_config(p)
         check_config(p, config, "config.json", allow_unsafe=allow_unsafe)
-        keras_files.check_keras_members(p)
+        estimate = check_sizes(p, config, "config.json")
+        check_stored(p, estimate, keras_files.check_keras_members(p), "config.json")
     else:
         config = keras_files.h5_config(p)
         check_config(p, config, "model_config", allow_unsafe=allow_unsafe)
-        keras_files.check_h5_weights(p)
+        estimate = check_sizes(p, config, "model_config")
+        check_stored(p, estimate, keras_files.check_h5_weights(p), "model_config")
+    return KerasFileCheck(config, estimate)
 
 
 # --- loaders -----------------------------------------------------------------------------------
@@ -201,6 +232,7 @@ def from_keras_model(model: Any, p: Path, fmt: str, loader: str, notes: list[str
             p, f"has {len(inputs)} inputs; edgeq converts single-input models for now"
         )
     _refuse_stateful(model)
+    _refuse_scope_names(model, p)
     shape = _static_shape(p, tuple(inputs[0].shape[1:]), "input")
     dtype = tf.as_dtype(inputs[0].dtype).name
     name = _tensor_name(getattr(inputs[0], "name", "input"))
@@ -223,17 +255,47 @@ def _refuse_stateful(model: Any) -> None:
     from edgeq.errors import CalibrationLimitError
     from edgeq.formats.calibration_limits import variable_problem
 
+    for layer in _all_layers(model):
+        # A tf_keras model reports `stateful` for its layers too; name the layer itself.
+        if not hasattr(layer, "layers") and getattr(layer, "stateful", False) is True:
+            problem = variable_problem("READ_VARIABLE", f"layer '{layer.name}' (stateful=True)")
+            raise CalibrationLimitError(problem.op, problem.where, problem.detail,
+                                        hint=problem.fix)
+
+
+# TensorFlow's name rules (tensorflow/python/framework/ops.py, _VALID_OP_NAME_REGEX and
+# _VALID_SCOPE_NAME_REGEX): Keras opens a name scope per layer while tracing, and TensorFlow
+# raises a ValueError deep inside the trace for a name outside them ('dense 1': a space).
+_TF_OP_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*")
+_TF_SCOPE_NAME = re.compile(r"[A-Za-z0-9_.\\/>-]*")
+
+
+def _refuse_scope_names(model: Any, p: Path) -> None:
+    """Exit 2 naming the first layer (or the model) whose name TensorFlow cannot trace."""
+    from edgeq.outputs.text import terminal
+
+    for layer in _all_layers(model):
+        name = str(getattr(layer, "name", ""))
+        rule = _TF_OP_NAME if layer is model else _TF_SCOPE_NAME  # the model's scope is first
+        if not rule.fullmatch(name):
+            what = "model" if layer is model else "layer"
+            fixed = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+            fixed = fixed if _TF_OP_NAME.fullmatch(fixed) else f"x{fixed}"
+            raise ModelFileError(
+                p, f"{what} name '{terminal(name)}' is not a valid TensorFlow name scope "
+                "(letters, digits and _ . - / \\ > only), so TensorFlow cannot trace it",
+                hint=f"rename the {what} (e.g. '{fixed}') and save the model again")
+
+
+def _all_layers(model: Any) -> Any:
+    """The model and every layer in it, nested models and wrapped layers included."""
     stack, seen = [model], set()
     while stack:
         layer = stack.pop()
         if id(layer) in seen:
             continue
         seen.add(id(layer))
-        # A tf_keras model reports `stateful` for its layers too; name the layer itself.
-        if not hasattr(layer, "layers") and getattr(layer, "stateful", False) is True:
-            problem = variable_problem("READ_VARIABLE", f"layer '{layer.name}' (stateful=True)")
-            raise CalibrationLimitError(problem.op, problem.where, problem.detail,
-                                        hint=problem.fix)
+        yield layer
         # Sequential/functional models nest layers; Bidirectional and TimeDistributed wrap one.
         stack += list(getattr(layer, "layers", None) or [])
         stack += [getattr(layer, a, None) for a in ("layer", "forward_layer", "backward_layer")

@@ -7,10 +7,11 @@ checks) refine it in their own modules.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edgeq.errors import ModelFileError, UnsupportedOpsError
+from edgeq.formats.input_files import TFLITE_MAX, read_file
 from edgeq.targets import Target
 from edgeq.formats.tflite import ModelInfo, OpInfo, read_model
 
@@ -29,9 +30,13 @@ class OpPlacement:
     fix: str | None = None  # what to change so that it runs on the accelerator
     status: str | None = None  # the compiler's own status string (Edge TPU per-op table)
     rule: str | None = None  # the placement rule that kept it off the accelerator (Edge TPU)
+    # What the op costs where it runs, by the compiler's estimate (Vela's per-layer figures:
+    # npu_cycles, macs, mac_utilisation, bound, ...); merged into to_dict's keys.
+    perf: dict | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        out = {k: v for k, v in asdict(self).items() if v is not None and k != "perf"}
+        return {**out, **(self.perf or {})}
 
 
 def place_ops(info: ModelInfo, target: Target, layer_names: tuple[str, ...] = (),
@@ -44,6 +49,8 @@ def place_ops(info: ModelInfo, target: Target, layer_names: tuple[str, ...] = ()
     """
     if target.compiler is not None and target.compiler.name == "edgetpu_compiler":
         return edgetpu_placements(info, target, layer_names, model_name, source=source)
+    from edgeq.edgetpu.placement import keras_layer
+
     home = target.runtime.placement
     fallback = target.runtime.fallback_placement
     # A compiler that maps one subgraph (the Edge TPU's) sends every op after the first op it
@@ -53,6 +60,9 @@ def place_ops(info: ModelInfo, target: Target, layer_names: tuple[str, ...] = ()
     records = []
     vela_compiled = home == "npu" and ETHOS_U_OP in info.op_names
     for op in info.ops:
+        # Every target names the Keras layer behind an op, from the converter's tensor names,
+        # as the Edge TPU placement does (one reader: edgeq.edgetpu.placement.keras_layer).
+        layer = keras_layer(op, info, layer_names, model_name)
         if vela_compiled:
             records.append(_vela_compiled(op, info, target))
             continue
@@ -66,20 +76,35 @@ def place_ops(info: ModelInfo, target: Target, layer_names: tuple[str, ...] = ()
         if problem is None:
             why = (_float_on_mcu(op, info) if home == "mcu" else None) or (
                 f"supported on {_where(target)}")
-            records.append(OpPlacement(op.index, op.op, home, why))
+            records.append(OpPlacement(op.index, op.op, home, why, layer))
             continue
         if split_at is None:
             split_at = op
-        records.append(OpPlacement(op.index, op.op, fallback, problem))
+        records.append(OpPlacement(op.index, op.op, fallback, problem, layer))
     return tuple(records)
 
 
 def _vela_compiled(op: OpInfo, info: ModelInfo, target: Target) -> OpPlacement:
     """In a model Vela already compiled, Vela has chosen: its custom op runs on the NPU and
-    every op it left as a builtin on the CPU next to it."""
+    every op it left as a builtin on the CPU next to it. The command stream names the NPU it
+    was compiled for (edgeq.formats.ethos_u); the Ethos-U driver refuses it on any other
+    ("NPU config mismatch"), so a stream for another configuration has nowhere to run."""
     if op.op == ETHOS_U_OP:
+        built = compiled_for_op(op, info)
+        want = target.compiler.accelerator_config if target.compiler is not None else None
+        if built != "unknown" and want and built != want:
+            return OpPlacement(op.index, op.op, "none",
+                               f"op {op.index} {op.op} was compiled by Vela for {built}, not "
+                               f"for {want}"
+                               + (f" (target {target.name})" if target.name != want else "")
+                               + ": the Ethos-U driver refuses a command "
+                               f"stream for another configuration (NPU config mismatch); "
+                               f"{_use_instead(built)}")
         return OpPlacement(op.index, op.op, "npu",
-                           "the NPU command stream of a model already compiled by Vela")
+                           "the NPU command stream of a model already compiled by Vela for "
+                           f"{built}" if built != "unknown" else
+                           "the NPU command stream of a model already compiled by Vela "
+                           "(its configuration word is unreadable)")
     return OpPlacement(op.index, op.op, target.runtime.fallback_placement,
                        _problem(op, info, target) or "left on the CPU by Vela (TFLite Micro)")
 
@@ -120,21 +145,27 @@ def read_placeable(model: str | Path, target: Target, command: str
     Raises:
         ModelFileError: the file is missing or not a readable .tflite (exit 2).
         UnsupportedOpsError: an op the target cannot run (exit 3).
+        TargetConstraintError: weights stored after the flatbuffer, for TFLM (exit 3).
     """
     p = Path(model)
-    if not p.is_file():
-        raise ModelFileError(p, "not found", hint=f"pass the .tflite file to {command}")
-    data = p.read_bytes()
+    data = read_file(p, "model", TFLITE_MAX, error=ModelFileError,
+                     hint=f"pass the .tflite file to {command}")
     info = read_model(data, p)
+    if target.runtime.name == "tflm":  # before any figure: TFLM would run without weights
+        from edgeq.adapters.tflm import check_inline_buffers
+
+        check_inline_buffers(data, str(p))
     check_placeable(place_ops(info, target), target)
     return p, data, info
 
 
 def _problem(op: OpInfo, info: ModelInfo, target: Target) -> str | None:
     if op.op == ETHOS_U_OP:
+        built = compiled_for_op(op, info)
         return (f"op {op.index} {op.op} is the Ethos-U NPU's command stream (this model was "
-                "already compiled by Vela); analyze the model before Vela, or use --target "
-                "ethos-u55-128")
+                "already compiled by Vela"
+                + (f" for {built}" if built != "unknown" else "") + "); "
+                + _use_instead(built))
     if not target.allows_op(op.op):
         return f"{op.op} is not in the {target.name} op table"
     limit = target.max_version(op.op)
@@ -181,3 +212,41 @@ def _float_on_mcu(op: OpInfo, info: ModelInfo) -> str | None:
 def _where(target: Target) -> str:
     return {"mcu": "the MCU (TFLite Micro)", "cpu": "the CPU (LiteRT)", "tpu": "the Edge TPU",
             "npu": "the NPU"}.get(target.runtime.placement, target.runtime.placement)
+
+
+def compiled_for_op(op: OpInfo, info: ModelInfo) -> str:
+    """The accelerator an ethos-u op's command stream was compiled for, or "unknown"."""
+    nth = sum(1 for o in info.ops[:op.index] if o.op == ETHOS_U_OP)
+    return info.npu_configs[nth] if nth < len(info.npu_configs) else "unknown"
+
+
+def _use_instead(built: str) -> str:
+    """What to run instead: the bundled profile for that NPU, if there is one."""
+    from edgeq.targets import list_targets
+
+    if built == "unknown":
+        return ("analyze the model before Vela, or use the ethos-u target it was compiled for "
+                "(edgeq targets lists them)")
+    names = sorted(t.name for t in list_targets()
+                   if t.compiler is not None and t.compiler.accelerator_config == built)
+    if names:
+        return f"use --target {names[0]}, or analyze the model before Vela"
+    return ("analyze the model before Vela, with an ethos-u target (edgeq targets lists them; "
+            f"none is bundled for {built}, a profile .toml can name it)")
+
+
+def io_notes(info: ModelInfo, target: Target) -> list[str]:
+    """A model whose input or output type the target's profile does not use: an int8-only
+    microcontroller profile (no float fallback) given a float-I/O model (an android-arm64 or
+    float16 build) runs, on TFLite Micro, float QUANTIZE/DEQUANTIZE kernels on a core the
+    profile says feeds int8 sensor bytes."""
+    q = target.quantization
+    notes = []
+    for what, tensor, wanted in (("input", info.input_tensors[0], q.input_dtype),
+                                 ("output", info.output_tensors[0], q.output_dtype)):
+        if wanted and tensor.dtype != wanted and q.float_fallback == "none":
+            notes.append(f"the model's {what} '{tensor.name}' is {tensor.dtype}, but "
+                         f"{target.name} takes {wanted} {what}s (an integer-only profile): it "
+                         "was not converted for this target; edgeq convert --target "
+                         f"{target.name} makes a model with {wanted} I/O")
+    return notes

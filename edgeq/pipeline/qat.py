@@ -77,25 +77,24 @@ class QATOutcome:
 def base_learning_rate(model_path: str) -> float:
     """The learning rate the model was compiled with, when its file records one (a .keras
     archive's compile_config, a legacy .h5's training_config); else Adam's default."""
-    import json
-    import zipfile
     from pathlib import Path
 
+    from edgeq.errors import ModelFileError
+    from edgeq.formats import keras_files
+
+    # Read before the loader's checks, so through the same bounded readers: a FIFO named
+    # model.keras must not block here, nor a config bomb inflate.
     p = Path(model_path)
     optimizer = None
     try:
         if p.suffix.lower() == ".keras":
-            with zipfile.ZipFile(p) as zf:
-                config = json.loads(zf.read("config.json"))
-            optimizer = (config.get("compile_config") or {}).get("optimizer")
+            config = keras_files.keras_config(p)
+            compiled = config.get("compile_config") if isinstance(config, dict) else None
+            optimizer = (compiled or {}).get("optimizer") if isinstance(compiled, dict) else None
         elif p.suffix.lower() in (".h5", ".hdf5"):
-            import h5py
-
-            with h5py.File(p, "r") as f:
-                raw = f.attrs.get("training_config")
-            if raw is not None:
-                optimizer = json.loads(raw).get("optimizer_config")
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+            training = keras_files.h5_json_attribute(p, "training_config")
+            optimizer = training.get("optimizer_config") if isinstance(training, dict) else None
+    except ModelFileError:
         return DEFAULT_BASE_LR  # the loader reports unreadable files with a better message
     lr = ((optimizer or {}).get("config") or {}).get("learning_rate") \
         if isinstance(optimizer, dict) else None

@@ -3,6 +3,8 @@
 Run as `python -m edgeq.process.worker`; imports the interpreters, never TensorFlow. Tasks:
 
 - ``tflm_arena``: load the model in TFLite Micro and return the recording allocator's figures.
+- ``arena_plan_check``: run a planned model and the file it came from (``args["original"]``) on
+  TFLite Micro; return whether the outputs are byte-identical and the planned model's head.
 - ``litert_invoke``: load it in LiteRT, allocate, run one invoke on zeros; return the I/O.
 - ``evaluate``: run it on the samples in ``x_path`` (.npy) with the target's interpreter, save
   the outputs to ``out_path`` (.npz), and return the arena and host latency (`edgeq verify`).
@@ -23,6 +25,15 @@ def _tflm_arena(model: bytes, args: dict[str, Any]) -> dict[str, Any]:
 
     arena = TFLMRunner(model, source=args.get("source", "model")).arena
     return {"total": arena.total, "head": arena.head, "tail": arena.tail, "log": arena.log}
+
+
+def _arena_plan_check(model: bytes, args: dict[str, Any]) -> dict[str, Any]:
+    """The planned `model` and the file it was planned from on TFLM (edgeq.pipeline.arena_stage)."""
+    from pathlib import Path
+
+    from edgeq.pipeline.arena_stage import compare_on_host
+
+    return compare_on_host(Path(args["original"]).read_bytes(), model, int(args["samples"]))
 
 
 def _litert_invoke(model: bytes, args: dict[str, Any]) -> dict[str, Any]:
@@ -79,6 +90,7 @@ def _hang(model: bytes, args: dict[str, Any]) -> None:
 
 TASKS: dict[str, Callable[[bytes, dict[str, Any]], Any]] = {
     "tflm_arena": _tflm_arena, "litert_invoke": _litert_invoke, "evaluate": _evaluate,
+    "arena_plan_check": _arena_plan_check,
     "crash": _crash, "hang": _hang,
 }
 

@@ -62,10 +62,12 @@ def test_worse_model_fails_the_gate_with_exit_4(models, capsys):
     good = report["quantized"]
     code, out, err = run(capsys, "verify", str(d / "worse" / "dw_int8.tflite"), "--target",
                          "arm-cpu", "--eval-data", str(d / "eval.npz"), "--baseline",
-                         str(d / "good" / "report.json"), "--max-drop", "1", "--no-latency",
-                         "--json")
+                         str(d / "good" / "report.json"),
+                         "--max-drop", "1", "--no-latency", "--json")
     assert code == 4, err
     result = json.loads(out)
+    # A new build of the same model (same inputs and outputs): compared, and said so.
+    assert any("new build of the same model" in n for n in result["notes"]), result["notes"]
     worse = result["accuracy"]["quantized"]
     assert 100 * (good - worse) > 1.0, (good, worse)
     assert result["ok"] is False
@@ -113,7 +115,7 @@ def test_pytest_helper(models):
     with pytest.raises(AssertionError, match="regressed"):
         assert_no_regression(d / "worse" / "dw_int8.tflite", target="arm-cpu",
                              eval_data=d / "eval.npz", baseline=d / "good" / "report.json",
-                             max_drop=1.0)
+                             max_drop=1.0, allow_different_model=True)
 
 
 def test_bad_inputs_exit_2(models, capsys, tmp_path):
@@ -131,3 +133,70 @@ def test_bad_inputs_exit_2(models, capsys, tmp_path):
     code, _, err = run(capsys, "verify", model, "--target", "arm-cpu", "--eval-data",
                        str(tmp_path / "nolabels.npz"), "--no-latency")
     assert code == 2 and "labels" in err
+
+
+def test_a_baseline_of_another_model_or_target_is_refused_naming_both(models, capsys, tmp_path):
+    """The baseline records the model's sha256, inputs, outputs and target; verify compares
+    like with like (the same file, or a new build with the same inputs and outputs) unless
+    told otherwise, and names every check it then cannot make."""
+    d = models
+    good, worse = str(d / "good" / "dw_int8.tflite"), str(d / "worse" / "dw_int8.tflite")
+    base = str(d / "good" / "report.json")  # arm-cpu, the good model
+    common = ["--eval-data", str(d / "eval.npz"), "--baseline", base, "--no-latency"]
+    # A baseline made for a model with other outputs: exit 2, one line naming both models.
+    other = json.loads((d / "good" / "report.json").read_text())
+    other["model"]["outputs"] = [[5]]
+    other["output"]["sha256"] = "0" * 64
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    code, _, err = run(capsys, "verify", worse, "--target", "arm-cpu", "--eval-data",
+                       str(d / "eval.npz"), "--baseline", str(tmp_path / "other.json"),
+                       "--no-latency")
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert "other.json" in lines[0] and "another model" in lines[0] and worse in lines[0]
+    assert "[5]" in lines[0] and "--allow-different-model" in lines[0]
+    code, _, err = run(capsys, "verify", worse, "--target", "arm-cpu", "--eval-data",
+                       str(d / "eval.npz"), "--baseline", str(tmp_path / "other.json"),
+                       "--no-latency", "--allow-different-model", "--max-drop", "100")
+    assert code == 0, err
+    # The same model for another target: exit 2 naming both targets.
+    code, _, err = run(capsys, "verify", good, "--target", "imx8mp-npu", *common)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert "'arm-cpu'" in lines[0] and "'imx8mp-npu'" in lines[0]
+    assert "--allow-different-target" in lines[0]
+    # With the override: compared, and the checks that were not made are named.
+    code, out, err = run(capsys, "verify", good, "--target", "imx8mp-npu", *common,
+                         "--allow-different-target", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert any(s.startswith("arena not compared") for s in result["skipped"]), result
+    assert any(s.startswith("latency not gated") for s in result["skipped"]), result
+    assert result["output"]["sha256"] == json.loads(
+        (d / "good" / "report.json").read_text())["output"]["sha256"]
+    code, out, err = run(capsys, "verify", good, "--target", "imx8mp-npu", *common,
+                         "--allow-different-target")
+    assert code == 0 and "skipped arena not compared" in " ".join(out.split()), out
+
+
+def test_float_io_model_on_an_int8_only_mcu_gets_a_note(tmp_path, capsys):
+    """An android-arm64 build (float32 I/O) given to an int8-only microcontroller profile:
+    verify and embed say so (TFLite Micro runs it, with float QUANTIZE/DEQUANTIZE)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "representative_data"
+    out = tmp_path / "android"
+    assert main(["convert", str(root / "digits_cnn.keras"), "--target", "android-arm64",
+                 "--data", str(root / "digits_calibration.npz"), "--input-scale", "1/16",
+                 "--no-latency", "--out", str(out)]) == 0
+    capsys.readouterr()
+    code, stdout, err = run(capsys, "verify", str(out / "model.tflite"), "--target",
+                            "cortex-m4", "--eval-data", str(root / "digits_eval.npz"),
+                            "--input-scale", "1/16", "--no-latency", "--json")
+    assert code == 0, err
+    notes = json.loads(stdout)["notes"]
+    assert any("float32" in n and "cortex-m4" in n and "int8" in n for n in notes), notes
+    code, stdout, err = run(capsys, "embed", str(out / "model.tflite"), "--target",
+                            "cortex-m4", "--out", str(tmp_path / "fw"))
+    assert code == 0, err
+    assert "note: the model's input" in stdout and "cortex-m4" in stdout, stdout

@@ -315,7 +315,7 @@ _HELD_CHILD = ("import sys\n"
 # both commands run supervised: every module but click is first imported by the child.
 INTERRUPT_POINTS = [
     ("convert", "click", "the supervisor's own start-up imports"),
-    ("convert", "edgeq.api", "the child's start-up, after the CLI is set up"),
+    ("convert", "edgeq.commands.convert", "the child's start-up, after the CLI is set up"),
     ("convert", "tensorflow.python.framework.ops", "halfway through `import tensorflow`"),
     ("convert", "tflite_micro.python.tflite_micro.runtime", "the verify stage (TFLite Micro)"),
     ("analyze", "click", "the supervisor's own start-up imports"),

@@ -53,7 +53,8 @@ def digits(tmp_path_factory, tree):
     code = main(["convert", str(EXAMPLE / "digits_cnn.keras"), "--target", "cortex-m4",
                  "--data", str(EXAMPLE / "digits_calibration.npz"),
                  "--eval-data", str(EXAMPLE / "digits_eval.npz"), "--input-scale", "1/16",
-                 "--out", str(out), "--no-latency", "--emulate", *_tree_args(tree)])
+                 "--out", str(out), "--no-latency", "--emulate", *_tree_args(tree),
+                 "--html"])
     assert code == 0
     return out
 
@@ -258,6 +259,14 @@ def test_convert_emulate_summarises_in_report_md(digits):
     emu = json.loads((digits / "report.json").read_text())["emulator"]
     assert "## Emulated device (cortex-m4, QEMU mps2-an386)" in md
     assert f"{emu['instructions_per_inference']:,} instructions per inference" in md
+    # every op's estimated cycles and share, by layer, in report.md and report.html (issue 25)
+    assert len(emu["per_op"]) == len(json.loads((digits / "report.json").read_text())["ops"])
+    for op in emu["per_op"]:
+        assert op["layer"] and f"| {op['estimated_cycles']:,} | {100 * op['share']:.1f}% |" in md
+    page = (digits / "report.html").read_text()
+    section = page[page.index('id="cycles"'):]
+    assert "Estimated cycles per layer" in section and '<img class="figure"' in section
+    assert all(f"{op['estimated_cycles']:,}" in section for op in emu["per_op"])
 
 
 def test_every_op_output_matches_on_the_device(digits, tree):

@@ -1,6 +1,6 @@
 """The Vela adapter: its stdout parser and per-op placement on recorded Vela 5.2.0 output
 (tests/data/vela/README.md says how it was made), and real Vela runs on the MLPerf Tiny
-reference models for both Ethos-U profiles, checked against what the same vela command prints
+reference models for the Ethos-U profiles (U55, U65, U85), checked against what the same vela command prints
 itself and writes to its summary CSV."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from edgeq.targets import load_target
 from edgeq.formats.tflite import read_model_file
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "vela"
-PROFILES = ("ethos-u55-128", "ethos-u65-256")
+PROFILES = ("ethos-u55-128", "ethos-u65-256", "ethos-u85-256", "ethos-u85-1024")
 # All five take about 0.4 s per Vela run; streaming_wakeword included.
 MLPERF = ("ad_autoencoder", "ic_resnet8", "kws_dscnn", "streaming_wakeword", "vww_mobilenet_96")
 
@@ -141,6 +141,51 @@ def test_cpu_reasons_keys_by_output_name() -> None:
     assert reasons["functional_1/conv2d_1_2/convolution1"][0][0] == "CONV_2D"
     assert sorted(op for said in reasons.values() for op, _ in said) == [
         "CONV_2D", "GATHER", "L2_NORMALIZATION"]
+
+
+def recorded_rows(stem: str, tmp_path: Path):
+    """The per-layer CSV and debug database recorded for stem (tests/data/vela/README.md)."""
+    from edgeq.adapters.vela_perf import read_per_layer
+
+    for kind, ext in (("per-layer", "csv"), ("debug", "xml")):
+        (tmp_path / f"{stem}_{kind}.{ext}").write_bytes(
+            (DATA / f"{stem}.ethos-u55-128_{kind}.{ext}").read_bytes())
+    return read_per_layer(tmp_path, stem)
+
+
+def test_per_layer_rows_sum_per_op_to_vela_totals(tmp_path: Path) -> None:
+    from edgeq.adapters.vela_perf import per_op, unattributed
+
+    rows = recorded_rows("ic_resnet8_int8_reference", tmp_path)
+    with (DATA / "ic_resnet8_int8_reference.ethos-u55-128_per-layer.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert rows is not None and len(rows) == len(table) == 50
+    layers = per_op(rows, [f"t{i}" for i in range(16)], 128)
+    s = parse_summary(recorded("ic_resnet8_int8_reference.ethos-u55-128.txt"))
+    assert sum(p.cycles for p in layers.values()) == s.cycles == 201747
+    assert sum(p.npu_cycles for p in layers.values()) == s.npu_cycles
+    assert sum(p.macs for p in layers.values()) == s.macs
+    assert unattributed(rows, 16)["rows"] == 0
+    # CONV_2D + its fused RELU; RESHAPE folded away; SOFTMAX lowered to 29 NPU operations.
+    assert (layers[0].rows, layers[13].rows, layers[15].rows) == (2, 0, 29)
+    assert layers[15].cycles == sum(int(r["Op Cycles"]) for r in table if r["Original Operator"]
+                                    == "Softmax") == 985
+    assert (layers[0].cycles, layers[0].npu_cycles, layers[0].bound) == (14752, 14752, "compute")
+    assert round(100 * layers[0].mac_utilisation, 2) == 23.43  # Vela's "Util% (MAC)"
+    assert layers[9].bound == "memory:offchip_flash" and layers[13].bound == "none"
+    assert layers[9].access_cycles["offchip_flash"] == layers[9].cycles == 34896
+    assert layers[9].traffic["offchip_flash"]["weights_read"] > 0
+
+
+def test_unnamed_tensors_are_placed_by_op_index(tmp_path: Path) -> None:
+    """keyword_scrambled has no tensor names: Vela leaves SVDF ops and the last QUANTIZE on the
+    CPU, which its debug database says by op index."""
+    from edgeq.adapters.vela_perf import placement_by_index
+
+    rows = recorded_rows("keyword_scrambled", tmp_path)
+    assert rows is not None
+    where = placement_by_index(rows, 15)
+    assert [i for i, w in enumerate(where or []) if w == "cpu"] == [1, 3, 5, 7, 9, 10, 11, 14]
 
 
 # --- real vela ----------------------------------------------------------------------------------

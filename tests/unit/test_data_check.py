@@ -71,3 +71,38 @@ def test_constant_and_repeated_samples_dominating():
     assert any("7 of 10 samples are constant" in w for w in warnings), warnings
     assert any("only 4 distinct samples among 10" in w for w in warnings), warnings
     assert data_check.check([("calibration", _ds(_pixels(10) / 255, "ok.npz"))]) == []
+
+
+def test_raw_pixels_for_a_0_1_model_are_one_warning_for_all_sets():
+    """Issue 23: float 0..255 (not whole numbers, e.g. after a resize) for a model that takes
+    0..1 is one warning naming every set that has it, however the model says 0..1."""
+    rng = np.random.default_rng(2)
+    raw = [_ds(rng.uniform(0, 255, (32, 8, 8, 3)), f"{n}.npz") for n in ("cal", "ev")]
+    sets = [("calibration", raw[0]), ("evaluation", raw[1])]
+    assert data_check.check(sets) == []  # nothing says what the model takes: no guess
+    norm = data_check.Expectation("the model's first layer Normalization", mean=np.full(3, 0.5),
+                                  std=np.full(3, 0.29))
+    for e in (data_check.expect_range(0, 1), data_check.expect_quantized_input(1 / 255, -128,
+                                                                               "int8"), norm):
+        (warning,) = data_check.check(sets, e, identity_preprocess=False)
+        assert "cal.npz" in warning and "ev.npz" in warning and "raw 0..255" in warning, warning
+    # A model that takes 0..255 itself (Rescaling(1/255)): nothing to say.
+    rescaling = data_check.expect_rescaling(1 / 255, 0.0)
+    assert data_check.check(sets, rescaling) == []
+
+
+def test_input_range_is_checked_and_parsed():
+    x = np.random.default_rng(3).uniform(-1, 1, (16, 4, 4, 1))
+    (warning,) = data_check.check([("calibration", _ds(x, "pm1.npz"))],
+                                  data_check.expect_range(0, 1))
+    assert "outside --input-range 0,1" in warning and "pm1.npz" in warning
+    assert data_check.check([("calibration", _ds(x, "pm1.npz"))],
+                            data_check.expect_range(-1, 1)) == []
+    assert data_check.parse_range("0,1") == (0.0, 1.0) and data_check.parse_range(None) is None
+    import pytest
+
+    from edgeq.errors import UsageError
+
+    for bad in ("1,0", "0", "a,b", "0,inf", "0,1,2"):
+        with pytest.raises(UsageError, match="--input-range"):
+            data_check.parse_range(bad)

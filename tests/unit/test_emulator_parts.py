@@ -31,6 +31,29 @@ def test_cost_model_is_linear_and_documented():
     assert cost_model("cortex-m4").calibrated
 
 
+def test_tflm_tree_archive_is_unpacked_bounded(tmp_path, monkeypatch):
+    """A .tar.gz given as --tflm-tree that unpacks past the limit is refused as it streams,
+    and nothing of it is left in the cache."""
+    import io
+    import tarfile
+
+    from edgeq.emulator import toolchain
+    from edgeq.errors import InputError
+
+    archive = tmp_path / "tree.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for i in range(3):
+            info = tarfile.TarInfo(f"tflm_tree/big{i}.h")
+            info.size = 4096
+            tar.addfile(info, io.BytesIO(bytes(4096)))
+    monkeypatch.setenv("EDGEQ_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(toolchain, "TREE_MAX_BYTES", 10_000)
+    with pytest.raises(InputError, match="cannot unpack: it unpacks to more than"):
+        toolchain.resolve_tree(str(archive))
+    trees = tmp_path / "cache" / "emulator" / "trees"
+    assert not trees.exists() or not any(trees.iterdir())
+
+
 # --- the toolchain set, named the same everywhere ------------------------------------------------
 
 def test_readme_ci_and_the_check_name_the_same_apt_packages():
