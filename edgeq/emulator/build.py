@@ -193,7 +193,7 @@ def _symbols(tool: Toolchain, elf: Path) -> dict:
     for line in sizes.splitlines():
         f = line.split()
         if len(f) >= 3 and f[1].isdigit():
-            sec, n, addr = f[0], int(f[1]), int(f[2])
+            sec, n = f[0], int(f[1])
             if n and sec not in (".comment", ".ARM.attributes") and not sec.startswith(".debug"):
                 if sec in (".data", ".bss"):
                     ram += n

@@ -9,7 +9,6 @@ core's TFLM library (`edgeq emulate --prepare -t cortex-m4`), later runs reuse i
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
