@@ -29,6 +29,9 @@ Every figure below is an upper bound of the size the TFLM CMSIS-NN kernel (tflit
 * AVERAGE_POOL_2D: DSP ``arm_avgpool_s8_get_buffer_size_dsp`` = 4 B per channel; MVE none.
 * SVDF: MVE kernel sums, 4 B per filter, persistent (as FULLY_CONNECTED).
 
+The scratch sizes used are edgeq.pipeline.arena_scratch's exact ones where it models the op (it
+also applies the exceptions above, e.g. no depthwise scratch for 3x3 on the DSP path); the bounds
+here cover the ops it does not model. The persistent kernel sums are this module's alone.
 TFLM hands both kinds out in 16-byte units. The recommendation (edgeq.outputs.embed) adds the largest
 scratch buffer of any one op (only one op runs at a time) and the sum of the persistent ones.
 Other ops and int16 kernels add nothing here.
@@ -66,10 +69,16 @@ def kernel_buffers(info: ModelInfo, variant: str | None) -> KernelBuffers:
         return KernelBuffers(worst.variant, worst.scratch, worst.persistent, any_core=True)
     if variant not in VARIANTS:
         raise ValueError(f"unknown CMSIS-NN variant {variant!r}")
+    from edgeq.pipeline.arena_scratch import CMSIS_DSP, CMSIS_MVE, scratch_requests
+
+    kernels = CMSIS_DSP if variant == "dsp" else CMSIS_MVE
     scratch = persistent = 0
     for op in info.ops:
         s, p = _op_buffers(info, op, variant)
-        scratch = max(scratch, _up(s))
+        # The exact requests where edgeq.pipeline.arena_scratch (the arena planner's model of
+        # each kernel's Prepare) knows the op; the bound above where it does not.
+        exact = scratch_requests(info, op, kernels)
+        scratch = max(scratch, _up(s) if exact is None else sum(_up(r) for r in exact))
         persistent += _up(p)
     return KernelBuffers(variant, scratch, persistent)
 

@@ -123,31 +123,36 @@ MLPERF = ("kws_dscnn_int8_reference.tflite", "vww_mobilenet_96_int8_reference.tf
 
 @pytest.mark.parametrize("file", MLPERF)
 def test_kernel_buffers_follow_the_cmsis_nn_formulas(file):
+    """Scratch: the largest op's requests as the arena planner models them, within the
+    documented upper bound (im2col / depthwise buffers recomputed from the shapes); persistent:
+    Helium's kernel sums, 4 B per output channel of every FC layer (CMSIS-NN @ 4ab83cc3)."""
     from edgeq.formats.cmsis_nn_buffers import kernel_buffers
     from edgeq.formats.tflite import read_model
+    from edgeq.pipeline.arena_scratch import CMSIS_DSP, CMSIS_MVE, scratch_requests
     from tests.conftest import FIXTURES
 
     info = read_model((FIXTURES / "models" / "mlperf_tiny" / file).read_bytes())
     dsp, mve = kernel_buffers(info, "dsp"), kernel_buffers(info, "mve")
     assert kernel_buffers(info, None).total == max(dsp.total, mve.total)
-    # each op's im2col / depthwise buffer, recomputed from the shapes (CMSIS-NN @ 4ab83cc3)
-    want_dsp = want_mve = 0
-    fc_out = 0
+    up = lambda n: -(-n // 16) * 16  # noqa: E731
+    bound_dsp = bound_mve = fc_out = 0
     for op in info.ops:
         shapes = [info.tensors[i].shape for i in op.inputs if i >= 0]
         if op.op == "CONV_2D":
             cols = shapes[1][1] * shapes[1][2] * shapes[1][3]
-            want_dsp = max(want_dsp, 4 * -(-cols // 4) * 4)
-            want_mve = max(want_mve, 4 * -(-cols // 16) * 16)
+            bound_dsp = max(bound_dsp, 4 * -(-cols // 4) * 4)
+            bound_mve = max(bound_mve, 4 * -(-cols // 16) * 16)
         elif op.op == "DEPTHWISE_CONV_2D" and shapes[0][3] == shapes[1][3]:
-            want_dsp = max(want_dsp, 2 * shapes[0][3] * shapes[1][1] * shapes[1][2])
-            want_mve = max(want_mve, 496 * shapes[1][1] * shapes[1][2])
+            bound_dsp = max(bound_dsp, 2 * shapes[0][3] * shapes[1][1] * shapes[1][2])
+            bound_mve = max(bound_mve, 496 * shapes[1][1] * shapes[1][2])
         elif op.op == "AVERAGE_POOL_2D":
-            want_dsp = max(want_dsp, 4 * shapes[0][3])
+            bound_dsp = max(bound_dsp, 4 * shapes[0][3])
         elif op.op == "FULLY_CONNECTED":
-            fc_out += -(-4 * shapes[1][0] // 16) * 16  # Helium kernel sums, one per FC op
-    assert dsp.scratch == -(-want_dsp // 16) * 16 and dsp.persistent == 0
-    assert mve.scratch == -(-want_mve // 16) * 16 and mve.persistent == fc_out
+            fc_out += up(4 * shapes[1][0])  # Helium kernel sums, one per FC op
+    for got, kernels, bound in ((dsp, CMSIS_DSP, bound_dsp), (mve, CMSIS_MVE, bound_mve)):
+        exact = max(sum(up(r) for r in scratch_requests(info, op, kernels)) for op in info.ops)
+        assert got.scratch == exact <= up(bound)
+    assert dsp.persistent == 0 and mve.persistent == fc_out
 
 
 def test_every_core_has_a_cost_model_and_a_cmsis_nn_path():
