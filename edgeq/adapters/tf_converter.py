@@ -160,6 +160,7 @@ def _set_private(converter: Any, name: str, value: bool) -> None:
 _OP_PATTERNS = (
     re.compile(r"'(?:tf|tfl)\.(\w+)' op is neither a custom op nor a flex op"),
     re.compile(r"Quantization not yet supported for op: '(\w+)'"),
+    re.compile(r"Quantization to 16x8-bit not yet supported for op: '(\w+)'"),
     re.compile(r"op '(?:tf|tfl)\.(\w+)' .*not supported", re.IGNORECASE),
 )
 

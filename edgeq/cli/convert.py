@@ -54,6 +54,12 @@ Examples:
               "dynamic_wi8_afp32, float16, wi4_afp32, wi4_block32_afp32 (edgeq targets NAME).")
 @click.option("--smooth", type=float, metavar="ALPHA",
               help="SmoothQuant: move activation outliers into the following Dense weights.")
+@click.option("--substitute", multiple=True, type=click.Choice(["gelu"]),
+              help="Rewrite an op the target lacks: gelu -> x*sigmoid(1.702x) (TFLite Micro "
+              "has no GELU kernel); the report gives float top-1 before and after.")
+@click.option("--clip", metavar="BOUND|auto",
+              help="Clip activations before quantizing: a number clips GELU outputs at it "
+              "(10 = GELU10); auto searches a bound per activation (MSE on --data).")
 @click.option("--diagnostics", is_flag=True,
               help="Per-tensor diagnostics also for minmax (always on for other methods).")
 @click.option("--html", is_flag=True,
@@ -87,6 +93,7 @@ def convert(model: str, target: str, data: str, eval_data: str | None, out: str 
             batch_size: int, seed: int, qat_skip: tuple[str, ...], strategy: str,
             calibration: str, percentile: float, equalize: bool,
             int16_activations: bool, recipe: str | None, smooth: float | None,
+            substitute: tuple[str, ...], clip: str | None,
             diagnostics: bool, html: bool, calibration_samples: int,
             eval_samples: int | None,
             input_scale: str | None, mean: str | None, std: str | None, max_drop: float | None,
@@ -107,7 +114,7 @@ def convert(model: str, target: str, data: str, eval_data: str | None, out: str 
         model=model, target=target, data=data, eval_data=eval_data, out=out, method=method,
         calibration=calibration, percentile=percentile, equalize=equalize,
         int16_activations=int16_activations, diagnostics=diagnostics, html=html, recipe=recipe,
-        smooth=smooth,
+        smooth=smooth, substitute=tuple(substitute), clip=clip,
         preprocess=Preprocess.parse(input_scale, mean, std),
         calibration_samples=calibration_samples, eval_samples=eval_samples, max_drop=max_drop,
         labels=labels, overwrite=overwrite, allow_unsafe=allow_unsafe, measure_latency=not no_latency,

@@ -138,11 +138,19 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
     float_outputs = timed("float reference", _float_reference, loaded, evaluation)
     bridged = None
     if plan.qat is not None:
-        bridged = timed("bridge to tf_keras", qat_stage.bridge, loaded, train, plan.qat, target)
+        bridged, qat_settings = timed("bridge to tf_keras", qat_stage.bridge, loaded, train,
+                                      plan.qat, target)
+        plan = replace(plan, qat=qat_settings)
 
     notes: list[str] = []
     if opts.smooth is not None:
         loaded = timed("smooth", _smooth, loaded, calib, opts.smooth)
+    from edgeq.transforms import stage as rewrite_stage
+
+    rewrites: list[dict] = []
+    if rewrite_stage.wanted(opts):
+        loaded, rewrites, float_outputs = timed("rewrite", rewrite_stage.apply, opts, target,
+                                                loaded, calib, evaluation, float_outputs)
     loaded, outcome, quantized, autopilot, qat = _quantize_stages(
         plan, loaded, bridged, calib, evaluation, train, float_outputs, timed, progress, notes)
 
@@ -179,7 +187,7 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
         method=quantized.method, calibration=quantized.calibration, info=info, outcome=outcome,
         placements=placements, compiled=compiled, verified=result, memory=memory, calib=calib,
         evaluation=evaluation, train=train, data_warnings=warnings, stages=timed.stages,
-        qat=qat, autopilot=autopilot, notes=notes,
+        qat=qat, autopilot=autopilot, rewrites=rewrites, notes=notes,
         model_path=str(plan.out_dir / plan.names[0]), arena_plan=arena_plan))
     gate_error = _gate_error(target, memory, result.accuracy, opts.max_drop, report, info)
     files = _emit(plan, report, quantized.model, compiled, info, calib, progress)
@@ -231,6 +239,10 @@ def _quantize_stages(plan: _Plan, loaded, bridged, calib: Dataset, evaluation: D
         outcome = ptq.PTQOutcome(timed("quantize", quantize.quantize_weights_only, loaded,
                                        plan.recipe), None, [], [])
     quantized = outcome.result
+    if opts.int16_activations and target.runtime.name == "litert":
+        from edgeq.pipeline.runs import check_int16
+
+        timed("check int16 kernels", check_int16, quantized.model, calib.x, target.name)
     autopilot_section = None
     if opts.method == "auto":
         if evaluation.y is None:
@@ -244,8 +256,8 @@ def _quantize_stages(plan: _Plan, loaded, bridged, calib: Dataset, evaluation: D
                                             float_outputs, timed, progress)
         auto = autopilot.run(target, opts.max_drop, outcome, loaded,
                              quantize.converter_settings(target), evaluation, float_outputs,
-                             qat=qat_runner, measure_latency=opts.measure_latency, timed=timed,
-                             task=progress.task)
+                             calib=calib, qat=qat_runner, measure_latency=opts.measure_latency,
+                             timed=timed, task=progress.task)
         quantized, autopilot_section = auto.result, auto.section
         notes += auto.notes
     qat_section: dict = {}

@@ -32,6 +32,8 @@ class ConvertOptions:
     html: bool = False  # also write report.html (turns the statistics pass on for its histograms)
     recipe: str | None = None  # precision recipe (edgeq.recipes); None: the target's default
     smooth: float | None = None  # SmoothQuant alpha for LayerNorm -> Dense patterns
+    substitute: tuple[str, ...] = ()  # edgeq.transforms.substitute: rewrites of missing ops
+    clip: str | None = None  # edgeq.transforms.clip: "auto" or a GELU bound (10 = GELU10)
     preprocess: Preprocess = field(default_factory=Preprocess)
     calibration_samples: int = 500
     eval_samples: int | None = None
@@ -121,6 +123,9 @@ def check_options(opts: ConvertOptions) -> None:
     Raises:
         UsageError: naming the option and what to pass instead.
     """
+    from edgeq.transforms.stage import check_options as check_rewrites
+
+    check_rewrites(opts)  # --substitute / --clip
     if opts.method not in METHODS:
         raise UsageError(
             f"--method {opts.method} is not available in this version",

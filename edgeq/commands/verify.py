@@ -292,15 +292,12 @@ def _evaluate_in_child(model: bytes, path: Path, target, x: np.ndarray,
 def _read_baseline(path: Path) -> dict[str, Any]:
     from edgeq.formats.input_files import REPORT_MAX, read_file
 
-    def baseline_error(p: str | Path, message: str, *, hint: str | None = None) -> InputError:
-        return InputError(f"baseline '{p}': {message}", hint=hint)
-
-    raw = read_file(path, "--baseline", REPORT_MAX, error=baseline_error,
+    raw = read_file(path, "--baseline", REPORT_MAX,
                     hint="pass the report.json of the model you compare against")
     try:
         base = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise InputError(f"baseline '{path}': not a JSON report ({exc})",
+        raise InputError(f"--baseline '{path}': not a JSON report ({exc})",
                          hint="pass a report.json written by edgeq convert or edgeq verify") \
             from exc
     if not isinstance(base, dict) or not isinstance(base.get("accuracy"), dict) \

@@ -103,6 +103,7 @@ class Report:
     layers: list[dict[str, Any]] = field(default_factory=list)  # per tensor, worst first
     statistics: dict[str, Any] = field(default_factory=dict)  # histogram pass cost
     qat: dict[str, Any] = field(default_factory=dict)  # --method qat: baseline, training, table
+    rewrites: list[dict[str, Any]] = field(default_factory=list)  # --substitute, --clip, int16
     notes: list[str] = field(default_factory=list)
     emulator: dict[str, Any] | None = None  # convert --emulate: the emulated device's section
 
@@ -138,6 +139,11 @@ class Report:
                          + (f" ({r['granularity']}" + (f" {r['block_size']}" if r['block_size'] else "")
                             + ")" if r['granularity'] != 'none' else "")
                          + f", {r['activations']} activations"))
+        for r in self.rewrites:
+            before, after = r.get("float_top1_before"), r.get("float_top1_after")
+            rows.append(("model rewrite", f"{r['rewrite']} on {len(r['layers'])} layer(s)"
+                         + (f"; float {_pct(before)} → {_pct(after)}" if before is not None
+                            and after is not None else "")))
         if acc.get("float") is not None:
             rows.append(("top-1 float → quantized", f"{_pct(acc['float'])} → {_pct(acc['quantized'])} "
                          f"(drop {acc['drop_pp']:+.2f} pp, {acc['runtime']}, n={acc['n']})"))
@@ -195,6 +201,8 @@ class Report:
             lines += ["", "## Data warnings", ""] + [f"- {_md(w)}" for w in self.data["warnings"]]
         if self.notes:
             lines += ["", "## Notes", ""] + [f"- {_md(n)}" for n in self.notes]
+        if self.rewrites:
+            lines += rewrites_markdown(self.rewrites)
         if self.autopilot:
             lines += autopilot_markdown(self.autopilot)
         if self.calibration_candidates:
@@ -260,6 +268,24 @@ class Report:
                          f"{h['val_loss']:.4f} | {_pct(h['val_accuracy'])} | {h['lr']:.3g} | "
                          f"{'yes' if h['best'] else ''} |")
         return lines
+
+
+def rewrites_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """The model rewrites (edgeq.transforms): what changed and the float top-1 around them."""
+    lines = ["", "## Model rewrites", "",
+             "| rewrite | layers | float top-1 before → after | max output change |",
+             "|---|---|---|---|"]
+    for r in rows:
+        before, after = r.get("float_top1_before"), r.get("float_top1_after")
+        acc = (f"{_pct(before)} → {_pct(after)}" if before is not None and after is not None
+               else "n/a (no labels)")
+        layers = ", ".join(r["layers"]) or "none"
+        if r.get("clipped"):
+            layers = ", ".join(f"{c['layer']} ≤ {c['hi']:.4g} (max {c['max_seen']:.4g})"
+                               for c in r["clipped"])
+        lines.append(f"| {_md(r['rewrite'])} | {_md(layers)} | {acc} | "
+                     f"{r['max_abs_diff']:.3g} |")
+    return lines
 
 
 def autopilot_markdown(a: dict[str, Any]) -> list[str]:

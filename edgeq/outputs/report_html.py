@@ -77,6 +77,8 @@ def render(report: Report) -> str:
     with matplotlib.rc_context(_RC):
         sections = [
             _section("summary", "Summary", _table(report.summary_rows(), cls="summary")),
+            *([_section("rewrites", "Model rewrites", _rewrites(report))]
+              if report.rewrites else []),
             _section("accuracy", "Accuracy per stage", _accuracy(report)),
             _section("layers", "Per-tensor error", _layers(report)),
             _section("histograms", "Activation histograms and clipping ranges",
@@ -119,6 +121,18 @@ def render(report: Report) -> str:
 
 
 # --- accuracy ------------------------------------------------------------------------------------
+
+
+def _rewrites(report: Report) -> str:
+    """What --substitute / --clip / the int16 LayerNorm rewrite changed, with float top-1."""
+    rows = []
+    for r in report.rewrites:
+        layers = ", ".join(f"{c['layer']} ≤ {c['hi']:.4g} (max {c['max_seen']:.4g})"
+                           for c in r.get("clipped", [])) or ", ".join(r["layers"]) or "none"
+        rows.append((r["rewrite"], layers, _pct(r.get("float_top1_before")),
+                     _pct(r.get("float_top1_after")), f"{r['max_abs_diff']:.3g}"))
+    return _table(rows, header=("rewrite", "layers", "float top-1 before", "after",
+                                "max output change"))
 
 
 def _accuracy(report: Report) -> str:

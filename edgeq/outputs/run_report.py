@@ -51,6 +51,7 @@ class RunValues:
     stages: list[dict]
     qat: dict
     autopilot: dict | None
+    rewrites: list[dict]  # edgeq.transforms.stage: --substitute, --clip, int16 LayerNorm
     notes: list[str]  # the stages' own notes (autopilot, QAT, equalization search)
     model_path: str  # where the model is written
     arena_plan: Any = None  # ArenaPlanResult (TFLM targets), edgeq.pipeline.arena_stage
@@ -100,6 +101,7 @@ def convert_report(run: RunValues) -> Report:
         target_profile=target.to_dict(),
         qat=run.qat,
         autopilot=run.autopilot,
+        rewrites=run.rewrites,
         notes=_notes(run.loaded.notes, run.calib, run.evaluation, opts.eval_data is None)
         + run.notes,
     )

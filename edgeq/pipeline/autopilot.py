@@ -1,6 +1,8 @@
 """`--method auto`: the staged workflow of BACKGROUND.md against an accuracy budget.
 
     1. PTQ with every calibrator (and cross-layer equalization on per-tensor targets);
+    1b. model rewrites (edgeq.pipeline.auto_rewrites): SmoothQuant with alpha searched, then
+       activation clipping with searched bounds;
     2. sensitivity: the accuracy each op gains when it alone stays float; on targets with a
        float fallback keep the most sensitive ops float, adding one at a time, until the
        budget is met; on integer-only targets report them and what would help instead;
@@ -69,7 +71,7 @@ def meets(check: verify.VerifyResult, budget: float) -> bool:
 
 
 def run(target: Target, budget: float, ptq: PTQOutcome, loaded, settings, evaluation: Dataset,
-        float_outputs: list[np.ndarray], *, qat: Callable[[QuantizeResult], tuple] | None,
+        float_outputs: list[np.ndarray], *, calib: Dataset, qat: Callable[[QuantizeResult], tuple] | None,
         measure_latency: bool, timed: Callable, task: Callable) -> AutopilotOutcome:
     """Run the stages after PTQ's search (``ptq``) until one meets ``budget`` points."""
 
@@ -83,6 +85,13 @@ def run(target: Target, budget: float, ptq: PTQOutcome, loaded, settings, evalua
     notes: list[str] = []
     section: dict[str, Any] = {"budget_pp": budget, "stages": [], "winner": None}
     if not meets(attempts[0].check, budget):
+        from edgeq.pipeline import auto_rewrites
+
+        found, rewrite_notes = timed("smooth and clip", auto_rewrites.stages, loaded, target,
+                                     settings, calib, budget, measure, meets, Attempt)
+        attempts += found
+        notes += rewrite_notes
+    if not any(meets(a.check, budget) for a in attempts):
         sens = timed("sensitivity", _sensitivity, target, ptq, loaded, settings, evaluation,
                      task)
         section["sensitivity"] = sens["rows"]
@@ -94,7 +103,12 @@ def run(target: Target, budget: float, ptq: PTQOutcome, loaded, settings, evalua
             section["float_ops"] = found["float_ops"]
             section["naive"] = found["naive"]
         elif sens["rows"]:
-            section["options"] = _integer_only_options(target, sens, qat is not None)
+            int16 = None
+            if target.quantization.int16_activations:
+                from edgeq.pipeline.auto_rewrites import int16_route
+
+                int16 = timed("check int16 route", int16_route, loaded, target, calib)
+            section["options"] = _integer_only_options(target, sens, qat is not None, int16)
             notes.append("auto: this target runs integer ops only, so no layer can stay float; "
                          "the sensitive layers and what would help are in the report")
     if not any(meets(a.check, budget) for a in attempts):
@@ -131,14 +145,36 @@ def _best(attempts: list[Attempt]) -> Attempt:
 
 
 def _candidates(ptq: PTQOutcome, calibrated: ModelInfo) -> list[tuple[int, str]]:
-    """(op index, output tensor name) of the float model's compute ops, the worst tensors by
-    per-tensor SQNR first (when diagnostics exist), at most MAX_CANDIDATES."""
+    """(op index, output tensor name) of the float model's compute ops, at most MAX_CANDIDATES:
+    the worst tensors by per-tensor SQNR and the tensors whose int8 step swallows the most
+    values, interleaved (rank by whichever puts a tensor first).
+
+    SQNR alone misses outlier-carrying tensors: a few huge channels dominate both the signal
+    and the error, so the tensor's SQNR looks fine while every ordinary channel rounds to a
+    level or two. Their mark is the share of values that the min/max int8 step maps to zero
+    (|x| < step / 2), read from the calibration histograms."""
     ops = [(op.index, calibrated.tensors[op.outputs[0]].name) for op in calibrated.ops
            if op.op not in _NOT_LAYERS and op.outputs and
            calibrated.tensors[op.outputs[0]].dtype == "float32"]
     worst = {row["tensor"]: k for k, row in enumerate(ptq.diagnostics)}
-    ops.sort(key=lambda item: worst.get(item[1], len(worst)))
+    sqnr_rank = {name: worst.get(name, len(worst)) for _, name in ops}
+    histograms = ptq.stats.histograms if ptq.stats is not None else {}
+    collapse = {name: collapsed_share(histograms[name]) for _, name in ops if name in histograms}
+    by_collapse = sorted(collapse, key=lambda n: -collapse[n])
+    collapse_rank = {name: k for k, name in enumerate(by_collapse)}
+    ops.sort(key=lambda item: (min(sqnr_rank[item[1]],
+                                   collapse_rank.get(item[1], len(ops))), sqnr_rank[item[1]]))
     return ops[:MAX_CANDIDATES]
+
+
+def collapsed_share(h) -> float:
+    """The share of a tensor's calibration values that its min/max int8 step rounds to zero."""
+    if h.count == 0:
+        return 0.0
+    step = (max(h.max, 0.0) - min(h.min, 0.0)) / 255.0
+    if step <= 0:
+        return 0.0
+    return 1.0 - h.fraction_outside(-step / 2, step / 2)
 
 
 def island(info: ModelInfo, index: int) -> tuple[int, ...]:
@@ -258,13 +294,14 @@ def _layer_row(r: dict) -> dict[str, Any]:
     return {k: r[k] for k in ("op_index", "op", "layer", "tensor", "gain_pp", "island")}
 
 
-def _integer_only_options(target: Target, sens: dict, qat_next: bool) -> list[str]:
+def _integer_only_options(target: Target, sens: dict, qat_next: bool,
+                          int16: str | None = None) -> list[str]:
     top = [r for r in sens["rows"] if r["gain_pp"] > 0][:5] or sens["rows"][:3]
     names = ", ".join(f"{r['layer'] or r['tensor']} ({r['op']}, +{r['gain_pp']:.2f} pp)"
                       for r in top)
     options = [f"most sensitive ops: {names}"]
-    if target.quantization.int16_activations:
-        options.append("--recipe a16w8: int16 activations, which this target's kernels take")
+    if int16 is not None:  # recommended only once a 16x8 model ran on the target's runtime
+        options.append(int16)
     options.append("clip the activations that feed them (e.g. GELU -> ReLU6, or a clipped "
                    "activation before the layer) and retrain briefly")
     options.append("QAT: tried next with --train-data" if qat_next else

@@ -129,12 +129,19 @@ def check_placeable(records: tuple[OpPlacement, ...], target: Target) -> None:
         first = bad[0]
         if first.op == ETHOS_U_OP:  # the reason already says what to do instead
             raise UnsupportedOpsError(target.name, [r.op for r in bad], hint=first.reason)
+        offer = _substitution_for(first.op)
         raise UnsupportedOpsError(
             target.name,
             [r.op for r in bad],
-            hint=f"{first.reason}; replace the layer that produces {first.op}, or pick a target "
-            "whose runtime has it (edgeq targets lists them)",
+            hint=f"{first.reason}; replace the layer that produces {first.op}"
+            + (f", pass {offer}" if offer else "")
+            + ", or pick a target whose runtime has it (edgeq targets lists them)",
         )
+
+
+def _substitution_for(op: str) -> str | None:
+    """The `--substitute` rewrite that removes `op` (edgeq.transforms.substitute), if any."""
+    return {"GELU": "--substitute gelu (x*sigmoid(1.702x): LOGISTIC and MUL)"}.get(op)
 
 
 def read_placeable(model: str | Path, target: Target, command: str

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -39,6 +39,9 @@ class QATSettings:
     batch_size: int = 32
     seed: int = 0
     skip: tuple[str, ...] = ()  # layers left without fake quantization
+    # layers tfmot has no quantization for (check_layers): trained without fake quantization,
+    # then quantized by the converter from --data like PTQ (not kept float as `skip` is)
+    unquantizable: tuple[str, ...] = ()
     strategy: str = "none"
     per_tensor_weights: bool = False
 
@@ -126,12 +129,13 @@ def check_settings(settings: QATSettings, target: Target) -> None:
         )
 
 
-def check_layers(model: Any, settings: QATSettings, target: Target) -> None:
-    """Every layer is one tfmot can quantize, or is skipped where the target allows it.
+def check_layers(model: Any, settings: QATSettings, target: Target) -> QATSettings:
+    """The settings with the layers tfmot cannot quantize (and --qat-skip does not name) set
+    aside: they train without fake quantization and the converter calibrates them from --data,
+    so QAT runs on models with LayerNormalization or MultiHeadAttention instead of refusing.
 
     Raises:
         UsageError: --qat-skip names a layer the model does not have (exit 2).
-        TargetConstraintError: layers tfmot cannot quantize, named with the options (exit 3).
     """
     from edgeq.adapters import tfmot
 
@@ -140,19 +144,18 @@ def check_layers(model: Any, settings: QATSettings, target: Target) -> None:
     if unknown:
         raise UsageError(f"--qat-skip {', '.join(unknown)}: no such layer in the model",
                          hint=f"layers: {', '.join(sorted(names))}")
-    blocked = [(n, c) for n, c in tfmot.unsupported_layers(model) if n not in settings.skip]
-    if not blocked:
-        return
-    listed = ", ".join(f"{n} ({c})" for n, c in blocked)
-    skip = " ".join(f"--qat-skip {n}" for n, _ in blocked)
-    if target.quantization.float_fallback == "none":
-        options = (f"use --method ptq, or replace the layer(s) with ones tfmot quantizes; "
-                   f"{skip} needs a target with float fallback (arm-cpu), '{target.name}' has none")
-    else:
-        options = f"pass {skip} to train them in float, use --method ptq, or replace the layer(s)"
-    raise TargetConstraintError(
-        f"quantization-aware training cannot quantize layer(s) {listed}: tfmot's 8-bit scheme "
-        "has no quantization for them", hint=options)
+    blocked = tuple(n for n, _ in tfmot.unsupported_layers(model) if n not in settings.skip)
+    return replace(settings, unquantizable=blocked)
+
+
+def unquantizable_note(model: Any, settings: QATSettings) -> str | None:
+    if not settings.unquantizable:
+        return None
+    kinds = {layer.name: type(layer).__name__ for layer in model.layers}
+    listed = ", ".join(f"{n} ({kinds.get(n, '?')})" for n in settings.unquantizable)
+    return (f"QAT: tfmot's 8-bit scheme has no quantization for {listed}: trained without fake "
+            "quantization; the converter quantizes them from --data like PTQ (--qat-skip keeps "
+            "a layer float instead, on targets with float fallback)")
 
 
 def split(train: Dataset, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -184,7 +187,7 @@ def fine_tune(model: Any, train: Dataset, settings: QATSettings, *,
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     steps = settings.epochs * -(-len(x) // settings.batch_size)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        qat = tfmot.quantize(model, skip=settings.skip,
+        qat = tfmot.quantize(model, skip=settings.skip + settings.unquantizable,
                              per_tensor_weights=settings.per_tensor_weights)
         schedule = tf_keras.optimizers.schedules.CosineDecay(settings.learning_rate, steps)
         qat.compile(optimizer=tf_keras.optimizers.Adam(schedule),

@@ -24,7 +24,8 @@ def for_auto(opts, target, loaded, calib, evaluation, float_outputs, timed, prog
         train = timed("check training data", load_dataset, opts.train_data, loaded.input_spec,
                       opts.preprocess, role="training", require_labels=True,
                       classes=output_classes(loaded.output_shapes[0]))
-        bridged = timed("bridge to tf_keras", bridge, loaded, train, qat_settings, target)
+        bridged, qat_settings = timed("bridge to tf_keras", bridge, loaded, train, qat_settings,
+                                      target)
         return run(target, loaded, bridged, calib, evaluation, train, float_outputs, best,
                    qat_settings, timed, progress)
 
@@ -52,8 +53,11 @@ def bridge(loaded, train: Dataset, settings, target: Target):
     from edgeq.transforms.bridge import to_tf_keras
 
     bridged = to_tf_keras(loaded.keras_model("--method qat"), train.x[: min(32, train.n)])
-    qat.check_layers(bridged.model, settings, target)
-    return bridged
+    settings = qat.check_layers(bridged.model, settings, target)
+    note = qat.unquantizable_note(bridged.model, settings)
+    if note:
+        bridged.notes.append(note)
+    return bridged, settings
 
 
 def run(target, loaded, bridged, calib, evaluation, train, float_outputs, ptq_result,

@@ -31,7 +31,12 @@ _BASE_KWARGS = {"input_dim", "input_shape", "batch_input_shape", "batch_size", "
 # Keras 3 config keys tf_keras lacks; harmless (dropped) while they hold these values.
 _NEUTRAL = {"optional": False, "lora_rank": None, "lora_alpha": None, "quantization_config": None,
             "input_axes": None, "output_axes": None, "seed": None, "synchronized": False,
-            "rms_scaling": False}
+            "rms_scaling": False,
+            # MultiHeadAttention (Keras 3.15): no gate and full attention are tf_keras' math
+            "use_gate": False, "sliding_window": None}
+# Keras 3 keys that choose how, not what, a layer computes: dropped whatever their value
+# (flash_attention picks a fused kernel for the same softmax(QK^T/sqrt(d))V).
+_IMPLEMENTATION_ONLY = {"flash_attention"}
 _OBJECT_KEYS = ("initializer", "regularizer", "constraint")
 _MODEL_CLASSES = ("Functional", "Sequential")
 
@@ -168,6 +173,11 @@ def _make_layer(spec: dict, notes: list[str]) -> Any:
     cls = getattr(tf_keras.layers, spec["class_name"])
     config = _translate_config(spec["config"], cls, notes)
     name = config.get("name", "?")
+    if spec["class_name"] == "MultiHeadAttention":
+        # tf_keras' from_config pops these (the shapes it was built with); None builds the
+        # layer on its first call, as the graph replay below makes.
+        for key in ("query_shape", "key_shape", "value_shape"):
+            config.setdefault(key, None)
     try:
         if spec["class_name"] == "InputLayer":
             return cls(**config)
@@ -189,6 +199,8 @@ def _translate_config(config: dict, cls: type, notes: list[str]) -> dict:
         elif key.endswith(_OBJECT_KEYS) or key == "activation":
             value = _translate_object(value, f"layer '{name}' {key}", notes)
         if key not in accepted:
+            if key in _IMPLEMENTATION_ONLY:
+                continue
             if key in _NEUTRAL and value == _NEUTRAL[key]:
                 continue
             raise BridgeError(f"layer '{name}' ({cls.__name__}): option {key}={value!r} has no "

@@ -60,7 +60,7 @@ def clone_with_weights(model: Any, option: str) -> Any:
     from edgeq.errors import UsageError
 
     try:
-        clone = keras.models.clone_model(model)
+        clone = keras.models.clone_model(model, clone_function=copy_layer)
         clone.set_weights(model.get_weights())
     except (ValueError, TypeError, AttributeError) as exc:
         raise UsageError(
@@ -68,3 +68,14 @@ def clone_with_weights(model: Any, option: str) -> Any:
             hint=f"{option} works on Sequential and functional Keras models with a known input",
         ) from exc
     return clone
+
+
+def copy_layer(layer: Any) -> Any:
+    """A new layer like `layer` (no weights yet). The activation is passed as the function
+    itself: an earlier rewrite may have set one of edgeq's own (edgeq.transforms.layers),
+    which a config round trip could not name, so rewrites compose (a16w8 after
+    --substitute, SmoothQuant after a substitution)."""
+    config = layer.get_config()
+    if "activation" in config and getattr(layer, "activation", None) is not None:
+        config["activation"] = layer.activation
+    return layer.__class__.from_config(config)

@@ -16,8 +16,11 @@ LayerNorm feeding several Dense layers (Q, K, V projections) gets one scale they
 Consumers reached are plain Dense layers and the query/key/value EinsumDense projections inside
 keras.layers.MultiHeadAttention (kernel (d_model, heads, head_dim): input axis 0), directly or
 through layers that act on each channel alone and commute with s > 0 (Dropout, global 1D
-pooling). A LayerNorm whose output also reaches anything else (a residual Add, a model output,
-a Flatten) is left alone with a note: that consumer would see X / s.
+pooling). A residual Add that also reads the output (post-LN, BERT order: every LayerNorm there
+feeds the next block's residual) gets s back on that input (edgeq.transforms.layers.ScaledAdd,
+one MUL by a constant), so the block still computes what it did. A LayerNorm whose output also
+reaches anything else (a model output, a Flatten, another LayerNorm) is left alone with a note:
+that consumer would see X / s.
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ class SmoothResult:
 class _Target:
     layer: Any  # the LayerNormalization whose gamma and beta are divided by s
     kernels: tuple[Any, ...]  # consumer kernel variables whose input rows (axis 0) are scaled
+    # residual Adds that also read the output (post-LN, BERT order): (Add name, producer name);
+    # that input of the Add is multiplied by s again (layers.ScaledAdd)
+    residuals: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -93,8 +99,14 @@ def smooth_model(model: Any, calibration_inputs: np.ndarray, *, alpha: float = 0
     targets, skipped = _find_targets(clone)
     if targets:
         x_max = _activation_ranges(clone, [t.layer for t in targets], x)
+        rescale: dict[str, dict[str, np.ndarray]] = {}
         for target, xm in zip(targets, x_max):
-            _apply(target, _scales(xm, _weight_ranges(target.kernels), float(alpha)))
+            s = _scales(xm, _weight_ranges(target.kernels), float(alpha))
+            _apply(target, s)
+            for add, producer in target.residuals:
+                rescale.setdefault(add, {})[producer] = s
+        if rescale:
+            clone = _rescale_residuals(clone, rescale)
     elif not skipped:
         skipped.append("no LayerNormalization -> Dense pattern found; nothing to smooth")
 
@@ -169,14 +181,16 @@ def _find_targets(model: Any) -> tuple[list[_Target], list[str]]:
             continue
         problems = _layernorm_problems(layer, calls)
         kernels: list[Any] = []
+        residuals: list[tuple[str, str]] = []
         if not problems:
-            kernels, problems = _reach(layer.name, uses, calls, by_name, layer.gamma.shape[-1])
+            kernels, problems, residuals = _reach(layer.name, uses, calls, by_name,
+                                                  layer.gamma.shape[-1])
         if not problems and not kernels:
             problems = ["it feeds no Dense layer"]
         if problems:
             notes.append(f"{layer.name} not smoothed: " + "; ".join(problems))
         else:
-            targets.append(_Target(layer, tuple(kernels)))
+            targets.append(_Target(layer, tuple(kernels), tuple(residuals)))
     return targets, notes
 
 
@@ -193,11 +207,15 @@ def _layernorm_problems(ln: Any, calls: dict[str, int]) -> list[str]:
 
 
 def _reach(name: str, uses: dict, calls: dict, by_name: dict, channels: int
-           ) -> tuple[list[Any], list[str]]:
+           ) -> tuple[list[Any], list[str], list[tuple[str, str]]]:
     """The kernels of the weighted layers that `name`'s output reaches through per-channel
-    links, and the reasons it cannot be smoothed (a use that would see X / s)."""
+    links, the reasons it cannot be smoothed (a use that would see X / s), and the residual
+    Adds that read it (they get s back)."""
+    import keras
+
     kernels: list[Any] = []
     problems: list[str] = []
+    residuals: list[tuple[str, str]] = []
     for use in uses.get(name, []):
         layer = by_name.get(use.consumer) if use.consumer else None
         if use.consumer is None:
@@ -206,10 +224,13 @@ def _reach(name: str, uses: dict, calls: dict, by_name: dict, channels: int
             problems.append(f"it feeds {use.consumer}, which is not a layer of the model")
         elif calls.get(layer.name, 1) != 1:
             problems.append(f"it feeds {layer.name}, which is called {calls[layer.name]} times")
+        elif type(layer) is keras.layers.Add:
+            residuals.append((layer.name, name))
         elif _is_per_channel_link(layer):
-            more, why = _reach(layer.name, uses, calls, by_name, channels)
+            more, why, adds = _reach(layer.name, uses, calls, by_name, channels)
             kernels += more
             problems += why
+            residuals += adds
         else:
             more, why = _consumer_kernels(layer, use)
             kernels += more
@@ -218,7 +239,7 @@ def _reach(name: str, uses: dict, calls: dict, by_name: dict, channels: int
         if kernel.shape[0] != channels:
             problems.append(f"{kernel.path} has {kernel.shape[0]} input rows, not {channels}")
     unique = list({id(k): k for k in kernels}.values())
-    return unique, problems
+    return unique, problems, residuals
 
 
 def _is_per_channel_link(layer: Any) -> bool:
@@ -324,6 +345,26 @@ def _apply(target: _Target, s: np.ndarray) -> None:
         kernel.assign(k.astype(kernel.dtype))
     logger.debug("%s: s in [%.3g, %.3g] for %d consumer kernel(s)", ln.name, float(s.min()),
                  float(s.max()), len(target.kernels))
+
+
+def _rescale_residuals(model: Any, rescale: dict[str, dict[str, np.ndarray]]) -> Any:
+    """`model` with each named Add replaced by a ScaledAdd that multiplies the inputs coming
+    from the named producers by their s."""
+    from edgeq.transforms.layers import scaled_add_class
+    from edgeq.transforms.rewrite import rewrite
+
+    cls = scaled_add_class()
+
+    def replace(layer: Any) -> Any:
+        by_producer = rescale.get(layer.name)
+        if by_producer is None:
+            return None
+        inputs = layer._inbound_nodes[0].input_tensors
+        scales = {i: by_producer[t._keras_history.operation.name] for i, t in enumerate(inputs)
+                  if t._keras_history.operation.name in by_producer}
+        return cls(scales, name=layer.name, dtype=layer.dtype_policy)
+
+    return rewrite(model, replace, "--smooth")[0]
 
 
 def _compare(old: Any, new: Any, x: np.ndarray) -> tuple[float, float]:

@@ -92,8 +92,10 @@ def test_qat_stage_with_training_data(outlier, tmp_path, capsys):
                 str(outlier / "train.npz"), "--epochs", "2")
     assert code == 0, capsys.readouterr().err
     a = json.loads((tmp_path / "q" / "report.json").read_text())["autopilot"]
-    assert [s["stage"] for s in a["stages"]] == ["ptq", "qat"]
-    assert a["winner"]["stage"] == "qat" and a["stages"][1]["met_budget"]
+    # no LayerNorm to smooth; clipping the ReLUs (bounds searched) is tried and misses
+    assert [s["stage"] for s in a["stages"]] == ["ptq", "clip", "qat"]
+    assert not a["stages"][1]["met_budget"]
+    assert a["winner"]["stage"] == "qat" and a["stages"][2]["met_budget"]
 
 
 def test_first_stage_wins_when_ptq_is_enough(outlier, tmp_path, capsys):
