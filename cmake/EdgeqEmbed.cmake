@@ -1,6 +1,8 @@
 # edgeq_add_model(): embed a .tflite model in a firmware build as a static library.
 #
-#   include(path/to/edgeq/cmake/EdgeqEmbed.cmake)     # or add_subdirectory(path/to/edgeq)
+#   # cmake -B build -DEDGEQ_CMAKE_DIR="$(edgeq embed --cmake-dir)"   (pip-installed edgeq)
+#   include("${EDGEQ_CMAKE_DIR}/EdgeqEmbed.cmake")
+#   # or, from an edgeq checkout: add_subdirectory(path/to/edgeq edgeq)
 #   edgeq_add_model(kws_model MODEL models/kws_int8.tflite [NAME g_kws] [TARGET cortex-m4])
 #   target_link_libraries(firmware PRIVATE kws_model)
 #
@@ -10,17 +12,17 @@
 # TFLite Micro op registration; needs TFLM's headers on the include path). The sources are
 # regenerated only when the model (or a TARGET .toml file) changes.
 #
-# EDGEQ_EXECUTABLE: the edgeq command; found on PATH or in the edgeq checkout's .venv/bin.
+# EDGEQ_EXECUTABLE (cache variable): the edgeq command; when not given, the edgeq on PATH, the
+# one the user runs (never a copy found relative to this file: that may be another install).
 
 include_guard(GLOBAL)
 
-# The checkout this file lives in; CMAKE_CURRENT_LIST_DIR means the caller's inside a function.
-set(_EDGEQ_ROOT "${CMAKE_CURRENT_LIST_DIR}/..")
-
+# NO_CMAKE_FIND_ROOT_PATH: a cross-compiling toolchain file's root path holds target programs,
+# and edgeq runs on the build machine.
 find_program(EDGEQ_EXECUTABLE
   NAMES edgeq
-  HINTS "${_EDGEQ_ROOT}/.venv/bin"
-  DOC "The edgeq command that edgeq_add_model() runs (edgeq embed)")
+  NO_CMAKE_FIND_ROOT_PATH
+  DOC "The edgeq command that edgeq_add_model() runs (edgeq embed); default: edgeq on PATH")
 
 # Paths go into generated build files (Makefiles, build.ninja) and their recipes: a control
 # character (a line break starts a new recipe line that make runs), CMake's list separator ';'
@@ -59,8 +61,8 @@ function(edgeq_add_model lib)
     message(FATAL_ERROR "edgeq_add_model(${lib}): MODEL <file.tflite> is required")
   endif()
   if(NOT EDGEQ_EXECUTABLE)
-    message(FATAL_ERROR "edgeq_add_model(${lib}): the edgeq command was not found. Install "
-      "edgeq (bash tools/demo.sh creates .venv/bin/edgeq in the edgeq checkout) or pass "
+    message(FATAL_ERROR "edgeq_add_model(${lib}): the edgeq command is not on PATH. Activate "
+      "the environment edgeq is installed in (pip install edgeq) or pass "
       "-DEDGEQ_EXECUTABLE=/path/to/edgeq")
   endif()
 

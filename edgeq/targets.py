@@ -135,7 +135,7 @@ class Emulator:
     machine follows from it, edgeq.emulator.cores) and the device clock that turns the
     estimated cycles into milliseconds."""
 
-    core: str = _key("str", "cortex-m4", "cortex-m7", "cortex-m55")
+    core: str = _key("str", "cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55", "cortex-m85")
     clock_hz: int = _key("int", minimum=1)
 
 

@@ -14,6 +14,22 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(os.environ.get("EDGEQ_FIXTURES", ROOT.parent / "shared" / "fixtures"))
 EXAMPLE = ROOT / "representative_data"
+# Set by .ci/run: in CI the emulator's toolchain is installed, so a test that would skip for a
+# missing tool fails instead, and a missing install step shows.
+REQUIRE_EMULATOR = os.environ.get("EDGEQ_REQUIRE_EMULATOR") == "1"
+
+
+def emulator_toolchain():
+    """The emulator's toolchain, or a skip naming the apt-get line (a failure in CI)."""
+    from edgeq.emulator.toolchain import find_toolchain
+    from edgeq.errors import MissingDependencyError
+
+    try:
+        return find_toolchain()
+    except MissingDependencyError as exc:
+        if REQUIRE_EMULATOR:
+            pytest.fail(f"EDGEQ_REQUIRE_EMULATOR=1 and {exc}")
+        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="session")

@@ -46,6 +46,21 @@ step "embed --target cortex-m4"
 "$EDGEQ" embed out-cortex-m4/digits_cnn_int8.tflite --out firmware --name g_digits \
     --target cortex-m4 > /dev/null
 test -s firmware/g_digits.h && test -s firmware/g_digits.cc && test -s firmware/g_digits_ops.h
+step "embed --cmake-dir: the CMake helpers ship in the wheel"
+cmake_dir=$("$EDGEQ" embed --cmake-dir)
+case "$cmake_dir" in "$VENV"/*) ;; *) echo "smoke: CMake helpers not from the venv: $cmake_dir"; exit 1;; esac
+test -s "$cmake_dir/EdgeqEmbed.cmake"
+step "emulate on cortex-m4 with the TFLM tree the wheel ships (no --tflm-tree)"
+unset EDGEQ_TFLM_TREE
+"$EDGEQ" emulate out-cortex-m4/digits_cnn_int8.tflite -t cortex-m4 --eval-data digits_eval.npz \
+    --input-scale 1/16 --eval-samples 50 --json > emulate.json
+"$VENV/bin/python" - <<'PY'
+import json
+e = json.load(open("emulate.json"))["emulator"]
+assert e["outputs_identical"] and e["toolchain"]["tflm_tree"] == "bundled", e["toolchain"]
+assert e["arena_fits_declared"], (e["arena_bytes"], e["arena_declared"])
+print(f"  {e['instructions_per_inference']:,} instructions, identical to the TFLM interpreter")
+PY
 step "analyze a Keras model for coral (the edgetpu package)"
 "$EDGEQ" analyze digits_cnn.keras --target coral --data digits_calibration.npz > /dev/null
 step "ok"

@@ -153,8 +153,11 @@ def _emulate_converted(result, target: str, eval_data: str, opts, tflm_tree: str
 
     model = next(p for n, p in result.files.items()
                  if n.endswith(".tflite") and not n.endswith("_edgetpu.tflite"))
+    from edgeq.emulator.render import build_progress
+
     emu = run_emulation(model, target, eval_data=eval_data, preprocess=opts.preprocess,
-                        eval_samples=opts.eval_samples, tflm_tree=tflm_tree)
+                        eval_samples=opts.eval_samples, tflm_tree=tflm_tree,
+                        progress=build_progress(target))
     # The report gets the emulator section; report.md and report.html are rendered again
     # with it (per-op cycles named by the user's layers).
     result.report.emulator = emu.to_dict()

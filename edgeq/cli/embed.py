@@ -9,7 +9,17 @@ EMBED_EXAMPLES = """
 Examples:
   edgeq embed model_int8.tflite --out firmware/model --name g_model
   edgeq embed model_int8.tflite --out build/model --target cortex-m4 --overwrite
+  cmake -B build -DEDGEQ_CMAKE_DIR="$(edgeq embed --cmake-dir)"   # include() EdgeqEmbed.cmake
 """
+
+
+def _print_cmake_dir(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from edgeq.outputs.embed import cmake_dir
+
+    click.echo(str(cmake_dir()))
+    ctx.exit(0)
 
 
 @click.command(epilog=EMBED_EXAMPLES)
@@ -18,6 +28,9 @@ Examples:
 @click.option("--name", default="g_model", show_default=True, help="C++ symbol of the array.")
 @click.option("--target", "-t", help="Also check the model's ops and memory against this target.")
 @click.option("--overwrite", is_flag=True, help="Replace existing files.")
+@click.option("--cmake-dir", is_flag=True, is_eager=True, expose_value=False,
+              callback=_print_cmake_dir, help="Print the directory of edgeq's CMake helpers "
+              "(include(DIR/EdgeqEmbed.cmake) gives edgeq_add_model()) and exit.")
 @click.option("--no-arena-plan", is_flag=True,
               help="Embed the model as it is: no offline arena plan, even where it would need "
               "less RAM than TFLite Micro's own plan.")
@@ -28,7 +41,7 @@ def embed(model: str, out: str, name: str, target: str | None, overwrite: bool,
     resolver registering exactly the model's ops)."""
     from pathlib import Path
 
-    from edgeq.outputs.embed import embed_model
+    from edgeq.outputs.embed import embed_model, kernel_variant
     from edgeq.errors import ModelFileError
     from edgeq.formats.input_files import TFLITE_MAX, check_file, read_file
     from edgeq.outputs.atomic import check_free, check_out_dir, claim, write_outputs
@@ -57,6 +70,9 @@ def embed(model: str, out: str, name: str, target: str | None, overwrite: bool,
             check_placeable(analysis.ops, analysis.target)
             arena = analysis.arena
             notes = io_notes(analysis.info, analysis.target)
+        # The arena covers the target core's CMSIS-NN buffers (DSP or Helium); without a
+        # target, the larger of the two.
+        variant = kernel_variant(analysis.target) if analysis is not None else None
         plan = None
         if not no_arena_plan and (analysis is None or (analysis.target.runtime.name == "tflm"
                                                        and analysis.target.compiler is None)):
@@ -69,10 +85,10 @@ def embed(model: str, out: str, name: str, target: str | None, overwrite: bool,
         if analysis is not None:  # the budget holds for the model that ships (planned or not)
             from edgeq.pipeline.gate import check_memory, enforce_memory
 
-            memory = check_memory(analysis.target, len(data), arena) \
+            memory = check_memory(analysis.target, len(data), arena, analysis.info) \
                 if plan is not None and plan.applied else analysis.memory
             enforce_memory(analysis.target, memory, analysis.info)
-        result = embed_model(data, name, source=str(p), arena=arena)
+        result = embed_model(data, name, source=str(p), arena=arena, cmsis_nn=variant)
         files = write_outputs(Path(out), result.files, overwrite=overwrite)
         if plan is not None:
             click.echo(f"arena plan: {'written' if plan.applied else 'not written'} "

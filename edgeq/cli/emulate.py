@@ -12,17 +12,21 @@ EMULATE_EXAMPLES = """
 \b
 Examples:
   edgeq emulate model_int8.tflite --target cortex-m4 --eval-data test.npz --json
-  edgeq emulate kws_int8.tflite -t cortex-m7 --tflm-tree ~/tflm_tree
+  edgeq emulate kws_int8.tflite -t cortex-m33 --tflm-tree ~/tflm_tree
+  edgeq emulate --prepare --target cortex-m4      # build the core's TFLM library ahead of time
   edgeq emulate model_int8.tflite -t cortex-m4 --eval-data test.npz \\
       --baseline release/emulate.json --max-drop 0.5 --max-growth 5
 """
 
 
 @click.command(epilog=EMULATE_EXAMPLES)
-@click.argument("model", type=click.Path())
+@click.argument("model", type=click.Path(), required=False)
 @click.option("--target", "-t", required=True, help="A target with an emulator: cortex-m4, "
-              "cortex-m7, cortex-m55 (a profile with an [emulator] table; edgeq targets NAME "
-              "shows it).")
+              "cortex-m7, cortex-m33, cortex-m55, cortex-m85, or a profile extending one "
+              "(edgeq targets NAME shows its [emulator] table); with --prepare also 'all'.")
+@click.option("--prepare", is_flag=True, help="Only build the target core's TFLite Micro "
+              "library (framework and every kernel, once per tree, core flags and compiler) "
+              "into the cache, e.g. in a CI image or Dockerfile; no MODEL.")
 @click.option("--eval-data", type=click.Path(),
               help="Inputs (and labels for top-1) [seeded random inputs].")
 @click.option("--eval-samples", type=int, help="Use N samples spread through the data [all; 8 "
@@ -38,18 +42,35 @@ Examples:
 @click.option("--report", "report_path", type=click.Path(),
               help="Write the result as JSON (usable as the next --baseline).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def emulate(model: str, target: str, eval_data: str | None, eval_samples: int | None,
+def emulate(model: str | None, target: str, prepare: bool, eval_data: str | None, eval_samples: int | None,
             input_scale: str | None, mean: str | None, std: str | None, tflm_tree: str | None,
             clock_mhz: float | None, baseline: str | None, max_drop: float | None,
             max_growth: float | None, report_path: str | None, as_json: bool) -> None:
     """Build MODEL.tflite into TFLite Micro firmware (CMSIS-NN kernels, arm-none-eabi-gcc) for
     the target's Cortex-M, run it on QEMU over the inputs, compare every output byte with the
     TFLM interpreter, and estimate cycles from the instructions QEMU counted. Needs
-    gcc-arm-none-eabi, libnewlib-arm-none-eabi, qemu-system-arm and a TFLM tree."""
+    gcc-arm-none-eabi, libnewlib-arm-none-eabi, libstdc++-arm-none-eabi-newlib and
+    qemu-system-arm (Debian 12); the TFLite Micro + CMSIS-NN tree ships with edgeq."""
+    from edgeq.emulator.toolchain import find_toolchain
+
+    # The whole toolchain first, before the heavy imports: a missing package is one line in
+    # well under 2 s, before anything is read, unpacked or compiled.
+    find_toolchain()
     from edgeq.data import Preprocess
     from edgeq.emulator import gate
     from edgeq.emulator.emulate import emulate as run_emulation
+    from edgeq.emulator.render import build_progress
     from edgeq.errors import UsageError
+
+    if prepare:
+        if model is not None:
+            raise UsageError("--prepare builds a core's library and takes no MODEL",
+                             hint=f"run 'edgeq emulate --prepare -t {target}', then emulate")
+        _prepare(target, tflm_tree)
+        return
+    if model is None:
+        raise UsageError("edgeq emulate needs a MODEL.tflite (or --prepare)",
+                         hint="edgeq emulate model_int8.tflite --target cortex-m4")
 
     if (max_drop is not None or max_growth is not None) and baseline is None:
         raise UsageError("--max-drop and --max-growth compare with a baseline",
@@ -68,7 +89,8 @@ def emulate(model: str, target: str, eval_data: str | None, eval_samples: int | 
     result = run_emulation(model, target, eval_data=eval_data,
                            preprocess=Preprocess.parse(input_scale, mean, std),
                            eval_samples=eval_samples, tflm_tree=tflm_tree,
-                           clock_hz=int(clock_mhz * 1e6) if clock_mhz else None)
+                           clock_hz=int(clock_mhz * 1e6) if clock_mhz else None,
+                           progress=build_progress(target))
     found = gate.checks(result, base, max_drop, max_growth) if base is not None else []
     body = json.dumps(gate.report(result, found, baseline), indent=2) + "\n"
     if report_path:
@@ -87,3 +109,13 @@ def emulate(model: str, target: str, eval_data: str | None, eval_samples: int | 
     err = gate.error(found, baseline or "baseline")
     if err is not None:
         raise err
+
+
+def _prepare(target: str, tflm_tree: str | None) -> None:
+    from edgeq.emulator.emulate import emulated_targets, prepare
+    from edgeq.emulator.render import build_progress
+
+    for name in emulated_targets() if target == "all" else [target]:
+        lib = prepare(name, tflm_tree=tflm_tree, progress=build_progress(name))
+        state = f"built {lib.compiled} of {lib.files} files" if lib.compiled else "ready"
+        click.echo(f"{name}: TFLM library {state} in {lib.seconds:.0f} s ({lib.archive})")

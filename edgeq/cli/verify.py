@@ -85,11 +85,12 @@ def verify(model: str, target: str, eval_data: str, baseline: str | None,
         import dataclasses
 
         from edgeq.emulator.gate import emulate_checked
+        from edgeq.emulator.render import build_progress
 
         emulated, found = emulate_checked(
             model, target, eval_data, baseline=baseline, max_drop=max_drop,
             max_growth=max_growth, preprocess=Preprocess.parse(input_scale, mean, std),
-            eval_samples=eval_samples, tflm_tree=tflm_tree)
+            eval_samples=eval_samples, tflm_tree=tflm_tree, progress=build_progress(target))
         outcome = dataclasses.replace(outcome, checks=(*outcome.checks, *found))
     payload = outcome.to_dict()
     if emulated is not None:

@@ -138,7 +138,7 @@ def analyze(model_path: str | Path, target_name: str, data: str | None = None, *
         placements = compiled.placements
         key = "vela" if compiled.compiler == "vela" else "edgetpu"
         compiler = {"key": key, "summary": compiled.summary, "notes": list(compiled.notes)}
-    memory = check_memory(target, len(data_bytes), arena)
+    memory = check_memory(target, len(data_bytes), arena, info)
     # Ethos-U: what runs is Vela's output, which carries Vela's own plan.
     plan = _arena_plan(data_bytes, info, target, p) \
         if arena is not None and target.compiler is None else None

@@ -185,7 +185,8 @@ def _run(plan: _Plan, progress: Progress) -> ConvertResult:
     eval_progress = progress.task(f"evaluating on {target.runtime.name}", evaluation.n)
     result = timed("verify", verify.verify, quantized.model, target, evaluation.x, evaluation.y,
                    float_outputs, progress=eval_progress, measure_latency=opts.measure_latency)
-    memory = gate.check_memory(target, len(quantized.model), result.arena)
+    memory = gate.check_memory(target, len(quantized.model), result.arena,
+                              read_model(quantized.model))
     if qat:
         qat["side_by_side"] = qat_stage.side_by_side(qat, result, timed.stages)
 

@@ -14,6 +14,7 @@ class Core:
     flags: tuple[str, ...]  # arm-none-eabi-gcc code-generation flags
     multilib: str  # what CMSIS-NN sees, for the report
     linker_script: str  # in edgeq/emulator/firmware/
+    cmsis_nn: str = "dsp"  # CMSIS-NN's code path: "dsp" (ARM_MATH_DSP) or "mve" (Helium)
 
 
 CORES: dict[str, Core] = {
@@ -30,11 +31,29 @@ CORES: dict[str, Core] = {
         ("-mcpu=cortex-m7", "-mthumb", "-mfpu=fpv5-d16", "-mfloat-abi=hard"),
         "armv7e-m+fp.dp (DSP)", "mps2.ld",
     ),
+    # Cortex-M33 (Armv8-M Mainline, DSP extension and single-precision FPU: nRF5340, STM32U5/L5,
+    # RA6M4): CMSIS-NN takes its DSP code paths, as on the M4. QEMU's mps2-an505 is the Arm
+    # IoT Kit (SSE-200 class) FPGA image with a Cortex-M33; it boots in the Secure state, so the
+    # firmware lives in the Secure aliases of its SRAMs (mps2tz.ld).
+    "cortex-m33": Core(
+        "cortex-m33", "mps2-an505", "cortex-m33",
+        ("-mcpu=cortex-m33", "-mthumb", "-mfpu=fpv5-sp-d16", "-mfloat-abi=hard"),
+        "armv8-m.main+dsp+fp (DSP)", "mps2tz.ld",
+    ),
     # Cortex-M55 (Corstone-300): Helium/MVE; CMSIS-NN takes its MVE code paths with hard float.
     "cortex-m55": Core(
         "cortex-m55", "mps3-an547", "cortex-m55",
         ("-mcpu=cortex-m55", "-mthumb", "-mfloat-abi=hard"),
-        "armv8.1-m.main+mve.fp (Helium)", "mps3.ld",
+        "armv8.1-m.main+mve.fp (Helium)", "mps3.ld", "mve",
+    ),
+    # Cortex-M85 (Armv8.1-M with Helium, as the M55, plus a wider dual-issue pipeline and
+    # PACBTI). QEMU has no Cortex-M85 and arm-none-eabi-gcc 12 no -mcpu=cortex-m85: its
+    # instruction set for CMSIS-NN is the M55's (Armv8.1-M Mainline + MVE), so the same Helium
+    # build runs on mps3-an547's Cortex-M55; only the cost model (costmodel.py) differs.
+    "cortex-m85": Core(
+        "cortex-m85", "mps3-an547", "cortex-m55",
+        ("-mcpu=cortex-m55", "-mthumb", "-mfloat-abi=hard"),
+        "armv8.1-m.main+mve.fp (Helium; built and run as a Cortex-M55)", "mps3.ld", "mve",
     ),
 }
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -129,6 +129,8 @@ class EmulatorResult:
             "top1": self.top1, "agreement": round(self.agreement, 6),
             "arena_bytes": self.arena_bytes, "arena_declared": self.arena_declared,
             "arena_fits_declared": self.arena_fits,
+            # what the declared arena leaves over the device's need (used + 16 B alignment)
+            "arena_margin": self.arena_declared - self.arena_bytes - 16,
             "arena_host": self.arena_host,
             "firmware_text_bytes": self.firmware_text_bytes,
             "firmware_ram_bytes": self.firmware_ram_bytes,
@@ -149,10 +151,13 @@ class EmulatorResult:
 def emulate(model: str | Path, target: str, *, eval_data: str | Path | None = None,
             preprocess: Preprocess | None = None, eval_samples: int | None = None,
             tflm_tree: str | Path | None = None, clock_hz: int | None = None,
-            jobs: int | None = None, top_ops: int = 5, locate_ops: bool = False
-            ) -> EmulatorResult:
+            jobs: int | None = None, top_ops: int = 5, locate_ops: bool = False,
+            progress: Callable[[int, int], None] | None = None) -> EmulatorResult:
     """Build `model` (.tflite) into firmware for `target`'s core, run it on QEMU over the
     evaluation inputs (or seeded random ones) and compare with the TFLM interpreter.
+
+    The first run on a core prepares its TFLM library (see `prepare`), reporting files
+    compiled of total through `progress`.
 
     Raises:
         InputError: a bad model, data or TFLM tree; a missing tool (with its install line).
@@ -165,14 +170,7 @@ def emulate(model: str | Path, target: str, *, eval_data: str | Path | None = No
     from edgeq.emulator.toolchain import find_toolchain, resolve_tree
     from edgeq.pipeline.place import read_placeable
     from edgeq.outputs.embed import embed_model
-    from edgeq.targets import list_targets, load_target
-
-    prof = load_target(target)
-    if prof.emulator is None:
-        able = ", ".join(t.name for t in list_targets() if t.emulator is not None)
-        raise TargetConstraintError(f"target '{prof.name}' has no emulator",
-                                    hint=f"edgeq emulates the targets with an [emulator] "
-                                    f"table: {able}")
+    prof = _emulated(target)
     if eval_samples is not None and eval_samples < 1:
         raise UsageError("--eval-samples must be at least 1")
     core = cores.CORES[prof.emulator.core]
@@ -184,12 +182,12 @@ def emulate(model: str | Path, target: str, *, eval_data: str | Path | None = No
     x, labels, source = _inputs(info, eval_data, preprocess, eval_samples)
     n = x.shape[0]
     reference, host_arena = _reference(data, info, x, str(p))
-    embedded = embed_model(data, _NAME, source=str(p), arena=host_arena)
+    embedded = embed_model(data, _NAME, source=str(p), arena=host_arena, cmsis_nn=core.cmsis_nn)
     sample_bytes = x.shape[1]
     device_arena = min(max(2 * embedded.arena_size, embedded.arena_size + _ARENA_HEADROOM),
                        max(_ARENA_CAP, embedded.arena_size))
     fw = build_firmware(embedded.files, _NAME, device_arena, sample_bytes, core, tool,
-                        tree, jobs=jobs)
+                        tree, jobs=jobs, progress=progress)
     run = run_firmware(fw, core, tool, plugin_path(tool), x.tobytes(), n, sample_bytes)
 
     def build_and_run(model_bytes: bytes):  # the same build for another flatbuffer
@@ -248,10 +246,46 @@ def emulate(model: str | Path, target: str, *, eval_data: str | Path | None = No
         build_cached=fw.cached, objects_compiled=fw.compiled, run_seconds=run.run_seconds,
         per_op=per_op, top_ops=tuple(sorted(per_op, key=lambda o: -o.instructions)[:top_ops]),
         toolchain={"gcc": tool.gcc_version, "qemu": tool.qemu_version, "tflm_tree": tree.source,
-                   "tflm_tree_sha256": tree.digest, "firmware": fw.key},
+                   "tflm_tree_sha256": tree.digest, **({"tflm_tree_sources": tree.commits}
+                                                       if tree.commits else {}),
+                   "library": fw.config_key, "firmware": fw.key},
         op_outputs_compared=compared, mismatch_ops=mismatch_ops, mismatch_sample=where,
         locate_note=note, arena_plan=plan,
     )
+
+
+def emulated_targets() -> list[str]:
+    """The targets with an [emulator] table, by name."""
+    from edgeq.targets import list_targets
+
+    return [t.name for t in list_targets() if t.emulator is not None]
+
+
+def _emulated(target: str):
+    from edgeq.targets import load_target
+
+    prof = load_target(target)
+    if prof.emulator is None:
+        raise TargetConstraintError(f"target '{prof.name}' has no emulator",
+                                    hint="edgeq emulates the targets with an [emulator] "
+                                    f"table: {', '.join(emulated_targets())}")
+    return prof
+
+
+def prepare(target: str, *, tflm_tree: str | Path | None = None, jobs: int | None = None,
+            progress: Callable[[int, int], None] | None = None):
+    """Builds the target core's TFLM library (framework and every kernel) and the QEMU plugin
+    into the cache ahead of time, as the first `emulate` would: for CI images and Dockerfiles.
+    Returns the `Library` (compiled == 0 when it was prepared already)."""
+    from edgeq.emulator.library import prepare_library
+    from edgeq.emulator.plugin import plugin_path
+    from edgeq.emulator.toolchain import find_toolchain, resolve_tree
+
+    core = cores.CORES[_emulated(target).emulator.core]
+    tool = find_toolchain()
+    tree = resolve_tree(tflm_tree)
+    plugin_path(tool)
+    return prepare_library(tool, tree, core, jobs=jobs, progress=progress)
 
 
 def _locate(model: bytes, info: ModelInfo, row: np.ndarray, embedded: dict[str, bytes],

@@ -95,14 +95,14 @@ def baseline_section(path: str | Path | None) -> dict[str, Any] | None:
 def emulate_checked(model: str | Path, target: str, eval_data: str | Path, *,
                     baseline: str | Path | None, max_drop: float | None,
                     max_growth: float | None, preprocess: Any = None,
-                    eval_samples: int | None = None, tflm_tree: str | Path | None = None
-                    ) -> tuple[EmulatorResult, list[Check]]:
+                    eval_samples: int | None = None, tflm_tree: str | Path | None = None,
+                    progress: Any = None) -> tuple[EmulatorResult, list[Check]]:
     """verify --emulate and assert_no_regression(emulate=True): the emulator run and its
     checks against the baseline's emulator section (none when the baseline has none)."""
     from edgeq.emulator.emulate import emulate
 
     result = emulate(model, target, eval_data=eval_data, preprocess=preprocess,
-                     eval_samples=eval_samples, tflm_tree=tflm_tree)
+                     eval_samples=eval_samples, tflm_tree=tflm_tree, progress=progress)
     base = baseline_section(baseline)
     if base is None:
         return result, []

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+import time
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.table import Table
@@ -35,9 +37,11 @@ def print_emulation(result: Any, found_checks: list[Any] | None = None) -> None:
     console.print(f"  {r.instructions_per_inference:,} instructions per inference -> estimated "
                   f"{r.estimated_cycles:,} cycles = {r.estimated_ms:.2f} ms at "
                   f"{r.clock_hz / 1e6:g} MHz [dim](estimate: CPI {r.cpi}, "
-                  f"{'calibrated' if r.cost_model_calibrated else 'uncalibrated'})[/]")
+                  f"{'calibrated' if r.cost_model_calibrated else 'UNCALIBRATED on this core'})"
+                  "[/]")
+    margin = r.arena_declared - r.arena_bytes - 16
     console.print(f"  arena {r.arena_bytes:,} B used on the device (declared {r.arena_declared:,}"
-                  f" B; host interpreter {r.arena_host:,} B); firmware {r.firmware_text_bytes:,} "
+                  f" B, margin {margin:+,} B; host interpreter {r.arena_host:,} B); firmware {r.firmware_text_bytes:,} "
                   f"B code+constants, {r.firmware_ram_bytes:,} B RAM")
     if not r.arena_fits:
         console.print(f"  [red]the device build needs {r.arena_bytes + 16:,} B of arena: more "
@@ -64,3 +68,26 @@ def print_emulation(result: Any, found_checks: list[Any] | None = None) -> None:
         console.print(table)
     for c in found_checks or []:
         console.print(f"  {'[green]ok[/]' if c.ok else '[red]FAIL[/]'} {plain(c.detail)}")
+
+
+def build_progress(target: str) -> Callable[[int, int], None]:
+    """A progress callback for a library build: files compiled of total on stderr (one line
+    rewritten on a terminal; otherwise a line every 10 % so CI logs stay short)."""
+    tty = sys.stderr.isatty()
+    state = {"start": time.monotonic(), "last": -1}
+
+    def report(done: int, total: int) -> None:
+        step = done * 10 // max(total, 1)
+        if not tty and step == state["last"] and done != total:
+            return
+        state["last"] = step
+        secs = time.monotonic() - state["start"]
+        line = (f"edgeq: preparing the TFLite Micro library for {target} (once per core): "
+                f"{done}/{total} files compiled, {secs:.0f} s")
+        if tty:
+            sys.stderr.write("\r" + line + ("\n" if done == total else ""))
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    return report

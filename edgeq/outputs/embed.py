@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from edgeq import __version__
 from edgeq.errors import TargetConstraintError, UsageError
+from edgeq.formats.cmsis_nn_buffers import KernelBuffers, kernel_buffers
 from edgeq.formats.tflite import ModelInfo, read_model
 from edgeq.outputs.text import c_comment_text
 
@@ -109,15 +110,17 @@ class EmbedResult:
     ops: tuple[str, ...]  # op names the resolver registers (CONV_2D, CUSTOM:ethos-u), sorted
 
 
-def recommended_arena(total: int) -> int:
+def recommended_arena(total: int, kernel_bytes: int = 0) -> int:
     """The tensor arena to declare on the device for a host-measured TFLM arena `total`.
 
-    total + 16 (alignment slack TFLM asks for) + max(1 KiB, 10% of total) for optimized
-    kernels' scratch buffers, rounded up to a multiple of 16.
+    total + 16 (alignment slack TFLM asks for) + `kernel_bytes` (the scratch and persistent
+    buffers the device's CMSIS-NN kernels request beyond the host's reference kernels:
+    edgeq.formats.cmsis_nn_buffers) + max(1 KiB, 10% of total) for the memory planner's
+    layout of those buffers and kernels not modelled there, rounded up to a multiple of 16.
     """
-    if total < 0:
-        raise ValueError(f"arena total must be >= 0, got {total}")
-    size = total + _ALIGNMENT + _kernel_margin(total)
+    if total < 0 or kernel_bytes < 0:
+        raise ValueError(f"arena sizes must be >= 0, got {total}, {kernel_bytes}")
+    size = total + _ALIGNMENT + kernel_bytes + _kernel_margin(total)
     return -(-size // _ALIGNMENT) * _ALIGNMENT
 
 
@@ -168,6 +171,7 @@ def embed_model(
     *,
     source: str = "model.tflite",
     arena: ArenaUsage | None = None,
+    cmsis_nn: str | None = None,
 ) -> EmbedResult:
     """C++ sources that embed `model` for TensorFlow Lite Micro.
 
@@ -178,6 +182,9 @@ def embed_model(
             (as written when plain, else as an escaped C string: a name is never code).
         arena: the TFLM arena measured for this model; measured when None (in a child process,
             edgeq.process.isolation: a model that crashes or hangs TFLite Micro is exit 2).
+        cmsis_nn: the device's CMSIS-NN code path ("dsp": Cortex-M4/M7/M33, "mve": M55/M85;
+            `kernel_variant(target)`), whose kernel buffers the recommended arena covers;
+            None: the larger of the two.
 
     Returns:
         The three files and the figures written into them.
@@ -198,10 +205,11 @@ def embed_model(
         got = run_in_child("tflm_arena", model, stage="TFLite Micro (arena measurement)",
                            source=source, info=info)
         arena = ArenaUsage(got["total"], got["head"], got["tail"], got["log"])
-    arena_size = recommended_arena(arena.total)
+    buffers = kernel_buffers(info, cmsis_nn)
+    arena_size = recommended_arena(arena.total, buffers.total)
     stamp = _Stamp(Path(str(source)).name, hashlib.sha256(model).hexdigest())
     files = {
-        f"{name}.h": _header(name, stamp, arena, arena_size),
+        f"{name}.h": _header(name, stamp, arena, arena_size, buffers),
         f"{name}.cc": _source(name, stamp, model),
         f"{name}_ops.h": _ops_header(name, stamp, ops, methods),
     }
@@ -279,7 +287,39 @@ class _Stamp:
         )
 
 
-def _header(name: str, stamp: _Stamp, arena: ArenaUsage, arena_size: int) -> str:
+def cmake_dir() -> Path:
+    """The directory of edgeq's CMake helpers (EdgeqEmbed.cmake): the installed edgeq.cmake
+    package (the repo's cmake/ shipped as package data), else cmake/ beside the source tree."""
+    import importlib.resources
+
+    try:
+        res = importlib.resources.files("edgeq.cmake")
+    except (ImportError, TypeError):
+        res = None
+    if isinstance(res, Path) and (res / "EdgeqEmbed.cmake").is_file():
+        return res
+    if res is not None:  # a namespace package gives a MultiplexedPath; its children are paths
+        for child in res.iterdir():
+            if isinstance(child, Path) and child.name == "EdgeqEmbed.cmake":
+                return child.parent
+    return Path(__file__).resolve().parents[2] / "cmake"
+
+
+def kernel_variant(target) -> str | None:
+    """The CMSIS-NN code path of a target profile's core (its [emulator] core), else None."""
+    emu = getattr(target, "emulator", None)
+    if emu is None:
+        return None
+    from edgeq.emulator.cores import CORES
+
+    core = CORES.get(emu.core)
+    return core.cmsis_nn if core is not None else None
+
+
+def _header(name: str, stamp: _Stamp, arena: ArenaUsage, arena_size: int,
+            buffers: KernelBuffers) -> str:
+    path = {"dsp": "DSP (Cortex-M4/M7/M33)", "mve": "Helium (Cortex-M55/M85)"}[buffers.variant]
+    which = "; no target given: the larger path" if buffers.any_core else ""
     guard = f"EDGEQ_{name.upper()}_H_"
     return (
         stamp.lines()
@@ -297,10 +337,11 @@ def _header(name: str, stamp: _Stamp, arena: ArenaUsage, arena_size: int) -> str
         f"//   head {arena.head} bytes (planned, non-persistent: activations and scratch)\n"
         f"//   tail {arena.tail} bytes (persistent: tensors, node structs, op data)\n"
         f"// Recommended = {arena.total} + 16 (TFLM asks for arena_used_bytes() + 16 when the\n"
-        f"// buffer may not be 16-byte aligned) + {_kernel_margin(arena.total)} for optimized "
-        "kernels'\n"
-        "// scratch buffers (CMSIS-NN requests scratch at Prepare that the host's reference\n"
-        "// kernels do not: max(1024, 10% of the total)), rounded up to a multiple of 16.\n"
+        f"// buffer may not be 16-byte aligned) + {buffers.total} for the kernel buffers of\n"
+        f"// CMSIS-NN's {path} path (largest scratch {buffers.scratch},\n"
+        f"// persistent {buffers.persistent}; the host's reference kernels request none{which})\n"
+        f"// + {_kernel_margin(arena.total)} planner margin (max(1024, 10% of the total)), "
+        "rounded up to a multiple of 16.\n"
         "// The host is 64-bit: a 32-bit MCU needs slightly less tail.\n"
         f"constexpr unsigned int {name}_arena_size = {arena_size};\n"
         "\n"

@@ -28,9 +28,10 @@ class Kernels:
 
 
 REFERENCE = Kernels("reference", 8, "TFLM reference kernels (the host's Python interpreter)")
-CMSIS_DSP = Kernels("cmsis-nn-dsp", 4, "TFLM + CMSIS-NN, DSP code paths (Cortex-M4/M7)")
-CMSIS_MVE = Kernels("cmsis-nn-mve", 4, "TFLM + CMSIS-NN, MVE code paths (Cortex-M55)")
-_BY_CORE = {"cortex-m4": CMSIS_DSP, "cortex-m7": CMSIS_DSP, "cortex-m55": CMSIS_MVE}
+CMSIS_DSP = Kernels("cmsis-nn-dsp", 4, "TFLM + CMSIS-NN, DSP code paths (Cortex-M4/M7/M33)")
+CMSIS_MVE = Kernels("cmsis-nn-mve", 4, "TFLM + CMSIS-NN, MVE code paths (Cortex-M55/M85)")
+_BY_CORE = {"cortex-m4": CMSIS_DSP, "cortex-m7": CMSIS_DSP, "cortex-m33": CMSIS_DSP,
+            "cortex-m55": CMSIS_MVE, "cortex-m85": CMSIS_MVE}  # edgeq.emulator.cores
 
 # Ops that request no scratch buffer in either build (TFLM kernels/, kernels/cmsis_nn/: no
 # RequestScratchBufferInArena in their Prepare).

@@ -26,7 +26,8 @@ class Memory:
     recommended_arena_bytes: int | None = None
 
 
-def check_memory(target: Target, model_bytes: int, arena: ArenaUsage | None) -> Memory:
+def check_memory(target: Target, model_bytes: int, arena: ArenaUsage | None,
+                 info: ModelInfo | None = None) -> Memory:
     """Compare model size with flash and the TFLM arena (plus the profile's reserve) with RAM."""
     mem = target.memory
     flash = mem.flash_bytes or None
@@ -46,21 +47,28 @@ def check_memory(target: Target, model_bytes: int, arena: ArenaUsage | None) -> 
         budget_ram_bytes=ram,
         ram_reserve_bytes=mem.ram_reserve_bytes,
         overruns=tuple(overruns),
-        recommended_arena_bytes=_recommended(arena),
+        recommended_arena_bytes=_recommended(arena, info, target),
     )
 
 
-def _recommended(arena: ArenaUsage | None) -> int | None:
+def _recommended(arena: ArenaUsage | None, info: ModelInfo | None, target: Target
+                 ) -> int | None:
     if arena is None:
         return None
-    from edgeq.outputs.embed import recommended_arena
+    from edgeq.outputs.embed import kernel_variant, recommended_arena
 
-    return recommended_arena(arena.total)
+    extra = 0
+    if info is not None:  # the buffers the device's CMSIS-NN kernels add (embed does the same)
+        from edgeq.formats.cmsis_nn_buffers import kernel_buffers
+
+        extra = kernel_buffers(info, kernel_variant(target)).total
+    return recommended_arena(arena.total, extra)
 
 
 ARENA_MARGIN_NOTE = (
     "recommended kTensorArenaSize = measured arena + 16 B (TFLM's alignment slack) + "
-    "max(1 KiB, 10%) for the scratch buffers optimized kernels (CMSIS-NN) request, rounded to "
+    "the scratch and persistent buffers the target core's CMSIS-NN kernels request (DSP or "
+    "Helium paths) + max(1 KiB, 10%) planner margin, rounded to "
     "16 B; measured on a 64-bit host, where TFLM's persistent structs are larger than on a "
     "32-bit MCU"
 )

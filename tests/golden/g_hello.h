@@ -13,10 +13,11 @@ extern const unsigned int g_hello_len;
 //   head 32 bytes (planned, non-persistent: activations and scratch)
 //   tail 1472 bytes (persistent: tensors, node structs, op data)
 // Recommended = 1504 + 16 (TFLM asks for arena_used_bytes() + 16 when the
-// buffer may not be 16-byte aligned) + 1024 for optimized kernels'
-// scratch buffers (CMSIS-NN requests scratch at Prepare that the host's reference
-// kernels do not: max(1024, 10% of the total)), rounded up to a multiple of 16.
+// buffer may not be 16-byte aligned) + 144 for the kernel buffers of
+// CMSIS-NN's Helium (Cortex-M55/M85) path (largest scratch 0,
+// persistent 144; the host's reference kernels request none; no target given: the larger path)
+// + 1024 planner margin (max(1024, 10% of the total)), rounded up to a multiple of 16.
 // The host is 64-bit: a 32-bit MCU needs slightly less tail.
-constexpr unsigned int g_hello_arena_size = 2544;
+constexpr unsigned int g_hello_arena_size = 2688;
 
 #endif  // EDGEQ_G_HELLO_H_

@@ -1,21 +1,20 @@
 """The device emulator on real parts: TFLite Micro + CMSIS-NN firmware built with
-arm-none-eabi-gcc from edgeq's embed output and the TFLM tree in ../shared/third_party, run on
+arm-none-eabi-gcc from edgeq's embed output and the TFLM tree edgeq ships, run on
 qemu-system-arm (mps2-an386, Cortex-M4). Outputs are checked against the TFLM Python
 interpreter, never against figures written here. Skips (with the install line) only where the
-toolchain is absent. The build cache is the user's (EDGEQ_CACHE or ~/.cache/edgeq): the first
-run on a machine compiles what the models need, later runs reuse it."""
+toolchain is absent, and never in CI (EDGEQ_REQUIRE_EMULATOR=1, set by .ci/run). The build
+cache is the user's (EDGEQ_CACHE or ~/.cache/edgeq): the first run on a machine prepares the
+core's TFLM library (`edgeq emulate --prepare -t cortex-m4`), later runs reuse it."""
 
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
 
 from edgeq.cli import main
-from edgeq.errors import MissingDependencyError
-from tests.conftest import EXAMPLE, FIXTURES
+from tests.conftest import EXAMPLE, FIXTURES, emulator_toolchain
 
 pytestmark = pytest.mark.slow
 
@@ -25,19 +24,25 @@ HELLO = FIXTURES / "models" / "tflm" / "hello_world_int8.tflite"
 
 @pytest.fixture(scope="module")
 def toolchain():
-    from edgeq.emulator.toolchain import find_toolchain
-
-    try:
-        return find_toolchain()
-    except MissingDependencyError as exc:
-        pytest.skip(str(exc))
+    return emulator_toolchain()
 
 
 @pytest.fixture(scope="module")
-def tree(toolchain):
-    if not TREE.is_file():
-        pytest.fail(f"TFLM tree archive not found at {TREE}")
-    return str(TREE)
+def tree(toolchain, monkeypatch_module):
+    """No --tflm-tree: the tree edgeq ships (EDGEQ_TFLM_TREE unset)."""
+    monkeypatch_module.delenv("EDGEQ_TFLM_TREE", raising=False)
+    return None
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def _tree_args(tree):
+    return [] if tree is None else ["--tflm-tree", tree]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +52,7 @@ def digits(tmp_path_factory, tree):
     code = main(["convert", str(EXAMPLE / "digits_cnn.keras"), "--target", "cortex-m4",
                  "--data", str(EXAMPLE / "digits_calibration.npz"),
                  "--eval-data", str(EXAMPLE / "digits_eval.npz"), "--input-scale", "1/16",
-                 "--out", str(out), "--no-latency", "--emulate", "--tflm-tree", tree,
+                 "--out", str(out), "--no-latency", "--emulate", *_tree_args(tree),
                  "--html"])
     assert code == 0
     return out
@@ -98,7 +103,7 @@ def test_convert_emulate_digits_matches_the_interpreter(digits):
 
 
 def test_emulate_is_cached_and_deterministic(tree, tmp_path, capsys):
-    args = ["emulate", str(HELLO), "--target", "cortex-m4", "--tflm-tree", tree,
+    args = ["emulate", str(HELLO), "--target", "cortex-m4", *_tree_args(tree),
             "--eval-samples", "5", "--json"]
     assert main(args) == 0
     first = json.loads(capsys.readouterr().out)["emulator"]
@@ -115,7 +120,7 @@ def test_emulate_is_cached_and_deterministic(tree, tmp_path, capsys):
 
 def test_emulate_gate_on_cycles(tree, tmp_path, capsys):
     report = tmp_path / "base.json"
-    args = ["emulate", str(HELLO), "-t", "cortex-m4", "--tflm-tree", tree]
+    args = ["emulate", str(HELLO), "-t", "cortex-m4", *_tree_args(tree)]
     assert main([*args, "--report", str(report)]) == 0
     capsys.readouterr()
     assert main([*args, "--baseline", str(report), "--max-growth", "0"]) == 0
@@ -127,26 +132,72 @@ def test_emulate_gate_on_cycles(tree, tmp_path, capsys):
     assert "estimated cycles" in capsys.readouterr().err
 
 
-def test_missing_tools_and_tree_say_how_to_fix(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("PATH", str(tmp_path))  # no compiler, no QEMU
-    assert main(["emulate", str(HELLO), "-t", "cortex-m4", "--tflm-tree", str(TREE)]) == 2
-    err = capsys.readouterr().err
-    assert "arm-none-eabi-gcc" in err and "apt-get install" in err and "qemu-system-arm" in err
-    monkeypatch.undo()
-    monkeypatch.delenv("EDGEQ_TFLM_TREE", raising=False)
-    try:
-        from edgeq.emulator.toolchain import find_toolchain
+def test_missing_tools_name_every_debian_package(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no compiler, no QEMU, no host cc
+    assert main(["emulate", str(HELLO), "-t", "cortex-m4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    # every missing one, in one line, and the command that installs them (newlib and the C++
+    # headers are found by their Debian paths without a compiler to ask: installed here or not)
+    fix = err.split("Fix: ")[1]
+    for pkg in ("gcc-arm-none-eabi", "qemu-system-arm", "gcc "):
+        assert pkg in err.split("Fix: ")[0] and pkg in fix
+    assert fix.startswith("sudo apt-get install -y ")
 
-        find_toolchain()
-    except MissingDependencyError:
-        pytest.skip("toolchain absent: the tree message is checked where it is installed")
+
+def test_missing_cxx_headers_are_found_before_any_compile(toolchain, tmp_path, monkeypatch,
+                                                          capsys):
+    """The Debian 12 case the README's old apt line missed: the cross compiler without
+    libstdc++-arm-none-eabi-newlib. Simulated with the real compiler told to ignore its C++
+    headers (-nostdinc++); the check names that one package, exit 2, before any build."""
+    import shutil
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("arm-none-eabi-gcc", "arm-none-eabi-ar", "arm-none-eabi-nm",
+                 "arm-none-eabi-size", "qemu-system-arm", "cc"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    gxx = bin_dir / "arm-none-eabi-g++"
+    gxx.write_text(f'#!/bin/sh\nexec "{shutil.which("arm-none-eabi-g++")}" -nostdinc++ "$@"\n')
+    gxx.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setenv("EDGEQ_CACHE", str(tmp_path / "cache"))  # nothing may be built in it
+    assert main(["emulate", str(HELLO), "-t", "cortex-m33"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "libstdc++-arm-none-eabi-newlib" in err and "cstddef" in err
+    assert "gcc-arm-none-eabi " not in err and "qemu-system-arm" not in err
+    assert not (tmp_path / "cache" / "emulator").exists()
+
+
+def test_a_bad_tree_override_says_how_to_fix(toolchain, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EDGEQ_TFLM_TREE", str(tmp_path / "nowhere"))
     assert main(["emulate", str(HELLO), "-t", "cortex-m4"]) == 2
     err = capsys.readouterr().err
-    assert "--tflm-tree" in err and "EDGEQ_TFLM_TREE" in err and "create_tflm_tree.py" in err
+    assert "does not exist" in err and "--tflm-tree" in err and "the tree edgeq ships" in err
+
+
+def test_tree_override_and_the_bundled_tree_are_named_in_the_report(tree, capsys):
+    """--tflm-tree (here the same pinned tree as an archive elsewhere) still overrides; the
+    report names the tree used: the bundled one by its pinned commits, any by its hash."""
+    if not TREE.is_file():
+        pytest.skip(f"no TFLM tree archive at {TREE} to override with")
+    assert main(["emulate", str(HELLO), "-t", "cortex-m4", "--eval-samples", "2", "--json"]) == 0
+    bundled = json.loads(capsys.readouterr().out)["emulator"]["toolchain"]
+    assert bundled["tflm_tree"] == "bundled"
+    assert bundled["tflm_tree_sources"]["tflite-micro"].startswith("tensorflow/tflite-micro@")
+    assert bundled["tflm_tree_sources"]["CMSIS-NN"].startswith("ARM-software/CMSIS-NN@")
+    assert main(["emulate", str(HELLO), "-t", "cortex-m4", "--tflm-tree", str(TREE),
+                 "--eval-samples", "2", "--json"]) == 0
+    given = json.loads(capsys.readouterr().out)["emulator"]["toolchain"]
+    assert given["tflm_tree"] == str(TREE) and "tflm_tree_sources" not in given
+    # the same sources: the same tree hash, the same library and firmware
+    assert given["tflm_tree_sha256"] == bundled["tflm_tree_sha256"]
+    assert given["firmware"] == bundled["firmware"]
 
 
 def test_target_without_emulator_exits_3(capsys):
-    assert main(["emulate", str(HELLO), "-t", "coral", "--tflm-tree", str(TREE)]) == 3
+    assert main(["emulate", str(HELLO), "-t", "coral"]) == 3
     assert "no emulator" in capsys.readouterr().err
 
 
@@ -155,7 +206,7 @@ def test_verify_emulate_gates_on_the_emulated_device(digits, tree, tmp_path, cap
     args = ["verify", str(model), "--target", "cortex-m4",
             "--eval-data", str(EXAMPLE / "digits_eval.npz"), "--input-scale", "1/16",
             "--baseline", str(digits / "report.json"), "--max-drop", "0", "--max-growth", "0",
-            "--no-latency", "--emulate", "--tflm-tree", tree, "--json"]
+            "--no-latency", "--emulate", *_tree_args(tree), "--json"]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     checks = {c["metric"]: c for c in out["checks"]}
@@ -192,6 +243,10 @@ def test_firmware_links_only_what_the_model_needs(tree, toolchain):
     fw = build_firmware(embedded.files, "g_model", embedded.arena_size, 1, CORES["cortex-m4"],
                         toolchain, resolve_tree(tree))
     library = json.loads((fw.elf.parent / "firmware.json").read_text())["library"]
+    prepared = json.loads((fw.elf.parent.parent.parent / "obj" / fw.config_key
+                           / "library.json").read_text())["sources"]
+    assert any(p.endswith("kernels/cmsis_nn/conv.cc") for p in prepared)  # built, not linked
+    assert set(library) < set(prepared)
     assert any(p.endswith("kernels/cmsis_nn/fully_connected.cc") for p in library)
     assert not any(p.endswith(("/conv.cc", "/pooling.cc", "/depthwise_conv.cc"))
                    for p in library)

@@ -287,7 +287,8 @@ def test_unknown_op_in_max_versions(tmp_path: Path) -> None:
     assert err.key == "ops.max_versions"
 
 
-@pytest.mark.parametrize("typo, expected", [("cortex-m5", ("cortex-m4", "cortex-m7", "cortex-m55")),
+@pytest.mark.parametrize("typo, expected", [("cortex-m5", ("cortex-m4", "cortex-m7", "cortex-m55",
+                                                          "cortex-m85")),
                                             ("corall", ("coral",))])
 def test_unknown_target_name(typo: str, expected: tuple[str, ...]) -> None:
     with pytest.raises(TargetNotFoundError) as info:
