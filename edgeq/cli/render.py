@@ -206,6 +206,11 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+# A terminal table of 20,000 rows took a minute to lay out (rich measures every cell) and
+# nobody reads it; the rows past this are counted, and `--json` has them all.
+MAX_OP_ROWS = 500
+
+
 def print_analysis(analysis: Any) -> None:
     console = _stdout_console()
     table = Table(title=f"{plain(Path(analysis.model_path).name)} on "
@@ -213,13 +218,19 @@ def print_analysis(analysis: Any) -> None:
     layers = any(op.layer for op in analysis.ops)
     for col in ("#", "op", *(("layer",) if layers else ()), "runs on", "reason"):
         table.add_column(col)
-    for op in analysis.ops:
+    for op in analysis.ops[:MAX_OP_ROWS]:
         style = "red" if op.placement == "none" else (
             "yellow" if op.placement == "cpu" and analysis.target.runtime.placement != "cpu"
             else None)
         table.add_row(str(op.index), plain(op.op), *((plain(op.layer or ""),) if layers else ()),
                       plain(op.placement), plain(op.reason), style=style)
     console.print(table)
+    hidden = analysis.ops[MAX_OP_ROWS:]
+    if hidden:
+        off = sum(op.placement == "none" for op in hidden)
+        console.print(f"... and {len(hidden)} more op(s), not shown"
+                      + (f" ({off} of them with no place to run)" if off else "")
+                      + "; --json lists every op", markup=False)
     if analysis.compiler and analysis.compiler["key"] == "edgetpu":
         from edgeq.outputs.report import edgetpu_rows
 

@@ -117,7 +117,8 @@ def analyze(model_path: str | Path, target_name: str, data: str | None = None, *
     arena = None
     if (target.runtime.name == "tflm" and not vela_compiled
             and not any(op.placement == "none" for op in placements)):
-        arena = measure_arena(_runnable(data_bytes, info, synthetic, notes), p)
+        # the same ops and shapes as `info` (only scales may be raised): the same work
+        arena = measure_arena(_runnable(data_bytes, info, synthetic, notes), p, info=info)
     if target.runtime.name == "tflm":
         notes.extend(float_io_notes(info, placements))
     if vela_compiled and target.compiler is not None:
@@ -168,6 +169,14 @@ def _convert_first(p: Path, target: Target, data: str | None, notes: list[str],
 
     Runs TensorFlow's converter in this process, so `edgeq analyze` runs under the crash
     supervisor (edgeq.process.supervise) and names its stages like convert does."""
+    from edgeq.adapters.tf_tempdir import private_tempdir
+
+    with private_tempdir():  # TensorFlow's autograph files go there, and are removed after
+        return _convert(p, target, data, notes, allow_unsafe)
+
+
+def _convert(p: Path, target: Target, data: str | None, notes: list[str],
+             allow_unsafe: bool) -> tuple[bytes, tuple[tuple[str, ...], str | None]]:
     import numpy as np
 
     from edgeq.data import MAX_BYTES, Dataset, Preprocess, check_input_spec, load_dataset
@@ -246,12 +255,12 @@ def float_io_notes(info: ModelInfo, placements: tuple[OpPlacement, ...]) -> list
     return notes
 
 
-def measure_arena(model: bytes, source: str | Path) -> Any:
+def measure_arena(model: bytes, source: str | Path, *, info: ModelInfo | None = None) -> Any:
     """TFLite Micro's arena for a user's model, measured in a child process (edgeq.process.isolation):
     a model that crashes or hangs the interpreter is a bad input (exit 2), not a dead edgeq."""
     from edgeq.adapters.tflm import ArenaUsage
     from edgeq.process.isolation import run_in_child
 
     got = run_in_child("tflm_arena", model, stage="TFLite Micro (arena measurement)",
-                       source=source)
+                       source=source, info=info)  # info: `model`'s, for the time limit
     return ArenaUsage(got["total"], got["head"], got["tail"], got["log"])

@@ -28,7 +28,7 @@ from edgeq.data import Dataset
 from edgeq.errors import ConversionError, DataError, EdgeqError, UsageError
 from edgeq.formats.kernel_limits import check_scales
 from edgeq.formats.tflite import ModelInfo, read_model
-from edgeq.outputs.atomic import check_free, check_out_dir, write_outputs
+from edgeq.outputs.atomic import check_free, check_out_dir, claim, write_outputs
 from edgeq.outputs.report import Report
 from edgeq.outputs.run_report import RunValues, convert_report
 from edgeq.process.supervise import mark
@@ -119,13 +119,21 @@ def convert(opts: ConvertOptions, progress: Progress | None = None) -> ConvertRe
         TargetConstraintError: an op the target cannot run (exit 3); nothing is written.
         ConversionError: the converter or an interpreter failed for another reason (exit 1).
     """
+    from edgeq.adapters.tf_tempdir import private_tempdir
+
+    plan = _plan(opts)
+    # An existing output directory is this run's from here on (another run on it exits 2), and
+    # TensorFlow's temporary files go to a directory that is removed at the end.
+    with claim(plan.out_dir, create=False), private_tempdir():
+        return _run(plan, progress or _Silent())
+
+
+def _run(plan: _Plan, progress: Progress) -> ConvertResult:
     from edgeq.pipeline import compile as compile_stage
     from edgeq.pipeline import gate, place, qat_stage, verify
     from edgeq.pipeline.load import load_model
 
-    progress = progress or _Silent()
     timed = _Timer(progress)
-    plan = _plan(opts)
     opts, target = plan.opts, plan.target
     if plan.qat is not None and plan.qat.strategy == "multiworker":
         from edgeq.pipeline.qat import start_strategy

@@ -151,8 +151,12 @@ def verify_model(model: str | Path, target: str, eval_data: str | Path, *,
     skipped: list[str] = []
     notes = io_notes(info, prof)  # a model made for another kind of target
     if base is not None:
-        found_skipped, found_notes = _check_same(base, Path(baseline), p, sha, info, prof.name,
-                                                 allow_different_model, allow_different_target)
+        try:
+            found_skipped, found_notes = _check_same(
+                base, Path(baseline), p, sha, info, prof.name, allow_different_model,
+                allow_different_target)
+        except _WRONG_TYPES as exc:  # a hand-edited report: a field of another type
+            raise _wrong_types(baseline, exc) from exc
         skipped += found_skipped
         notes += found_notes
     inp = info.input_tensors[0]
@@ -168,7 +172,7 @@ def verify_model(model: str | Path, target: str, eval_data: str | Path, *,
     if warnings and strict_data:
         raise InputError("data sanity (--strict-data): " + " | ".join(warnings),
                          hint="fix the data, or drop --strict-data to go on with warnings")
-    first, got = _evaluate_in_child(data, p, prof, ds.x, measure_latency)
+    first, got = _evaluate_in_child(data, p, prof, ds.x, measure_latency, info)
     top1 = float(np.mean(first.reshape(ds.n, -1).argmax(axis=1) == ds.y))
     latency = got["latency_ms"]
     arena = got["arena"]["total"] if got["arena"] else None
@@ -180,8 +184,11 @@ def verify_model(model: str | Path, target: str, eval_data: str | Path, *,
                             sha256=sha, io=_io_signature(info), notes=tuple(notes))
     if base is None:
         return outcome
-    checks, more = _compare(outcome, base, 0.0 if max_drop is None else max_drop,
-                            0.0 if max_growth is None else max_growth, max_latency_growth)
+    try:
+        checks, more = _compare(outcome, base, 0.0 if max_drop is None else max_drop,
+                                0.0 if max_growth is None else max_growth, max_latency_growth)
+    except _WRONG_TYPES as exc:
+        raise _wrong_types(baseline, exc) from exc
     return VerifyOutcome(**{**outcome.__dict__, "checks": tuple(checks),
                             "skipped": tuple(skipped + more)})
 
@@ -266,8 +273,8 @@ def _data_warnings(ds, inp, preprocess: Preprocess,
                             identity_preprocess=preprocess.is_identity())
 
 
-def _evaluate_in_child(model: bytes, path: Path, target, x: np.ndarray,
-                       latency: bool) -> tuple[np.ndarray, dict[str, Any]]:
+def _evaluate_in_child(model: bytes, path: Path, target, x: np.ndarray, latency: bool,
+                       info: Any = None) -> tuple[np.ndarray, dict[str, Any]]:
     """The user's model runs in a child process (edgeq.process.isolation): a model that crashes or
     hangs the interpreter is a bad input (exit 2), not a dead CI job without a message."""
     import tempfile
@@ -283,7 +290,10 @@ def _evaluate_in_child(model: bytes, path: Path, target, x: np.ndarray,
                                "runtime": target.runtime.name,
                                "threads": target.runtime.threads,
                                "xnnpack": target.runtime.delegate == "xnnpack",
-                               "latency": latency})
+                               "latency": latency},
+                           # the limit follows the model's work on the samples (and the
+                           # latency measurement's up to 20 + 5 x 50 invokes)
+                           samples=len(x) + (270 if latency else 0), info=info)
         with np.load(out_path, allow_pickle=False) as outs:
             first = outs["arr_0"]
     return first, got
@@ -305,7 +315,44 @@ def _read_baseline(path: Path) -> dict[str, Any]:
         raise InputError(f"baseline '{path}': not an edgeq report (no accuracy/output "
                          "sections)",
                          hint="pass a report.json written by edgeq convert or edgeq verify")
+    for section, key in BASELINE_FIELDS:  # what _compare does arithmetic on
+        check_number(path, base, section, key)
     return base
+
+
+# What reading a report's fields raises when one holds another JSON type than edgeq wrote
+# (a string for an object, a list for a number): the baseline is a bad input, not edgeq's bug.
+_WRONG_TYPES = (TypeError, AttributeError, KeyError, IndexError, ValueError)
+
+
+def _wrong_types(path: str | Path, exc: Exception) -> InputError:
+    return InputError(f"--baseline '{path}': a field holds another type than edgeq writes "
+                      f"({type(exc).__name__}: {str(exc)[:120]})",
+                      hint="pass a report.json written by edgeq, unedited")
+
+
+# The baseline's fields that are compared: each an object's number, or absent/null.
+BASELINE_FIELDS = (("accuracy", "quantized"), ("output", "bytes"), ("memory", "arena_bytes"),
+                   ("latency_ms", "median"))
+
+
+def check_number(path: str | Path, base: dict[str, Any], section: str, key: str) -> None:
+    """`base[section][key]` is a finite number, or missing: a report edited by hand (a string,
+    a list) is a bad input naming the field (exit 2), not a TypeError in the comparison."""
+    import math
+
+    part = base.get(section)
+    if part is None:
+        return
+    if not isinstance(part, dict):
+        raise InputError(f"--baseline '{path}': '{section}' is a {type(part).__name__}, not an "
+                         "object", hint="pass a report.json written by edgeq, unedited")
+    value = part.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not math.isfinite(value)):
+        raise InputError(f"--baseline '{path}': '{section}.{key}' is "
+                         f"{json.dumps(value)[:40]}, not a number",
+                         hint="pass a report.json written by edgeq, unedited")
 
 
 def _compare(now: VerifyOutcome, base: dict[str, Any], max_drop: float, max_growth: float,

@@ -181,7 +181,7 @@ def emulate(model: str | Path, target: str, *, eval_data: str | Path | None = No
 
     x, labels, source = _inputs(info, eval_data, preprocess, eval_samples)
     n = x.shape[0]
-    reference, host_arena = _reference(data, info, x)
+    reference, host_arena = _reference(data, info, x, str(p))
     embedded = embed_model(data, _NAME, source=str(p), arena=host_arena, cmsis_nn=core.cmsis_nn)
     sample_bytes = x.shape[1]
     device_arena = min(max(2 * embedded.arena_size, embedded.arena_size + _ARENA_HEADROOM),
@@ -222,7 +222,7 @@ def emulate(model: str | Path, target: str, *, eval_data: str | Path | None = No
         where = first if first is not None else 0
         try:
             compared, mismatch_ops = _locate(data, info, x[where], embedded.files, core, tool,
-                                             tree, jobs)
+                                             tree, jobs, source=str(p))
         except ConversionError as exc:  # e.g. every tensor kept does not fit the board's RAM
             note = f"could not compare the ops' outputs: {exc.message}"
 
@@ -289,7 +289,7 @@ def prepare(target: str, *, tflm_tree: str | Path | None = None, jobs: int | Non
 
 
 def _locate(model: bytes, info: ModelInfo, row: np.ndarray, embedded: dict[str, bytes],
-            core: cores.Core, tool: Any, tree: Any, jobs: int | None
+            core: cores.Core, tool: Any, tree: Any, jobs: int | None, *, source: str = "model"
             ) -> tuple[int, tuple[OpMismatch, ...]]:
     """Runs one sample on firmware that keeps every tensor (TFLM's preserve_all_tensors) and
     on the interpreter in the same mode, and compares every op's outputs in execution order."""
@@ -306,7 +306,7 @@ def _locate(model: bytes, info: ModelInfo, row: np.ndarray, embedded: dict[str, 
         n = int.from_bytes(blob[at:at + 4], "little")
         device.append(blob[at + 4:at + 4 + n])
         at += 4 + n
-    reference = _reference_op_outputs(model, info, row)
+    reference = _reference_op_outputs(model, row, source, info)
     if len(device) != len(reference):
         raise ConversionError("emulator run (QEMU)", f"the firmware dumped {len(device)} op "
                               f"outputs, the interpreter has {len(reference)}")
@@ -320,38 +320,23 @@ def _locate(model: bytes, info: ModelInfo, row: np.ndarray, embedded: dict[str, 
     return len(reference), tuple(found)
 
 
-def _set_inputs(interp, info: ModelInfo, row: np.ndarray) -> None:
-    """Feed one sample, the model's inputs' bytes back to back, to a TFLM interpreter."""
-    at = 0
-    for k, t in enumerate(info.input_tensors):
-        dt = _dtype(t)
-        size = math.prod(t.shape) * dt.itemsize  # Python ints: exact
-        interp.set_input(row[at:at + size].view(dt).reshape(t.shape), k)
-        at += size
-
-
-def _reference_op_outputs(model: bytes, info: ModelInfo, row: np.ndarray
+def _reference_op_outputs(model: bytes, row: np.ndarray, source: str, info: ModelInfo
                           ) -> list[tuple[int, str, bytes]]:
-    from edgeq.adapters.native import capture_fds
-    from edgeq.adapters.tflm import first_arena_size
-    from tflite_micro.python.tflite_micro import runtime
+    """TFLM's every op output for one sample, computed in a child as `_reference` is."""
+    import tempfile
 
-    out = []
-    with capture_fds((1, 2)):
-        interp = runtime.Interpreter.from_bytes(
-            model, arena_size=first_arena_size(info),
-            intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)  # TFLM's spelling
-        _set_inputs(interp, info, row)
-        interp.invoke()
-        for k, op in enumerate(info.ops):
-            for idx in op.outputs:
-                if idx < 0:
-                    out.append((k, "", b""))
-                    continue
-                d = interp.GetTensor(idx, 0)
-                out.append((k, info.tensors[idx].name,
-                            np.ascontiguousarray(d["tensor_data"]).tobytes()))
-    return out
+    from edgeq.process.isolation import run_in_child
+
+    with tempfile.TemporaryDirectory(prefix="edgeq-emulate-") as tmp:
+        x_path, out_path = Path(tmp) / "row.npy", Path(tmp) / "ops.npz"
+        np.save(x_path, row)
+        got = run_in_child("tflm_op_outputs", model, stage="TFLite Micro (op outputs)",
+                           source=source, args={"x_path": str(x_path),
+                                                "out_path": str(out_path)},
+                           samples=1, info=info)
+        with np.load(out_path, allow_pickle=False) as saved:
+            data = [saved[f"arr_{i}"].tobytes() for i in range(len(got))]
+    return [(int(k), str(name), d) for (k, name), d in zip(got, data)]
 
 
 def _dtype(t: TensorInfo) -> np.dtype:
@@ -402,24 +387,28 @@ def _inputs(info: ModelInfo, eval_data: str | Path | None, preprocess: Preproces
     return raw, ds.y, f"eval-data {eval_data}: {ds.n} samples"
 
 
-def _reference(model: bytes, info: ModelInfo, x: np.ndarray):
-    """The TFLM Python interpreter's raw output bytes for each sample, and its arena."""
-    from edgeq.adapters.native import capture_fds
-    from edgeq.adapters.tflm import TFLMRunner, first_arena_size
+def _reference(model: bytes, info: ModelInfo, x: np.ndarray, source: str):
+    """The TFLM Python interpreter's raw output bytes for each sample, and its arena.
 
-    arena = TFLMRunner(model).arena  # the host figure; also rejects models TFLM cannot load
-    from tflite_micro.python.tflite_micro import runtime
+    Computed in a child process (edgeq.process.isolation) like verify's evaluation: the model
+    is the user's, and TFLite Micro runs it in native code that no signal interrupts. A model
+    that never ends (a WHILE whose condition stays true) ran here for 13 minutes and ignored
+    SIGTERM; in the child it is stopped at a limit that follows its work and the number of
+    samples (exit 2 naming the model and the limit), and Ctrl-C/SIGTERM end it at once."""
+    import tempfile
 
-    outs = []
-    with capture_fds((1, 2)):
-        interp = runtime.Interpreter.from_bytes(model, arena_size=first_arena_size(info))
-        for row in x:
-            _set_inputs(interp, info, row)
-            interp.invoke()
-            outs.append(b"".join(np.ascontiguousarray(interp.get_output(k)).tobytes()
-                                 for k in range(len(info.outputs))))
-    ref = np.frombuffer(b"".join(outs), dtype=np.uint8).reshape(x.shape[0], -1)
-    return ref, arena
+    from edgeq.adapters.tflm import ArenaUsage
+    from edgeq.process.isolation import run_in_child
+
+    with tempfile.TemporaryDirectory(prefix="edgeq-emulate-") as tmp:
+        x_path, out_path = Path(tmp) / "x.npy", Path(tmp) / "reference.npy"
+        np.save(x_path, np.ascontiguousarray(x))
+        got = run_in_child("tflm_reference", model, stage="TFLite Micro (reference outputs)",
+                           source=source, args={"x_path": str(x_path),
+                                                "out_path": str(out_path)},
+                           samples=x.shape[0], info=info)
+        ref = np.load(out_path, allow_pickle=False)
+    return ref, ArenaUsage(got["total"], got["head"], got["tail"], got["log"])
 
 
 def _per_op(info: ModelInfo, op_insns: np.ndarray | None, cm) -> tuple[OpCost, ...]:

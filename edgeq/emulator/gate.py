@@ -43,6 +43,10 @@ def read_baseline(path: str | Path) -> dict[str, Any]:
         raise InputError(f"baseline '{p}' has no emulator section",
                          hint="make the baseline with --emulate (convert or verify) or with "
                          "edgeq emulate --report")
+    from edgeq.commands.verify import check_number
+
+    check_number(p, section, "top1", "device")  # what checks() does arithmetic on
+    check_number(p, {"emulator": section}, "emulator", "estimated_cycles")
     return section
 
 

@@ -7,6 +7,7 @@ interpreter.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,10 +122,8 @@ def read_model(data: bytes, path: str | Path = "<bytes>") -> ModelInfo:
         ModelFileError: not a TFLite flatbuffer, or a malformed one (edgeq.formats.tflite_check).
     """
     check_model(data, path)  # every offset and index in range before the parser reads any
-    schema = _schema()
     try:
-        model = schema.ModelT.InitFromPackedBuf(data, 0)
-        return _model_info(model, len(data))
+        return _model_info(data)
     except ModelFileError:
         raise
     except Exception as exc:  # the generated parser raises anything on corrupt data
@@ -142,91 +141,194 @@ def read_model_file(path: str | Path) -> ModelInfo:
                                 hint="check the path"), p)
 
 
-def _model_info(model, size: int) -> ModelInfo:
+def _model_info(data: bytes) -> ModelInfo:
+    """The first subgraph's ops and tensors, read straight from the flatbuffer's tables.
+
+    Not the schema's object API (`ModelT.InitFromPackedBuf`): it unpacks every field of every
+    subgraph and buffer through the pure-Python flatbuffers runtime, 2.5-6 ms per op (a
+    20,000-op model took over a minute; 10,000 subgraphs, half a minute), for the few fields
+    read here. `check_model` has verified every table, vector and index this walk reads, so it
+    reads with `struct` directly; the work is linear in the first subgraph's ops and tensors,
+    and the other subgraphs are only counted (tools/bench_analyze.py measures it). Only the
+    builtin-option tables (a union of ~150 tables) go through the schema's classes."""
+    from flatbuffers.table import Table
+
+    schema = _schema()
     ops_by_code = _enum_names("BuiltinOperator")
     types = _enum_names("TensorType")
-    sg = model.subgraphs[0]
-    buffers = model.buffers or []
+    fb = _Flat(data)
+    root = fb.u32(0)
+    subgraphs = fb.tables(root, 2)
+    sg = subgraphs[0]
+    buffers = fb.tables(root, 4)
 
     tensors = []
+    tensor_buffers: list[int] = []
     values: dict[int, tuple[int, ...]] = {}
-    for i, t in enumerate(sg.tensors or []):
-        q = t.quantization
-        scales = tuple(float(s) for s in (q.scale if q is not None and q.scale is not None else ()))
-        zps = tuple(int(z) for z in (q.zeroPoint if q is not None and q.zeroPoint is not None else ()))
-        shape = tuple(int(d) for d in (t.shape if t.shape is not None else ()))
-        sig = tuple(int(d) for d in t.shapeSignature) if t.shapeSignature is not None else shape
-        buf = buffers[t.buffer] if 0 < t.buffer < len(buffers) else None
-        nbytes = 0
-        fill = None
-        if buf is not None:
-            nbytes = len(buf.data) if buf.data is not None else int(buf.size or 0)
-            small = buf.data is not None and 0 < nbytes <= _SMALL_CONSTANT_BYTES
-            if small and t.type in _INT_TYPES:
-                width = _INT_TYPES[t.type]
-                values[i] = tuple(
-                    int.from_bytes(bytes(buf.data[k:k + width]), "little", signed=True)
-                    for k in range(0, nbytes - nbytes % width, width)
-                )
-            if buf.data is not None and nbytes:
-                fill = _uniform_fill(bytes(buf.data), t.type)
+    for i, at in enumerate(fb.tables(sg, 0)):
+        q = fb.table(at, 4)
+        scales = tuple(float(v) for v in fb.numbers(q, 2, "f")) if q else ()
+        zps = tuple(fb.numbers(q, 3, "q")) if q else ()
+        shape = tuple(fb.numbers(at, 0, "i"))
+        sig = tuple(fb.numbers(at, 7, "i")) if fb.has(at, 7) else shape
+        kind, index = fb.scalar(at, 1, "b", 0), fb.scalar(at, 2, "I", 0)
+        tensor_buffers.append(index)
+        nbytes, fill = 0, None
+        if 0 < index < len(buffers):
+            buf = buffers[index]
+            if not fb.has(buf, 0):
+                nbytes = fb.scalar(buf, 2, "Q", 0)  # stored after the flatbuffer (offset/size)
+            else:
+                raw = fb.blob(buf, 0)
+                nbytes = len(raw)
+                if 0 < nbytes <= _SMALL_CONSTANT_BYTES and kind in _INT_TYPES:
+                    width = _INT_TYPES[kind]
+                    values[i] = tuple(
+                        int.from_bytes(raw[k:k + width], "little", signed=True)
+                        for k in range(0, nbytes - nbytes % width, width))
+                if nbytes:
+                    fill = _uniform_fill(raw, kind)
         tensors.append(
             TensorInfo(
                 index=i,
-                name=_text(t.name),
+                name=_text(fb.blob(at, 3)),
                 shape=shape,
                 shape_signature=sig,
-                dtype=types.get(t.type, str(t.type)).lower(),
+                dtype=types.get(kind, str(kind)).lower(),
                 scales=scales,
                 zero_points=zps,
-                quantized_dimension=int(q.quantizedDimension) if q is not None else 0,
+                quantized_dimension=fb.scalar(q, 6, "i", 0) if q else 0,
                 constant_bytes=nbytes,
                 constant_fill=fill,
-                is_variable=bool(t.isVariable),
+                is_variable=bool(fb.scalar(at, 5, "B", 0)),
             )
         )
 
-    ops = []
-    npu_configs = []
-    for i, op in enumerate(sg.operators or []):
-        code = model.operatorCodes[op.opcodeIndex]
+    codes = []
+    for at in fb.tables(root, 1):
         # Codes above 127 live in builtinCode; deprecatedBuiltinCode keeps old readers working.
-        builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+        builtin = max(fb.scalar(at, 3, "i", 0), fb.scalar(at, 0, "b", 0))
         name = ops_by_code.get(builtin, f"BUILTIN_{builtin}")
         if name == "CUSTOM":
-            name = f"CUSTOM:{_text(code.customCode)}"
+            name = f"CUSTOM:{_text(fb.blob(at, 1))}"
+        codes.append((name, fb.scalar(at, 2, "i", 1)))
+    ops = []
+    npu_configs = []
+    for i, at in enumerate(fb.tables(sg, 3)):
+        name, version = codes[fb.scalar(at, 0, "I", 0)]
+        kind, options = fb.scalar(at, 3, "B", 0), fb.table(at, 4)
         ops.append(
             OpInfo(
                 index=i,
                 op=name,
-                version=int(code.version),
-                inputs=tuple(int(x) for x in (op.inputs if op.inputs is not None else ())),
-                outputs=tuple(int(x) for x in (op.outputs if op.outputs is not None else ())),
-                options=_plain_options(op.builtinOptions),
-                custom_options_bytes=len(op.customOptions) if op.customOptions is not None else 0,
+                version=version,
+                inputs=tuple(fb.numbers(at, 1, "i")),
+                outputs=tuple(fb.numbers(at, 2, "i")),
+                options=_plain_options(schema.BuiltinOptionsCreator(kind, Table(data, options))
+                                       if kind and options else None),
+                custom_options_bytes=len(fb.blob(at, 5)),
             )
         )
         if name == "CUSTOM:ethos-u":
-            npu_configs.append(_npu_config(op, sg, buffers))
+            npu_configs.append(_npu_config(fb, at, tensor_buffers, buffers))
     return ModelInfo(
         ops=tuple(ops),
         tensors=tuple(tensors),
-        inputs=tuple(int(x) for x in sg.inputs),
-        outputs=tuple(int(x) for x in sg.outputs),
-        subgraphs=len(model.subgraphs),
-        size_bytes=size,
+        inputs=tuple(fb.numbers(sg, 1, "i")),
+        outputs=tuple(fb.numbers(sg, 2, "i")),
+        subgraphs=len(subgraphs),
+        size_bytes=len(data),
         values=values,
         npu_configs=tuple(npu_configs),
     )
 
 
-def _npu_config(op, sg, buffers) -> str:
+def resource_variable_names(data: bytes) -> set[bytes | None]:
+    """The shared names of the VAR_HANDLE ops in every subgraph of a checked model: what TFLite
+    Micro's Python interpreter counts (`count_resource_variables`) to size its resource
+    variables, read here in linear time (its own count unpacks the whole model with the
+    object API, seconds for a large one: edgeq.adapters.tflm)."""
+    fb = _Flat(data)
+    root = fb.u32(0)
+    var_handle = {k for k, at in enumerate(fb.tables(root, 1))
+                  if max(fb.scalar(at, 3, "i", 0), fb.scalar(at, 0, "b", 0)) == _VAR_HANDLE}
+    names: set[bytes | None] = set()
+    if not var_handle:
+        return names
+    for sg in fb.tables(root, 2):
+        for at in fb.tables(sg, 3):
+            if fb.scalar(at, 0, "I", 0) in var_handle:
+                options = fb.table(at, 4)  # VarHandleOptions { container; shared_name }
+                names.add(fb.blob(options, 1) if options and fb.has(options, 1) else None)
+    return names
+
+
+_VAR_HANDLE = 142  # BuiltinOperator.VAR_HANDLE
+
+
+class _Flat:
+    """Field reads on a flatbuffer that `check_model` has verified (positions are absolute)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def u32(self, pos: int) -> int:
+        return _U32.unpack_from(self.data, pos)[0]
+
+    def _field(self, table: int, slot: int) -> int:
+        """Absolute position of field `slot` of the table at `table`; 0 when absent."""
+        vtable = table - _I32.unpack_from(self.data, table)[0]
+        entry = 4 + 2 * slot
+        if entry >= _U16.unpack_from(self.data, vtable)[0]:
+            return 0
+        off = _U16.unpack_from(self.data, vtable + entry)[0]
+        return table + off if off else 0
+
+    def has(self, table: int, slot: int) -> bool:
+        return self._field(table, slot) != 0
+
+    def scalar(self, table: int, slot: int, fmt: str, default: int) -> int:
+        at = self._field(table, slot)
+        return struct.unpack_from("<" + fmt, self.data, at)[0] if at else default
+
+    def table(self, table: int, slot: int) -> int:
+        at = self._field(table, slot)
+        return at + self.u32(at) if at else 0
+
+    def _vector(self, table: int, slot: int) -> tuple[int, int]:
+        at = self._field(table, slot)
+        if not at:
+            return 0, 0
+        at += self.u32(at)
+        return at + 4, self.u32(at)
+
+    def tables(self, table: int, slot: int) -> list[int]:
+        """The positions of the tables a vector of offsets points to."""
+        start, n = self._vector(table, slot)
+        offsets = struct.unpack_from(f"<{n}I", self.data, start) if n else ()
+        return [start + 4 * k + off for k, off in enumerate(offsets)]
+
+    def numbers(self, table: int, slot: int, fmt: str) -> tuple:
+        start, n = self._vector(table, slot)
+        return struct.unpack_from(f"<{n}{fmt}", self.data, start) if n else ()
+
+    def blob(self, table: int, slot: int) -> bytes:
+        """A string's or a byte vector's bytes (b"" when absent)."""
+        start, n = self._vector(table, slot)
+        return bytes(self.data[start:start + n])
+
+
+_U32, _I32, _U16 = struct.Struct("<I"), struct.Struct("<i"), struct.Struct("<H")
+def _npu_config(fb: _Flat, op: int, tensor_buffers: list[int], buffers: list[int]) -> str:
+    """The accelerator an ethos-u op's command stream (its first input's buffer) was compiled
+    for; "unknown" when the stream does not say (edgeq.formats.ethos_u)."""
     from edgeq.formats.ethos_u import compiled_for
 
-    first = op.inputs[0] if op.inputs is not None and len(op.inputs) else -1
-    tensor = sg.tensors[first] if 0 <= first < len(sg.tensors or []) else None
-    buf = buffers[tensor.buffer] if tensor is not None and 0 < tensor.buffer < len(buffers) else None
-    found = compiled_for(bytes(buf.data)) if buf is not None and buf.data is not None else None
+    inputs = fb.numbers(op, 1, "i")
+    first = inputs[0] if inputs else -1
+    index = tensor_buffers[first] if 0 <= first < len(tensor_buffers) else 0
+    buf = buffers[index] if 0 < index < len(buffers) else 0
+    found = compiled_for(fb.blob(buf, 0)) if buf and fb.has(buf, 0) else None
     return found.accelerator if found is not None else "unknown"
 
 

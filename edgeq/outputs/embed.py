@@ -180,7 +180,8 @@ def embed_model(
         name: the C++ symbol of the array; also names the files (NAME.h, NAME.cc, NAME_ops.h).
         source: where the model came from; errors name it, the headers carry its file name
             (as written when plain, else as an escaped C string: a name is never code).
-        arena: the TFLM arena measured for this model; measured here when None.
+        arena: the TFLM arena measured for this model; measured when None (in a child process,
+            edgeq.process.isolation: a model that crashes or hangs TFLite Micro is exit 2).
         cmsis_nn: the device's CMSIS-NN code path ("dsp": Cortex-M4/M7/M33, "mve": M55/M85;
             `kernel_variant(target)`), whose kernel buffers the recommended arena covers;
             None: the larger of the two.
@@ -197,10 +198,13 @@ def embed_model(
     info = read_model(model, source)
     ops = tuple(sorted(_all_ops(model, info)))
     methods = _resolver_methods(ops)
-    if arena is None:
-        from edgeq.adapters.tflm import TFLMRunner
+    if arena is None:  # TFLite Micro loads the user's model in a bounded child, as analyze does
+        from edgeq.adapters.tflm import ArenaUsage
+        from edgeq.process.isolation import run_in_child
 
-        arena = TFLMRunner(model, source=str(source)).arena
+        got = run_in_child("tflm_arena", model, stage="TFLite Micro (arena measurement)",
+                           source=source, info=info)
+        arena = ArenaUsage(got["total"], got["head"], got["tail"], got["log"])
     buffers = kernel_buffers(info, cmsis_nn)
     arena_size = recommended_arena(arena.total, buffers.total)
     stamp = _Stamp(Path(str(source)).name, hashlib.sha256(model).hexdigest())

@@ -21,7 +21,7 @@ scratch buffers online around them, and the figures here include that placement.
 
 from __future__ import annotations
 
-import bisect
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -144,24 +144,56 @@ def tflm_layout(bufs: list[Buffer], offline: dict[int, int] | None = None) -> La
     # (reversed() matters: sorted() is stable, so it sets the order of equal sizes)
     online = sorted(reversed([b for b in bufs if b.key not in offline]),  # noqa: C414
                     key=lambda b: -b.size)
-    placed: list[tuple[int, int, Buffer]] = []  # (offset, insertion number, buffer)
+    placed = _Placed()
     offsets: dict[int, int] = {}
     for n, b in enumerate(fixed + online):
         at = offline[b.key] if b.key in offline else _first_fit(placed, b)
         offsets[b.key] = at
-        # TFLM inserts a buffer after those at the same offset: keep insertion order on ties.
-        bisect.insort(placed, (at, n, b))
+        placed.add(at, n, b)
     head = max((offsets[b.key] + b.size for b in bufs), default=0)
     return Layout(offsets, head)
 
 
-def _first_fit(placed: list[tuple[int, int, Buffer]], b: Buffer) -> int:
+class _Placed:
+    """The buffers placed so far, found by the scopes they live at. A placement looks only at
+    the buffers whose live ranges overlap the new one's, in offset order (ties: the order they
+    were placed, as TFLM inserts a buffer after those at its offset). Scanning every placed
+    buffer for those made each layout quadratic in the buffers: 20,000 ops took minutes
+    (issue 22); looked up by scope, a model of short-lived activations is placed in near
+    linear time, with the same offsets."""
+
+    def __init__(self) -> None:
+        self._by_scope: dict[int, list[tuple[int, int, Buffer]]] = {}
+        self._all: list[tuple[int, int, Buffer]] = []
+        self._inverted: list[tuple[int, int, Buffer]] = []  # first > last: no scope holds it
+
+    def add(self, at: int, n: int, b: Buffer) -> None:
+        entry = (at, n, b)
+        self._all.append(entry)
+        if b.first > b.last:
+            self._inverted.append(entry)
+        for scope in range(b.first, b.last + 1):
+            self._by_scope.setdefault(scope, []).append(entry)
+
+    def overlapping(self, b: Buffer) -> list[tuple[int, int, Buffer]]:
+        """(offset, placement number, buffer) of every placed buffer live with `b`, sorted,
+        by the same test as TFLM's (an inverted range, first > last, is tested one by one)."""
+        if b.first > b.last:
+            candidates = self._all
+        else:
+            candidates = list(self._inverted)
+            for scope in range(b.first, b.last + 1):
+                candidates += self._by_scope.get(scope, ())
+        found = {e[1]: e for e in candidates
+                 if not (e[2].first > b.last or b.first > e[2].last)}
+        return sorted(found.values(), key=lambda e: (e[0], e[1]))
+
+
+def _first_fit(placed: _Placed, b: Buffer) -> int:
     candidate = 0
     prior: Buffer | None = None
     prior_at = 0
-    for at, _, other in placed:
-        if other.first > b.last or b.first > other.last:
-            continue
+    for at, _, other in placed.overlapping(b):
         if prior is not None:
             candidate = max(candidate, prior_at + prior.size)
         if at - candidate >= b.size:
@@ -172,10 +204,9 @@ def _first_fit(placed: list[tuple[int, int, Buffer]], b: Buffer) -> int:
     return candidate
 
 
-def _best_fit(placed: list[tuple[int, int, Buffer]], b: Buffer) -> int:
+def _best_fit(placed: _Placed, b: Buffer) -> int:
     """The smallest gap between live buffers that holds `b`, else the top of the pile."""
-    spans = sorted((at, at + o.size) for at, _, o in placed
-                   if not (o.first > b.last or b.first > o.last))
+    spans = sorted((at, at + o.size) for at, _, o in placed.overlapping(b))
     best, best_gap, top = None, None, 0
     for lo, hi in spans:
         gap = lo - top
@@ -186,9 +217,21 @@ def _best_fit(placed: list[tuple[int, int, Buffer]], b: Buffer) -> int:
 
 
 def lower_bound(bufs: list[Buffer]) -> int:
-    """No plan can use less than the bytes live at the busiest scope."""
-    scopes = sorted({s for b in bufs for s in (b.first, b.last)})
-    return max((sum(b.size for b in bufs if b.first <= s <= b.last) for s in scopes), default=0)
+    """No plan can use less than the bytes live at the busiest scope (a sweep over the
+    scopes where live ranges start and end)."""
+    change: dict[int, int] = {}
+    for b in bufs:
+        if b.first <= b.last:
+            change[b.first] = change.get(b.first, 0) + b.size
+            change[b.last + 1] = change.get(b.last + 1, 0) - b.size
+    points = sorted(change)
+    best = live = j = 0
+    for scope in sorted({s for b in bufs for s in (b.first, b.last)}):
+        while j < len(points) and points[j] <= scope:
+            live += change[points[j]]
+            j += 1
+        best = max(best, live)
+    return best
 
 
 def _orders(bufs: list[Buffer]) -> dict[str, list[Buffer]]:
@@ -212,12 +255,12 @@ def _orders(bufs: list[Buffer]) -> dict[str, list[Buffer]]:
 
 
 def _place(order: list[Buffer], fit) -> dict[int, int]:
-    placed: list[tuple[int, int, Buffer]] = []
+    placed = _Placed()
     offsets = {}
     for n, b in enumerate(order):
         at = fit(placed, b)
         offsets[b.key] = at
-        bisect.insort(placed, (at, n, b))
+        placed.add(at, n, b)
     return offsets
 
 
@@ -226,10 +269,14 @@ def best_layout(bufs: list[Buffer]) -> tuple[str, Layout, list[tuple[str, int]]]
     offsets offline, its scratch buffers placed by TFLM's greedy."""
     best_name, best = "tflm", tflm_layout(bufs)
     tried = [("tflm", best.head)]
+    done: dict[tuple[tuple[int, ...], str], Layout] = {}  # orders that coincide place alike
     for name, order in _orders(bufs).items():
         for fit_name, fit in (("first-fit", _first_fit), ("best-fit", _best_fit)):
-            offsets = _place(order, fit)
-            realised = tflm_layout(bufs, {k: v for k, v in offsets.items() if k >= 0})
+            key = (tuple(b.key for b in order), fit_name)
+            if key not in done:
+                offsets = _place(order, fit)
+                done[key] = tflm_layout(bufs, {k: v for k, v in offsets.items() if k >= 0})
+            realised = done[key]
             tried.append((f"{name}/{fit_name}", realised.head))
             if realised.head < best.head:
                 best_name, best = f"{name}/{fit_name}", realised
@@ -319,8 +366,8 @@ def operator_orders(info: ModelInfo) -> list[tuple[int, ...]]:
         return []
     producers = {i: op.index for op in info.ops for i in op.outputs if i >= 0}
     deps = [{producers[i] for i in op.inputs if i in producers} for op in info.ops]
-    if all(len([j for j in range(len(info.ops)) if k in deps[j]]) <= 1
-           for k in range(len(info.ops))) and all(len(d) <= 1 for d in deps):
+    users = Counter(k for d in deps for k in d)
+    if all(users[k] <= 1 for k in range(len(info.ops))) and all(len(d) <= 1 for d in deps):
         return []  # a chain: one order only
     consumers: dict[int, list[int]] = {}
     for op in info.ops:
@@ -342,8 +389,15 @@ def _schedule(info: ModelInfo, deps, consumers, size, rule: str) -> tuple[int, .
     done: set[int] = set()
     order: list[int] = []
     keep = set(info.outputs)
+    # The ready ops kept up to date as ops are done (was: every op re-tested at every step,
+    # quadratic in the ops); min() below picks the same op (ties broken by index).
+    dependents: list[list[int]] = [[] for _ in info.ops]
+    for j, d in enumerate(deps):
+        for k in d:
+            dependents[k].append(j)
+    waiting = [len(d) for d in deps]
+    ready = {k for k in range(len(info.ops)) if not deps[k]}
     while len(order) < len(info.ops):
-        ready = [k for k in range(len(info.ops)) if k not in done and deps[k] <= done]
 
         def delta(k: int) -> tuple[int, int]:
             op = info.ops[k]
@@ -353,6 +407,11 @@ def _schedule(info: ModelInfo, deps, consumers, size, rule: str) -> tuple[int, .
             return (alloc - freed, k) if rule == "frees-most" else (alloc, k)
 
         k = min(ready, key=delta)
+        ready.discard(k)
         done.add(k)
         order.append(k)
+        for j in dependents[k]:
+            waiting[j] -= 1
+            if not waiting[j]:
+                ready.add(j)
     return tuple(order)

@@ -33,13 +33,79 @@ from edgeq.errors import ConversionError, EdgeqError, ModelFileError
 from edgeq.status import ExitStatus
 from edgeq.process.spawn import python_command, raise_if_killed, signal_name
 
-DEFAULT_TIMEOUT_S = float(os.environ.get("EDGEQ_CHILD_TIMEOUT", "120"))
+TIMEOUT_ENV = "EDGEQ_CHILD_TIMEOUT"  # seconds: one flat limit instead of the model's own
+
+# The time limit follows the model's work (`time_limit`): a big model on many samples must not
+# be stopped, and an endless one (a WHILE loop that never ends) must be, in bounded time. The
+# rates are TFLite Micro's reference kernels on an x86-64 host (the slowest interpreter edgeq
+# runs; LiteRT is faster), with a wide margin for a loaded CI machine: 0.75-3.1 ns per MAC
+# measured on the MLPerf Tiny int8 models on a busy 2-core machine (tools/bench_analyze.py
+# --rates), 100 ns allowed (100 ns per activation element too); 2 ms per op per inference and
+# 50 ms per sample for the Python around it; the child's start-up (numpy and the interpreter
+# imported, the model read and allocated: under 2 s) 30 s plus 10 ms per op. For the MLPerf
+# models that is 40-166 s for 100 samples, which took 0.1-2.5 s.
+_START_S = 30.0
+_LOAD_S_PER_OP = 0.01
+_S_PER_MAC = 100e-9
+_S_PER_OP_RUN = 2e-3
+_S_PER_SAMPLE = 0.05
+
+
+def model_work(info: Any) -> tuple[int, int]:
+    """(multiply-accumulates, element reads and writes) of one inference, from the shapes in
+    the flatbuffer: ops with weights (convolutions, fully connected) count a MAC per output
+    element per weight it reads; every op counts its activations' elements. Ops in other
+    subgraphs (an IF or WHILE body) are not counted: their trip count is not in the file,
+    which is what the limit is for."""
+    macs = elements = 0
+    for op in info.ops:
+        tensors = [info.tensors[i] for i in (*op.inputs, *op.outputs) if i >= 0]
+        elements += sum(_count(t.shape) for t in tensors if not t.constant_bytes)
+        weights = [info.tensors[i] for i in op.inputs[1:2] if i >= 0]
+        if op.op in _WEIGHTED and weights and op.outputs and op.outputs[0] >= 0:
+            out = info.tensors[op.outputs[0]].shape
+            w = weights[0].shape
+            per_output = _count(w) // max(out[-1] if out else 1, 1) if op.op != "BATCH_MATMUL" \
+                else (w[-2] if len(w) >= 2 else 1)
+            macs += _count(out) * max(per_output, 1)
+    return macs, elements
+
+
+_WEIGHTED = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV",
+                       "CONV_3D", "BATCH_MATMUL", "SVDF", "UNIDIRECTIONAL_SEQUENCE_LSTM"})
+
+
+def _count(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= max(int(d), 1)
+    return n
+
+
+def time_limit(info: Any | None, samples: int = 0) -> float:
+    """Seconds a child may take to load `info`'s model and run it on `samples` inputs: the
+    model's own work at a pessimistic rate (see above), or EDGEQ_CHILD_TIMEOUT when set."""
+    flat = os.environ.get(TIMEOUT_ENV)
+    if flat:
+        try:
+            return max(float(flat), 0.1)
+        except ValueError:
+            pass
+    if info is None:
+        return _START_S
+    macs, elements = model_work(info)
+    per_sample = _S_PER_SAMPLE + len(info.ops) * _S_PER_OP_RUN + macs * _S_PER_MAC \
+        + elements * _S_PER_MAC
+    return round(_START_S + len(info.ops) * _LOAD_S_PER_OP + samples * per_sample, 1)
 
 
 def run_in_child(task: str, model: bytes, *, stage: str, source: str | Path,
                  args: dict[str, Any] | None = None, user_file: bool = True,
-                 timeout_s: float | None = None) -> Any:
+                 timeout_s: float | None = None, samples: int = 0, info: Any = None) -> Any:
     """Run `edgeq.process.worker` task `task` on `model` in a child process and return its result.
+
+    The child may take `timeout_s`, by default `time_limit` of the model (`info`, read here
+    when not given) and the `samples` it runs on.
 
     Raises:
         TargetConstraintError: the child's checks refused the model before its interpreter
@@ -52,7 +118,9 @@ def run_in_child(task: str, model: bytes, *, stage: str, source: str | Path,
         KeyboardInterrupt: the child got the terminal's Ctrl-C (SIGINT).
         EdgeqError: what the worker raised, of the same class when it is one edgeq knows.
     """
-    limit = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
+    if info is None and timeout_s is None:
+        info = _info(model, source)
+    limit = time_limit(info, samples) if timeout_s is None else timeout_s
     # The child's runners check the model before its interpreter sees it (edgeq.formats:
     # tensor sizes, kernel_limits) and name it by `source` in what they refuse.
     args = {**(args or {}), "source": str(source)}
@@ -61,8 +129,14 @@ def run_in_child(task: str, model: bytes, *, stage: str, source: str | Path,
         proc = subprocess.run(python_command("edgeq.process.worker"), input=request,
                               capture_output=True, timeout=limit, check=False)
     except subprocess.TimeoutExpired:
-        raise _failure(stage, source, user_file, f"did not finish within {limit:g} s",
-                       hint="set EDGEQ_CHILD_TIMEOUT (seconds) to allow longer") from None
+        what = f"did not finish within {limit:g} s"
+        if not user_file:
+            raise ConversionError(stage, what, hint=f"set {TIMEOUT_ENV} (seconds) to allow "
+                                  "longer") from None
+        raise ModelFileError(source, f"{stage} {what} ({_limit_text(info, samples)}); it "
+                             "may loop forever (a WHILE whose condition never turns false)",
+                             hint=f"set {TIMEOUT_ENV} (seconds) to allow longer if the model "
+                             "is only slow") from None
     answer = _answer(proc.stdout)
     raise_if_killed(stage, proc.returncode)
     if proc.returncode < 0:
@@ -75,6 +149,28 @@ def run_in_child(task: str, model: bytes, *, stage: str, source: str | Path,
     if "error" in answer:
         raise _rebuild(answer["error"], stage, source, user_file)
     return answer["result"]
+
+
+def _info(model: bytes, source: str | Path) -> Any:
+    """The model's values for its time limit; None for bytes that are no model (the worker's
+    own checks name what is wrong with them)."""
+    from edgeq.formats.tflite import read_model
+
+    try:
+        return read_model(bytes(model), source)
+    except EdgeqError:
+        return None
+
+
+def _limit_text(info: Any, samples: int) -> str:
+    if os.environ.get(TIMEOUT_ENV):
+        return f"the limit {TIMEOUT_ENV} sets"
+    if info is None:
+        return "the limit for loading a model"
+    macs, _ = model_work(info)
+    runs = f" on {samples} input(s)" if samples else ", loading it"
+    return (f"the limit for this model's work: {len(info.ops)} op(s), {macs:,} MACs per "
+            f"inference{runs}")
 
 
 def _failure(stage: str, source: str | Path, user_file: bool, what: str,

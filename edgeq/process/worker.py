@@ -6,6 +6,8 @@ Run as `python -m edgeq.process.worker`; imports the interpreters, never TensorF
 - ``arena_plan_check``: run a planned model and the file it came from (``args["original"]``) on
   TFLite Micro; return whether the outputs are byte-identical and the planned model's head.
 - ``litert_invoke``: load it in LiteRT, allocate, run one invoke on zeros; return the I/O.
+- ``tflm_reference`` / ``tflm_op_outputs``: TFLite Micro's raw outputs for every sample in
+  ``x_path`` / every op's outputs for one sample, saved to ``out_path`` (`edgeq emulate`).
 - ``evaluate``: run it on the samples in ``x_path`` (.npy) with the target's interpreter, save
   the outputs to ``out_path`` (.npz), and return the arena and host latency (`edgeq verify`).
 - ``crash`` / ``hang``: used by the tests to prove a crash or hang is contained; ``hang``
@@ -74,6 +76,28 @@ def _evaluate(model: bytes, args: dict[str, Any]) -> dict[str, Any]:
                                                  "tail": arena.tail}}
 
 
+def _tflm_reference(model: bytes, args: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    from edgeq.adapters.tflm import reference_outputs
+
+    x = np.load(args["x_path"], allow_pickle=False)
+    ref, arena = reference_outputs(model, x, source=args.get("source", "model"))
+    np.save(args["out_path"], ref)
+    return {"total": arena.total, "head": arena.head, "tail": arena.tail, "log": arena.log}
+
+
+def _tflm_op_outputs(model: bytes, args: dict[str, Any]) -> list[list[Any]]:
+    import numpy as np
+
+    from edgeq.adapters.tflm import reference_op_outputs
+
+    row = np.load(args["x_path"], allow_pickle=False)
+    got = reference_op_outputs(model, row, source=args.get("source", "model"))
+    np.savez(args["out_path"], *[np.frombuffer(data, dtype=np.uint8) for _, _, data in got])
+    return [[k, name] for k, name, _ in got]
+
+
 def _crash(model: bytes, args: dict[str, Any]) -> None:
     import ctypes
 
@@ -90,6 +114,7 @@ def _hang(model: bytes, args: dict[str, Any]) -> None:
 
 TASKS: dict[str, Callable[[bytes, dict[str, Any]], Any]] = {
     "tflm_arena": _tflm_arena, "litert_invoke": _litert_invoke, "evaluate": _evaluate,
+    "tflm_reference": _tflm_reference, "tflm_op_outputs": _tflm_op_outputs,
     "arena_plan_check": _arena_plan_check,
     "crash": _crash, "hang": _hang,
 }

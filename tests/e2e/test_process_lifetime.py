@@ -355,20 +355,22 @@ def test_worker_crash_signal_from_outside_still_reads_as_a_crash(tmp_path):
 
 
 def test_a_killed_runs_staging_directory_is_removed_by_the_next_run(tmp_path):
+    """Staging directories live inside the output directory; the next run removes those of
+    runs on this host that are gone, and leaves a live run's and another host's."""
     from edgeq.outputs import atomic as outputs
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     host = os.uname().nodename
-    mark = f".out{outputs.STAGING_MARK}"
-    stale = tmp_path / f"{mark}{gone.pid}@{host}-abc123_x"
-    live = tmp_path / f"{mark}{os.getpid()}@{host}-def456_y"
-    elsewhere = tmp_path / f"{mark}{gone.pid}@another-host-ghi789_z"
-    older = tmp_path / f"{mark}jkl012_w"  # an older edgeq's, without an owner
-    for folder in (stale, live, elsewhere, older):
+    mark = outputs.STAGING_MARK
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / f"{mark}{gone.pid}@{host}-abc123_x"
+    live = out / f"{mark}{os.getpid()}@{host}-def456_y"
+    elsewhere = out / f"{mark}{gone.pid}@another-host-ghi789_z"
+    for folder in (stale, live, elsewhere):
         folder.mkdir()
         (folder / "model.tflite").write_bytes(b"half")
-    outputs.write_outputs(tmp_path / "out", {"a": b"new"}, overwrite=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["out", live.name, elsewhere.name, older.name])
-    assert (tmp_path / "out" / "a").read_bytes() == b"new"
+    outputs.write_outputs(out, {"a": b"new"}, overwrite=False)
+    assert sorted(p.name for p in out.iterdir()) == sorted(["a", live.name, elsewhere.name])
+    assert (out / "a").read_bytes() == b"new"
