@@ -18,7 +18,7 @@ _MEASURE = """
 import json, resource, subprocess, sys, time
 t0 = time.monotonic()
 try:
-    proc = subprocess.run(sys.argv[1:], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(sys.argv[2:], capture_output=True, text=True, timeout=float(sys.argv[1]))
     code, err = proc.returncode, proc.stderr
 except subprocess.TimeoutExpired as exc:
     code, err = "timeout", (exc.stderr or b"").decode(errors="replace")
@@ -27,14 +27,31 @@ print(json.dumps({"code": code, "err": err, "seconds": time.monotonic() - t0,
 """
 
 
-def measured(*argv: str, cwd: str | None = None) -> dict:
-    """`edgeq ARGV` in a fresh child (stdin closed: a command that waited on it would hang)."""
-    env = dict(os.environ)
+def child_env(**extra: str) -> dict[str, str]:
+    """The test process's environment plus ``extra``, with this checkout first on the path."""
+    env = dict(os.environ, **extra)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    out = subprocess.run([sys.executable, "-c", _MEASURE, sys.executable, "-m", "edgeq", *argv],
-                         capture_output=True, text=True, timeout=180, env=env, check=True,
-                         stdin=subprocess.DEVNULL, cwd=cwd)
+    return env
+
+
+def measured(*argv: str, cwd: str | None = None, env: dict[str, str] | None = None,
+             limit: float = 120) -> dict:
+    """`edgeq ARGV` in a fresh child (stdin closed: a command that waited on it would hang),
+    given ``limit`` seconds before it counts as a "timeout"."""
+    out = subprocess.run([sys.executable, "-c", _MEASURE, str(limit), sys.executable, "-m",
+                          "edgeq", *argv], capture_output=True, text=True, timeout=limit + 60,
+                         env=env or child_env(), check=True, stdin=subprocess.DEVNULL, cwd=cwd)
     return json.loads(out.stdout)
+
+
+def one_line(err: str, *needles: str) -> str:
+    """stderr is exactly one `edgeq: error:` line, no traceback, holding every needle."""
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("edgeq: error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+    return lines[0]
 
 
 def assert_refused(result: dict, code: int, *expected: str, seconds: float = 30.0,

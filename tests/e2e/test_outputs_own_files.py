@@ -16,30 +16,16 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FIXTURES, ROOT
+from tests.measure import child_env, one_line
 
 HELLO = FIXTURES / "models" / "tflm" / "hello_world_int8.tflite"
 EXAMPLE = ROOT / "representative_data"
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ, **extra)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    return env
-
-
 def _edgeq(*argv: str, **env: str) -> tuple[int, str, str]:
     proc = subprocess.run([sys.executable, "-m", "edgeq", *argv], capture_output=True,
-                          text=True, timeout=600, env=_env(**env))
+                          text=True, timeout=600, env=child_env(**env))
     return proc.returncode, proc.stdout, proc.stderr
-
-
-def _one_line(err: str, *needles: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("edgeq: error: "), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
-    return lines[0]
 
 
 def _embed(out: Path, *extra: str) -> tuple[int, str, str]:
@@ -83,7 +69,7 @@ def test_overwrite_never_deletes_a_directory_named_like_an_output(tmp_path):
     (out / "g_hello.h" / "precious.txt").write_text("mine")
     code, _, err = _embed(out, "--overwrite")
     assert code == 2
-    _one_line(err, "g_hello.h", "is a directory")
+    one_line(err, "g_hello.h", "is a directory")
     assert (out / "g_hello.h" / "precious.txt").read_text() == "mine"
     assert sorted(p.name for p in out.iterdir()) == ["g_hello.h"]
 
@@ -93,7 +79,7 @@ def test_a_file_in_the_way_of_out_is_refused(tmp_path):
     out.write_text("not a directory")
     code, _, err = _embed(out)
     assert code == 2
-    _one_line(err, "--out", "not a directory")
+    one_line(err, "--out", "not a directory")
     assert out.read_text() == "not a directory"
 
 
@@ -108,7 +94,7 @@ def test_a_run_on_an_out_another_run_holds_exits_2(tmp_path):
     finally:
         os.close(fd)
     assert code == 2
-    _one_line(err, "another edgeq run is writing to --out")
+    one_line(err, "another edgeq run is writing to --out")
     assert list(out.iterdir()) == []
     code, _, err = _embed(out)  # released: the next run writes
     assert code == 0, err
@@ -121,7 +107,7 @@ def test_a_run_on_an_out_another_run_holds_exits_2(tmp_path):
     finally:
         os.close(fd)
     assert code == 2
-    _one_line(err, "another edgeq run is writing to --out")
+    one_line(err, "another edgeq run is writing to --out")
 
 
 def test_two_concurrent_embeds_without_overwrite_one_wins(tmp_path):
@@ -129,7 +115,7 @@ def test_two_concurrent_embeds_without_overwrite_one_wins(tmp_path):
     argv = [sys.executable, "-m", "edgeq", "embed", str(HELLO), "--out", str(out),
             "--name", "g_hello"]
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=_env()) for _ in range(2)]
+                              env=child_env()) for _ in range(2)]
     results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
     for p in procs:
         p.stdout.close()
@@ -137,7 +123,7 @@ def test_two_concurrent_embeds_without_overwrite_one_wins(tmp_path):
     codes = sorted(code for code, _ in results)
     assert codes == [0, 2], results
     err = next(err for code, err in results if code == 2)
-    line = _one_line(err)
+    line = one_line(err)
     assert "already exists" in line or "another edgeq run" in line
     assert sorted(p.name for p in out.iterdir()) == ["g_hello.cc", "g_hello.h", "g_hello_ops.h"]
 
@@ -146,7 +132,7 @@ def test_an_embed_name_too_long_for_a_file_is_exit_2(tmp_path):
     out = tmp_path / "out"
     code, _, err = _edgeq("embed", str(HELLO), "--out", str(out), "--name", "g" * 300)
     assert code == 2
-    _one_line(err, "302 bytes", "255")
+    one_line(err, "302 bytes", "255")
     assert not out.exists()
 
 
@@ -164,7 +150,7 @@ def test_a_baseline_with_wrong_types_or_deep_nesting_is_exit_2(tmp_path, report,
     code, _, err = _edgeq("verify", str(HELLO), "--target", "cortex-m4", "--eval-data",
                           str(tmp_path / "unused.npz"), "--baseline", str(base))
     assert code == 2, err
-    _one_line(err, "base.json", needle)
+    one_line(err, "base.json", needle)
 
 
 @pytest.mark.parametrize("section,needle", [
@@ -180,7 +166,7 @@ def test_an_emulate_baseline_with_wrong_types_or_deep_nesting_is_exit_2(tmp_path
     code, _, err = _edgeq("emulate", str(HELLO), "--target", "cortex-m4", "--baseline",
                           str(base), "--max-drop", "1")
     assert code == 2, err
-    _one_line(err, "base.json", needle)
+    one_line(err, "base.json", needle)
 
 
 def test_convert_leaves_no_autograph_files_in_tmpdir(tmp_path):

@@ -9,8 +9,6 @@ is EQUAL(x, x) (always true) and whose body adds zero."""
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import FIXTURES, ROOT
+from tests.conftest import FIXTURES
+from tests.measure import child_env, measured, one_line
 
 TREE = FIXTURES.parent / "third_party" / "tflm_tree_cmsis_nn.tar.gz"
 MLPERF = FIXTURES / "models" / "mlperf_tiny"
@@ -83,36 +82,12 @@ def endless(tmp_path_factory) -> Path:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ, EDGEQ_TFLM_TREE=str(TREE), **extra)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    return env
-
-
-# Runs the CLI as its own child and reports that child's time and peak RSS (RUSAGE_CHILDREN of
-# this fresh wrapper covers the case's processes only), as tests/e2e/test_bombs.py does.
-_MEASURE = """
-import json, resource, subprocess, sys, time
-t0 = time.monotonic()
-proc = subprocess.run(sys.argv[1:], capture_output=True, text=True, timeout=300)
-print(json.dumps({"code": proc.returncode, "err": proc.stderr, "seconds": time.monotonic() - t0,
-                  "peak_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
-"""
+    return child_env(EDGEQ_TFLM_TREE=str(TREE), **extra)
 
 
 def _measured(*argv: str, **env: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", _MEASURE, sys.executable, "-m", "edgeq", *argv],
-                         capture_output=True, text=True, timeout=400, env=_env(**env),
-                         check=True)
-    return json.loads(out.stdout)
-
-
-def _one_line(err: str, *needles: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("edgeq: error: "), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
-    return lines[0]
+    """`edgeq ARGV` measured in its own child (tests/measure.py), given 300 s."""
+    return measured(*argv, env=_env(**env), limit=300)
 
 
 def test_emulate_of_an_endless_model_stops_at_the_limit_with_exit_2(endless):
@@ -120,7 +95,7 @@ def test_emulate_of_an_endless_model_stops_at_the_limit_with_exit_2(endless):
     got = _measured("emulate", str(endless), "--target", "cortex-m4", "--eval-samples", "2",
                     EDGEQ_CHILD_TIMEOUT="3")
     assert got["code"] == 2, got["err"]
-    _one_line(got["err"], "endless_while.tflite", "TFLite Micro (reference outputs)",
+    one_line(got["err"], "endless_while.tflite", "TFLite Micro (reference outputs)",
               "did not finish within 3 s", "loop forever")
     assert got["seconds"] < 120 and got["peak_kib"] < 1024 * 1024, got
     print(f"emulate endless: exit 2 after {got['seconds']:.1f} s, peak "
@@ -133,7 +108,7 @@ def test_verify_of_an_endless_model_stops_at_the_limit_with_exit_2(endless, tmp_
     got = _measured("verify", str(endless), "--target", "cortex-m4", "--eval-data", str(data),
                     "--no-latency", EDGEQ_CHILD_TIMEOUT="3")
     assert got["code"] == 2, got["err"]
-    _one_line(got["err"], "endless_while.tflite", "did not finish within 3 s")
+    one_line(got["err"], "endless_while.tflite", "did not finish within 3 s")
     assert got["seconds"] < 120 and got["peak_kib"] < 1024 * 1024, got
 
 
@@ -176,7 +151,7 @@ def test_sigterm_ends_emulate_while_the_reference_loops(endless):
     _, err = proc.communicate(timeout=60)
     took = time.monotonic() - start
     assert proc.returncode in (130, 143), err
-    _one_line(err, "interrupted")
+    one_line(err, "interrupted")
     assert took < 30, f"SIGTERM took {took:.1f} s"
     for _ in range(50):  # the worker is gone with it, not left looping
         if not any(Path(f"/proc/{w}").exists() for w in workers):
