@@ -43,6 +43,9 @@ _RC = {
     "axes.axisbelow": True,
     "grid.color": "#e4e4e4",
     "svg.hashsalt": "edgeq",
+    # Labels carry names from the model file: drawn as text, never parsed as mathtext (an odd
+    # number of "$" in a layer name would otherwise fail the whole page).
+    "text.parse_math": False,
 }
 _BLUE, _PALE, _RED, _GREEN, _ORANGE, _GREY = (
     "#1f5f99", "#9fb9d1", "#c62828", "#2e7d32", "#ef8a17", "#9e9e9e")
@@ -322,8 +325,7 @@ def _emulator(report: Report) -> str:
                     f"{'calibrated' if est['calibrated'] else 'uncalibrated'}: an estimate).")
     if not rows:
         return head + "<p>The firmware reported no per-op counts.</p>"
-    # "$" would start matplotlib's mathtext in a tick label
-    labels = [f"#{i} {layer or op}".replace("$", r"\$") for i, op, layer, *_ in rows]
+    labels = [f"#{i} {layer or op}" for i, op, layer, *_ in rows]
     cycles = [c for *_, c, _ in rows]
     fig = _figure(7.5, 0.26 * len(rows) + 1.1)
     ax = fig.add_subplot()

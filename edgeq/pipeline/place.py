@@ -212,7 +212,7 @@ def _float_on_mcu(op: OpInfo, info: ModelInfo) -> str | None:
         t = info.tensors[outs[0]]
         return (f"converts {info.tensors[ins[0]].dtype} to the model's {t.dtype} output "
                 f"'{t.name}' on the MCU core (float I/O)")
-    return (f"computes in float on the MCU core (TFLite Micro's float32 kernel): slower than "
+    return ("computes in float on the MCU core (TFLite Micro's float32 kernel): slower than "
             "int8 and without CMSIS-NN")
 
 

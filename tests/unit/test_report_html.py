@@ -109,3 +109,13 @@ def test_html_writer_does_not_load_matplotlib_until_asked():
             "print('matplotlib' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_dollar_signs_in_names_are_drawn_as_text():
+    """Tensor and layer names reach the figures' labels; matplotlib would parse `$...` as
+    mathtext and an unbalanced one would fail the page."""
+    odd = "conv$\\frac{$1"
+    rows = [{"tensor": f"{odd}/Relu", "lo": -1.0, "hi": 1.0, "method": "minmax",
+             "clipped_fraction": 0.0, "sqnr_db": 25.0}]
+    page = render(_report(layers=rows))
+    assert _figures(page) >= 2 and "conv$\\frac{$1" in page
