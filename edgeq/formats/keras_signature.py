@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from edgeq.formats.keras_shapes import histories
+
 # Layers whose output has their input's shape: the class count passes through them.
 _SAME_SHAPE = frozenset({
     "Activation", "Softmax", "ReLU", "LeakyReLU", "PReLU", "ELU", "ThresholdedReLU",
@@ -78,12 +80,10 @@ def _name(layer: dict) -> str:
 
 
 def _refs(value: Any) -> list[str]:
-    """Layer names in input_layers/output_layers: [name, node, tensor] or a list of them."""
-    if isinstance(value, list) and len(value) == 3 and isinstance(value[0], str):
-        return [value[0]]
-    if isinstance(value, list):
-        return [n for v in value for n in _refs(v)]
-    return []
+    """The layer names a serialized reference names, in order, in either format: input_layers /
+    output_layers triples and inbound nodes (edgeq.formats.keras_shapes.histories, which walks
+    without recursion)."""
+    return [name for name, _, _ in histories(value)]
 
 
 def _sequential_input(layers: list[dict], body: dict) -> dict:
@@ -123,23 +123,9 @@ def _seq_previous(layers: list[dict]):
 
 def _functional_previous(by_name: dict[str, dict]):
     def previous(layer: dict) -> dict | None:
-        names = _inbound(layer.get("inbound_nodes"))
+        names = _refs(layer.get("inbound_nodes"))
         return by_name.get(names[0]) if len(names) == 1 else None
     return previous
-
-
-def _inbound(node: Any) -> list[str]:
-    """The layers a functional layer's inbound nodes name, in either serialization: Keras 3
-    ({"keras_history": [name, node, tensor]}) or tf.keras ([[name, node, tensor, kwargs]])."""
-    if isinstance(node, dict):
-        if isinstance(node.get("keras_history"), list) and node["keras_history"]:
-            return [str(node["keras_history"][0])]
-        return [n for v in node.values() for n in _inbound(v)]
-    if isinstance(node, list):
-        if len(node) >= 3 and isinstance(node[0], str) and isinstance(node[1], int):
-            return [node[0]]
-        return [n for v in node for n in _inbound(v)]
-    return []
 
 
 def _classes(layer: dict, previous, by_name: dict[str, dict], depth: int = 0) -> int | None:
