@@ -90,30 +90,28 @@ def check_file(path: str | Path, option: str, *, error: ErrorFactory | None = No
     Raises:
         InputError (or `error`'s class): missing, unreadable, or not a regular file.
     """
-    p, make = Path(path), error or _generic(option)
-    st = _stat(p, option, make, hint)
-    if not stat.S_ISREG(st.st_mode):
-        raise _refuse(p, option, st.st_mode, "a regular file", make, hint)
-    return st
+    return _check_kind(path, option, error, hint, "a regular file", stat.S_ISREG)
 
 
 def check_dir(path: str | Path, option: str, *, error: ErrorFactory | None = None,
               hint: str | None = None) -> os.stat_result:
     """The stat of `path` when it names a directory (through links)."""
-    p, make = Path(path), error or _generic(option)
-    st = _stat(p, option, make, hint)
-    if not stat.S_ISDIR(st.st_mode):
-        raise _refuse(p, option, st.st_mode, "a directory", make, hint)
-    return st
+    return _check_kind(path, option, error, hint, "a directory", stat.S_ISDIR)
 
 
 def check_file_or_dir(path: str | Path, option: str, *, error: ErrorFactory | None = None,
                       hint: str | None = None) -> os.stat_result:
     """The stat of `path` when it names a regular file or a directory (through links)."""
+    return _check_kind(path, option, error, hint, "a regular file or a directory",
+                       lambda mode: stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _check_kind(path: str | Path, option: str, error: ErrorFactory | None, hint: str | None,
+                wanted: str, ok: Callable[[int], bool]) -> os.stat_result:
     p, make = Path(path), error or _generic(option)
     st = _stat(p, option, make, hint)
-    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
-        raise _refuse(p, option, st.st_mode, "a regular file or a directory", make, hint)
+    if not ok(st.st_mode):
+        raise _refuse(p, option, st.st_mode, wanted, make, hint)
     return st
 
 
